@@ -1,0 +1,192 @@
+"""Every task result of a sweep -> one xarray.Dataset whose dimensions are the swept settings.
+
+Dimensions: dataset, method, variant, amortization, batch_size, max_epochs, seed (the settings), plus
+cell_type and spot. Every configuration of the sweep has a `status` (done, failed, started, missing):
+a failed or never-run task stays in the dataset as NaN values with its status and reason, never dropped.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+import toolkit
+from toolkit.layout import OutputLayout, read_json, write_atomically
+from toolkit.metrics import METRICS
+from toolkit.pseudospots import read_spots
+from toolkit.status import load_tasks, task_state
+from toolkit.sweep import SWEPT_SETTINGS
+
+SCALARS: dict[str, dict[str, str]] = {
+    "n_steps": {"long_name": "optimizer steps of the spatial model", "units": "1"},
+    "train_time_s": {"long_name": "wall time of spatial model training", "units": "s"},
+    "reference_time_s": {"long_name": "wall time of reference model training (shared by tasks)", "units": "s"},
+    "task_time_s": {"long_name": "wall time of the whole task", "units": "s"},
+    "peak_host_memory_mb": {"long_name": "peak resident host memory of the task", "units": "MiB"},
+    "peak_gpu_memory_mb": {"long_name": "peak allocated GPU memory of the task", "units": "MiB"},
+}
+METRIC_NAMES = {
+    "pcc": "Pearson correlation",
+    "ssim": "global SSIM (Li et al. 2022)",
+    "rmse": "root mean squared error",
+    "js": "Jensen-Shannon distance",
+}
+
+
+class _Grid:
+    """Positions of tasks in the product of the swept settings' values."""
+
+    def __init__(self, settings: list[dict[str, Any]]):
+        self.coords = {name: sorted({s[name] for s in settings}) for name in SWEPT_SETTINGS}
+        self.shape = tuple(len(values) for values in self.coords.values())
+        self._position = {name: {v: i for i, v in enumerate(values)} for name, values in self.coords.items()}
+
+    def index(self, settings: dict[str, Any]) -> tuple[int, ...]:
+        return tuple(self._position[name][settings[name]] for name in SWEPT_SETTINGS)
+
+    def empty(self, *extra: int, fill: Any = np.nan, dtype: Any = float) -> np.ndarray:
+        return np.full(self.shape + extra, fill, dtype=dtype)
+
+
+def _fill_frame(target: np.ndarray, at: tuple[int, ...], frame: dict, rows: dict, cols: dict) -> None:
+    """Place a stored frame (index, columns, values) into target[at][row, col] by name."""
+    values = np.asarray(frame["values"], dtype=float)
+    r = [rows[name] for name in frame["index"]]
+    c = [cols[name] for name in frame["columns"]]
+    target[at][np.ix_(r, c)] = values
+
+
+def _true_proportions(layout: OutputLayout, datasets: list[str]) -> dict[str, pd.DataFrame]:
+    """Each prepared dataset's true proportions (spots x cell types), read from its pseudospots."""
+    return {
+        name: read_spots(layout.spots(name)).obsm["proportions"] for name in datasets if layout.spots(name).exists()
+    }
+
+
+def _truth(truths: dict[str, pd.DataFrame], datasets: list[str], spots: dict, types: dict) -> np.ndarray:
+    truth = np.full((len(datasets), len(spots), len(types)), np.nan)
+    for d, name in enumerate(datasets):
+        if name in truths:
+            proportions = truths[name]
+            keep = [t for t in proportions.columns if t in types]
+            frame = {"index": list(proportions.index), "columns": keep, "values": proportions[keep].to_numpy()}
+            _fill_frame(truth, (d,), frame, spots, types)
+    return truth
+
+
+def aggregate(root: Path) -> xr.Dataset:
+    """Read every task of the sweep in `root` (done or not) into one Dataset."""
+    layout = OutputLayout(Path(root))
+    tasks = load_tasks(layout)
+    states = [task_state(layout, task) for task in tasks]
+    results = {s.task.id: read_json(layout.result(s.task.id)) for s in states if s.state == "done"}
+
+    grid = _Grid([task.settings for task in tasks])
+    truths = _true_proportions(layout, grid.coords["dataset"])
+    predicted_types = {c for r in results.values() for c in r["proportions"]["columns"]}
+    # Cell types the methods predict (all the truth's where nothing finished yet); every spot of the truth.
+    type_names = sorted(predicted_types or {c for t in truths.values() for c in t.columns})
+    spot_names = sorted(
+        {i for t in truths.values() for i in t.index} | {i for r in results.values() for i in r["proportions"]["index"]}
+    )
+    types = {name: i for i, name in enumerate(type_names)}
+    spots = {name: i for i, name in enumerate(spot_names)}
+
+    status = grid.empty(fill="absent", dtype=object)
+    reason = grid.empty(fill="", dtype=object)
+    task_id = grid.empty(fill="", dtype=object)
+    scalars = {name: grid.empty() for name in SCALARS}
+    by_type = {m: grid.empty(len(types)) for m in (*METRICS, "grid_ssim")}
+    by_spot = {m: grid.empty(len(spots)) for m in METRICS}
+    means: dict[str, np.ndarray] = {}
+    proportion = grid.empty(len(spots), len(types))
+
+    for state in states:
+        at = grid.index(state.task.settings)
+        status[at], reason[at], task_id[at] = state.state, state.reason, state.task.id
+        result = results.get(state.task.id)
+        if result is None:
+            continue
+        for name in SCALARS:
+            value = result.get(name)
+            scalars[name][at] = np.nan if value is None else value
+        scores = result["scores"]
+        for m in METRICS:
+            by_type[m][at][[types[t] for t in scores["per_cell_type"]["index"]]] = np.asarray(
+                scores["per_cell_type"]["values"], dtype=float
+            )[:, scores["per_cell_type"]["columns"].index(m)]
+            by_spot[m][at][[spots[s] for s in scores["per_spot"]["index"]]] = np.asarray(
+                scores["per_spot"]["values"], dtype=float
+            )[:, scores["per_spot"]["columns"].index(m)]
+        for key, value in scores["means"].items():
+            means.setdefault(key, grid.empty())[at] = value
+        for cell_type, value in scores["grid_ssim"].items():
+            by_type["grid_ssim"][at][types[cell_type]] = value
+        _fill_frame(proportion, at, result["proportions"], spots, types)
+
+    dims = list(SWEPT_SETTINGS)
+    data_vars: dict[str, Any] = {
+        "status": (dims, status.astype(str), {"long_name": "task state: done, failed, started, missing, absent"}),
+        "reason": (dims, reason.astype(str), {"long_name": "last line of the failure, where failed"}),
+        "task_id": (dims, task_id.astype(str), {"long_name": "task id (folder under tasks/)"}),
+        "proportion": (
+            [*dims, "spot", "cell_type"],
+            proportion,
+            {"long_name": "predicted cell-type proportion", "units": "1"},
+        ),
+        "true_proportion": (
+            ["dataset", "spot", "cell_type"],
+            _truth(truths, grid.coords["dataset"], spots, types),
+            {"long_name": "true cell-type proportion of the pseudospot", "units": "1"},
+        ),
+    }
+    for name, attrs in SCALARS.items():
+        data_vars[name] = (dims, scalars[name], attrs)
+    for m in METRICS:
+        data_vars[m] = ([*dims, "cell_type"], by_type[m], {"long_name": f"{METRIC_NAMES[m]} per cell type over spots"})
+        data_vars[f"{m}_spot"] = ([*dims, "spot"], by_spot[m], {"long_name": f"{METRIC_NAMES[m]} per spot over types"})
+    data_vars["grid_ssim"] = (
+        [*dims, "cell_type"],
+        by_type["grid_ssim"],
+        {"long_name": "windowed SSIM of each cell type's proportion map on the spot grid"},
+    )
+    for key, values in means.items():
+        data_vars[f"mean_{key}"] = (
+            dims,
+            values,
+            {"long_name": f"mean {key.replace('_', ' per ')} (NaN rule of Li et al.)"},
+        )
+
+    grid_xy = np.array([[int(part) for part in name.split("_")[-2:]] for name in spot_names], dtype=int).reshape(-1, 2)
+    coords = {**grid.coords, "cell_type": type_names, "spot": spot_names}
+    coords["grid_x"] = ("spot", grid_xy[:, 0])
+    coords["grid_y"] = ("spot", grid_xy[:, 1])
+    sweep = read_json(layout.sweep_file)
+    attrs = {
+        "title": f"spotsweep sweep '{sweep['name']}'",
+        "sweep": sweep["name"],
+        "toolkit_version": toolkit.__version__,
+        "n_tasks": len(tasks),
+        **{f"n_{name}": sum(s.state == name for s in states) for name in ("done", "failed", "started", "missing")},
+        "provenance": str(next(iter(results.values()))["provenance"]) if results else "",
+    }
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def write_summary(root: Path) -> xr.Dataset:
+    """Aggregate and write `summary.nc` atomically."""
+    dataset = aggregate(root)
+    layout = OutputLayout(Path(root))
+    write_atomically(layout.summary, lambda tmp: dataset.to_netcdf(tmp, engine="h5netcdf"))
+    return dataset
+
+
+def configurations(dataset: xr.Dataset) -> list[dict[str, Any]]:
+    """Every point of the settings grid as a dict, in grid order."""
+    values = [dataset[name].values.tolist() for name in SWEPT_SETTINGS]
+    return [dict(zip(SWEPT_SETTINGS, point, strict=True)) for point in itertools.product(*values)]

@@ -1,0 +1,1 @@
+"""Readers and generators that produce the canonical AnnData (raw counts, obs cell type, obsm spatial)."""

@@ -1,0 +1,127 @@
+"""The launcher: prepare -> tasks -> aggregate and report, dispatched through submitit.
+
+The default backend is submitit's LocalExecutor: every task is its own process, as it would be its own
+array task on a cluster, with at most `max_parallel` running at once so a laptop is not oversubscribed.
+Tasks whose result already exists are not submitted again; failed ones only with `retry_failed`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import submitit
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from toolkit.config import SweepConfig
+from toolkit.errors import SpotsweepError
+from toolkit.layout import OutputLayout, write_json
+from toolkit.prepare import prepare
+from toolkit.status import TaskState, count_states, task_state
+from toolkit.sweep import Task, expand
+from toolkit.task import run_task
+
+POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    submitted: int
+    skipped: int
+    states: dict[str, int]
+    seconds: float
+
+
+def _local_executor(layout: OutputLayout, timeout_min: float) -> submitit.LocalExecutor:
+    executor = submitit.LocalExecutor(folder=layout.logs / "%j")
+    executor.update_parameters(timeout_min=timeout_min)
+    return executor
+
+
+def _default_parallel() -> int:
+    return max(1, min(4, (os.cpu_count() or 1) // 2))
+
+
+def record_sweep(sweep: SweepConfig, tasks: list[Task], layout: OutputLayout) -> None:
+    """sweep.json: the configuration and the full task list, so status and aggregate know what to expect."""
+    write_json(
+        layout.sweep_file,
+        {
+            "name": sweep.name,
+            "config": sweep.model_dump(mode="json"),
+            "tasks": [task.to_dict() for task in tasks],
+            "task_ids": [task.id for task in tasks],
+        },
+    )
+
+
+def _wait(job: submitit.Job, what: str) -> None:
+    try:
+        job.result()
+    except submitit.core.utils.FailedJobError as exc:
+        message = str(exc).strip().splitlines()
+        last = next((line for line in reversed(message) if line.strip()), "no output")
+        if "SpotsweepError:" in last:
+            raise SpotsweepError(last.split("SpotsweepError:", 1)[1].strip()) from None
+        raise SpotsweepError(f"the {what} job failed ({last.strip()}); its log is in {job.paths.stderr}.") from None
+
+
+def _run_tasks(executor: submitit.Executor, tasks: list[Task], layout: OutputLayout, parallel: int) -> None:
+    """Keep at most `parallel` task processes running; show progress; never raise for a failed task."""
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    queue, running = list(tasks), []
+    columns = (TextColumn("tasks"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failed"))
+    with Progress(*columns, TimeElapsedColumn(), transient=False) as progress:
+        bar = progress.add_task("tasks", total=len(tasks), failed=0)
+        failed = 0
+        while queue or running:
+            while queue and len(running) < parallel:
+                task = queue.pop(0)
+                running.append(executor.submit(run_task, task.to_dict(), str(layout.root), threads))
+            time.sleep(POLL_S)
+            for job in [job for job in running if job.done()]:
+                running.remove(job)
+                if job.exception() is not None:
+                    failed += 1
+                progress.update(bar, advance=1, failed=failed)
+
+
+def run_sweep(
+    sweep: SweepConfig,
+    out: Path | None = None,
+    *,
+    retry_failed: bool = False,
+    max_parallel: int | None = None,
+    report: bool = True,
+) -> RunSummary:
+    """Run every task of the sweep that is not done yet, then aggregate (and report)."""
+    from toolkit.aggregate import write_summary
+    from toolkit.report import write_report
+
+    start = time.perf_counter()
+    layout = OutputLayout(Path(out or sweep.output))
+    tasks = expand(sweep)
+    record_sweep(sweep, tasks, layout)
+    wanted = {"missing", "started"} | ({"failed"} if retry_failed else set())
+    to_run = [task for task in tasks if task_state(layout, task).state in wanted]
+
+    if to_run:
+        executor = _local_executor(layout, sweep.executor.timeout_min)
+        prepare_job = executor.submit(
+            prepare, sweep.model_dump(mode="json"), [task.to_dict() for task in to_run], str(layout.root)
+        )
+        _wait(prepare_job, "prepare")
+        _run_tasks(executor, to_run, layout, max_parallel or sweep.executor.max_parallel or _default_parallel())
+
+    states: list[TaskState] = [task_state(layout, task) for task in tasks]
+    write_summary(layout.root)
+    if report:
+        write_report(layout.root)
+    return RunSummary(
+        submitted=len(to_run),
+        skipped=len(tasks) - len(to_run),
+        states=count_states(states),
+        seconds=time.perf_counter() - start,
+    )

@@ -1,0 +1,106 @@
+"""Where everything of a sweep lives under its output folder, and how files are written safely there.
+
+One place for the paths keeps the launcher, the tasks, the aggregator and `spotsweep status` in agreement.
+Every file is written under a temporary name and renamed, so a killed process never leaves a file that
+looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    """The folder tree of one sweep's output."""
+
+    root: Path
+
+    @property
+    def sweep_file(self) -> Path:
+        return self.root / "sweep.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.nc"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    def dataset_dir(self, dataset: str) -> Path:
+        return self.root / "data" / dataset
+
+    def cells(self, dataset: str) -> Path:
+        return self.dataset_dir(dataset) / "cells.h5ad"
+
+    def reference(self, dataset: str) -> Path:
+        return self.dataset_dir(dataset) / "reference.h5ad"
+
+    def spots(self, dataset: str) -> Path:
+        return self.dataset_dir(dataset) / "spots.zarr"
+
+    def model_dir(self, dataset: str, model_id: str) -> Path:
+        return self.root / "models" / dataset / model_id
+
+    def task_dir(self, task_id: str) -> Path:
+        return self.root / "tasks" / task_id
+
+    def result(self, task_id: str) -> Path:
+        return self.task_dir(task_id) / "result.json"
+
+    def error(self, task_id: str) -> Path:
+        return self.task_dir(task_id) / "error.json"
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp)` on a temporary sibling path, then rename it over `path` (atomic on POSIX)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_dir_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Like `write_atomically` for a folder (a Zarr store, a saved model): built aside, then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Atomic JSON write; non-JSON values (paths, numpy scalars) are written as text."""
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=1, default=_jsonable)))
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)

@@ -1,0 +1,131 @@
+"""The prepare stage: inputs -> pseudospots and reference AnnData on disk -> trained reference models.
+
+It runs once per sweep before the tasks (as its own job), so that many tasks starting together find
+their inputs ready. Each product is written atomically and reused when present; the reference model is
+keyed by a hash of everything it depends on and guarded by a file lock, so concurrent callers train it
+once.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+from filelock import FileLock
+
+from toolkit.config import DatasetConfig, SweepConfig
+from toolkit.errors import SpotsweepError
+from toolkit.layout import OutputLayout, read_json, write_atomically, write_dir_atomically, write_json
+from toolkit.pseudospots import build_pseudospots, write_spots
+from toolkit.sweep import Task, content_hash
+
+
+def _load_inputs(dataset: DatasetConfig) -> tuple[ad.AnnData, ad.AnnData, float]:
+    """(reference, spatial cells, window) from a simulation or from AnnData files."""
+    if dataset.simulate is not None:
+        from toolkit.data.synthetic import PRESETS, simulate
+
+        sim = dataset.simulate
+        reference, cells = simulate(
+            sim.preset,
+            sim.seed,
+            n_spatial_cells=sim.n_spatial_cells,
+            n_reference_cells=sim.n_reference_cells,
+            n_genes=sim.n_genes,
+        )
+        return reference, cells, dataset.window or PRESETS[sim.preset].window
+    reference = _read_h5ad(Path(dataset.reference), "reference")
+    cells = _read_h5ad(Path(dataset.spatial), "spatial")
+    return reference, cells, float(dataset.window)
+
+
+def _read_h5ad(path: Path, role: str) -> ad.AnnData:
+    if path.suffix != ".h5ad":
+        raise SpotsweepError(f"{path}: the {role} input must be an AnnData .h5ad file; convert it first.")
+    try:
+        return ad.read_h5ad(path)
+    except OSError as exc:
+        raise SpotsweepError(f"{path}: cannot read the {role} AnnData ({exc}); check the file.") from None
+
+
+def _canonical_reference(reference: ad.AnnData, dataset: DatasetConfig, genes: list[str]) -> ad.AnnData:
+    """Shared genes only, labels in obs['cell_type']: the form every reference model trains on."""
+    key = dataset.cell_type_key
+    if key not in reference.obs:
+        raise SpotsweepError(
+            f"dataset '{dataset.name}': the reference has no obs column '{key}'; set cell_type_key to the "
+            "column holding its cell types."
+        )
+    reference = reference[:, genes].copy()
+    reference.obs = reference.obs[[key]].rename(columns={key: "cell_type"})
+    reference.obs["cell_type"] = reference.obs["cell_type"].astype("category")
+    return reference
+
+
+def prepare_dataset(dataset: DatasetConfig, layout: OutputLayout) -> None:
+    """Write the reference (shared genes) and the pseudospots of one dataset, unless already there."""
+    if layout.spots(dataset.name).exists() and layout.reference(dataset.name).exists():
+        return
+    reference, cells, window = _load_inputs(dataset)
+    genes = [gene for gene in cells.var_names if gene in set(reference.var_names)]
+    if not genes:
+        raise SpotsweepError(
+            f"dataset '{dataset.name}': the spatial data and the reference share no gene names; "
+            "check that both use the same gene identifiers."
+        )
+    reference = _canonical_reference(reference, dataset, genes)
+    spots = build_pseudospots(
+        cells[:, genes], window, cell_type_key=dataset.cell_type_key, edge_rule=dataset.edge_rule, source=dataset.name
+    )
+    missing = sorted(set(spots.uns["pseudospots"]["cell_types"]) - set(reference.obs["cell_type"].cat.categories))
+    if missing:
+        raise SpotsweepError(
+            f"dataset '{dataset.name}': the spatial cell types {', '.join(missing)} are absent from the "
+            "reference; map the labels onto the reference's or remove those cells."
+        )
+    write_atomically(layout.reference(dataset.name), lambda tmp: reference.write_h5ad(tmp))
+    write_spots(spots, layout.spots(dataset.name))
+
+
+def reference_model_id(task: Task) -> str:
+    """The CondSCVI model a task needs: one per dataset and reference configuration."""
+    return f"condscvi-{content_hash({'dataset': task.dataset_config, 'reference': task.reference_config})}"
+
+
+def ensure_reference_model(task: Task, layout: OutputLayout) -> Path:
+    """Train the task's reference model once; callers arriving together wait on a lock and reuse it."""
+    from toolkit.methods.destvi import train_reference
+
+    model_dir = layout.model_dir(task.dataset, reference_model_id(task))
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(model_dir) + ".lock"):
+        if not (model_dir / "training.json").exists():
+            reference = ad.read_h5ad(layout.reference(task.dataset))
+            seconds: dict[str, float] = {}
+
+            def train(tmp: Path) -> None:
+                seconds["train"] = train_reference(reference, task.reference_config, tmp)
+                write_json(tmp / "training.json", {"train_time_s": seconds["train"], "finished": time.time()})
+
+            write_dir_atomically(model_dir, train)
+    return model_dir
+
+
+def reference_train_time(model_dir: Path) -> float:
+    return float(read_json(model_dir / "training.json")["train_time_s"])
+
+
+def prepare(sweep_data: dict[str, Any], tasks_data: list[dict[str, Any]], out: str) -> dict[str, int]:
+    """The prepare job: every dataset, then every distinct reference model the tasks need."""
+    sweep = SweepConfig.model_validate(sweep_data)
+    layout = OutputLayout(Path(out))
+    for dataset in sweep.datasets:
+        prepare_dataset(dataset, layout)
+    models = {}
+    for task in map(Task.from_dict, tasks_data):
+        models.setdefault(reference_model_id(task), task)
+    for task in models.values():
+        ensure_reference_model(task, layout)
+    return {"datasets": len(sweep.datasets), "reference_models": len(models)}

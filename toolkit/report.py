@@ -1,0 +1,210 @@
+"""The report: a markdown page with PNG figures, drawn from summary.nc alone.
+
+Figures follow the study: proportion maps on the spot grid (truth beside each configuration), each
+metric against batch size with one line per amortization (spread over seeds), and runtimes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from toolkit.errors import SpotsweepError
+from toolkit.layout import OutputLayout, write_atomically
+
+MEAN_METRICS = {
+    "mean_pcc_cell_type": ("PCC", "higher is better"),
+    "mean_ssim_cell_type": ("SSIM", "higher is better"),
+    "mean_rmse_cell_type": ("RMSE", "lower is better"),
+    "mean_js_cell_type": ("JS distance", "lower is better"),
+}
+LINE_SETTINGS = ("method", "variant", "amortization")
+
+
+def _grid_image(values: np.ndarray, grid_x: np.ndarray, grid_y: np.ndarray) -> np.ndarray:
+    """Spot values -> 2-D image indexed [grid_y, grid_x], NaN where no spot."""
+    image = np.full((grid_y.max() + 1, grid_x.max() + 1), np.nan)
+    image[grid_y, grid_x] = values
+    return image
+
+
+def _label(config: dict) -> str:
+    return f"{config['variant']} {config['amortization']}\nbatch {config['batch_size']}, {config['max_epochs']} ep"
+
+
+def proportion_maps(summary: xr.Dataset, dataset: str, path: Path) -> bool:
+    """Rows: cell types; columns: truth, then each finished configuration (first seed)."""
+    data = summary.sel(dataset=dataset).isel(seed=0)
+    table = data["status"].to_dataframe().reset_index()
+    done = table[table["status"] == "done"].to_dict("records")
+    if not done:
+        return False
+    truth = data["true_proportion"]
+    spots = truth.dropna("spot", how="all").spot.values
+    grid_x, grid_y = summary.grid_x.sel(spot=spots).values, summary.grid_y.sel(spot=spots).values
+    types = list(summary.cell_type.values)
+    columns = [("truth", truth)] + [
+        (
+            _label(c),
+            data["proportion"].sel(
+                {k: c[k] for k in ("method", "variant", "amortization", "batch_size", "max_epochs")}
+            ),
+        )
+        for c in done
+    ]
+    aspect = (grid_y.max() + 1) / (grid_x.max() + 1)
+    panel = 1.0  # inches per map's width
+    fig, axes = plt.subplots(
+        len(types),
+        len(columns),
+        figsize=(panel * len(columns) + 2.5, panel * aspect * len(types) + 0.8),
+        squeeze=False,
+        layout="constrained",
+    )
+    image = None
+    for col, (title, values) in enumerate(columns):
+        axes[0, col].set_title(title, fontsize=8)
+        for row, cell_type in enumerate(types):
+            ax = axes[row, col]
+            spot_values = values.sel(cell_type=cell_type, spot=spots).values
+            image = ax.imshow(_grid_image(spot_values, grid_x, grid_y), vmin=0, vmax=1, cmap="viridis", origin="lower")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col == 0:
+                ax.set_ylabel(cell_type, fontsize=8, rotation=0, ha="right", va="center")
+    fig.suptitle(f"{dataset}: cell-type proportions on the spot grid (truth vs. each configuration)", fontsize=10)
+    fig.colorbar(image, ax=axes, shrink=0.25, aspect=30, label="proportion of the spot's cells")
+    _save(fig, path)
+    return True
+
+
+def _lines(summary: xr.Dataset, dataset: str, variable: str) -> pd.DataFrame:
+    """Mean and spread over seeds of `variable` per (method, variant, amortization, batch_size)."""
+    frame = summary[variable].sel(dataset=dataset).to_dataframe().reset_index().dropna(subset=[variable])
+    return (
+        frame.groupby([*LINE_SETTINGS, "batch_size", "max_epochs"])[variable]
+        .agg(["mean", "std", "count"])
+        .reset_index()
+    )
+
+
+def _plot_against_batch(ax: plt.Axes, lines: pd.DataFrame, ylabel: str) -> None:
+    for key, group in lines.groupby([*LINE_SETTINGS, "max_epochs"]):
+        method, variant, amortization, epochs = key
+        group = group.sort_values("batch_size")
+        ax.errorbar(
+            group["batch_size"],
+            group["mean"],
+            yerr=group["std"].fillna(0),
+            marker="o",
+            capsize=3,
+            label=f"{method} {variant}, {amortization}, {epochs} ep",
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("minibatch size (spots)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+
+
+def metrics_vs_batch(summary: xr.Dataset, dataset: str, path: Path) -> bool:
+    present = [name for name in MEAN_METRICS if name in summary]
+    if not present or _lines(summary, dataset, present[0]).empty:
+        return False
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), squeeze=False, layout="constrained")
+    for ax, name in zip(axes.ravel(), present, strict=False):
+        label, better = MEAN_METRICS[name]
+        _plot_against_batch(ax, _lines(summary, dataset, name), f"mean {label} over cell types ({better})")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(f"{dataset}: accuracy against minibatch size (bars: s.d. over seeds)")
+    _save(fig, path)
+    return True
+
+
+def runtime_vs_batch(summary: xr.Dataset, dataset: str, path: Path) -> bool:
+    lines = _lines(summary, dataset, "train_time_s")
+    if lines.empty:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    _plot_against_batch(ax, lines, "spatial model training time (s)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    ax.set_title(f"{dataset}: training time against minibatch size")
+    _save(fig, path)
+    return True
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
+    rows = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return "" if np.isnan(value) else f"{value:.3g}"
+    return str(value)
+
+
+def _results_table(summary: xr.Dataset) -> pd.DataFrame:
+    """One row per configuration: status, mean metrics, steps and time; ranked by mean PCC."""
+    names = ["status", *[n for n in MEAN_METRICS if n in summary], "n_steps", "train_time_s"]
+    frame = summary[names].to_dataframe().reset_index()
+    frame = frame[frame["status"] != "absent"]
+    frame = frame.rename(columns={n: MEAN_METRICS[n][0] for n in MEAN_METRICS})
+    if "PCC" in frame:
+        frame = frame.sort_values("PCC", ascending=False, na_position="last")
+    return frame
+
+
+def write_report(root: Path) -> Path:
+    """Draw every figure and write `report/index.md`; returns the page's path."""
+    layout = OutputLayout(Path(root))
+    if not layout.summary.exists():
+        raise SpotsweepError(f"{layout.summary}: no summary yet; run `spotsweep aggregate {root}` first.")
+    summary = xr.load_dataset(layout.summary, engine="h5netcdf")
+    layout.report.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {summary.attrs.get('title', 'spotsweep report')}", ""]
+    counts = {name: int(summary.attrs.get(f"n_{name}", 0)) for name in ("done", "failed", "started", "missing")}
+    not_done = summary.attrs.get("n_tasks", 0) - counts["done"]
+    lines += [
+        f"{summary.attrs.get('n_tasks', 0)} tasks: " + ", ".join(f"{n} {k}" for k, n in counts.items()) + ".",
+        "",
+    ]
+    if not_done:
+        lines += [f"**{not_done} tasks are not done:**", ""]
+        frame = summary[["status", "reason", "task_id"]].to_dataframe().reset_index()
+        frame = frame[~frame["status"].isin(["done", "absent"])]
+        lines += [_markdown_table(frame), ""]
+    for dataset in summary.dataset.values:
+        lines += [f"## Dataset {dataset}", ""]
+        figures = (
+            ("proportion maps", f"proportions_{dataset}.png", proportion_maps),
+            ("accuracy against batch size", f"metrics_vs_batch_size_{dataset}.png", metrics_vs_batch),
+            ("training time against batch size", f"runtime_vs_batch_size_{dataset}.png", runtime_vs_batch),
+        )
+        for title, name, draw in figures:
+            if draw(summary, str(dataset), layout.report / name):
+                lines += [f"### {title.capitalize()}", "", f"![{title}]({name})", ""]
+    lines += [
+        "## All configurations, ranked by mean PCC over cell types",
+        "",
+        _markdown_table(_results_table(summary)),
+        "",
+    ]
+    lines += ["## Provenance", "", f"`{summary.attrs.get('provenance', '')}`", ""]
+    page = layout.report / "index.md"
+    write_atomically(page, lambda tmp: tmp.write_text("\n".join(lines)))
+    return page

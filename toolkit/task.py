@@ -1,0 +1,143 @@
+"""One task: load the prepared inputs, fit one configuration, score it, write its result atomically.
+
+`result.json` is written last and atomically: its presence is what "done" means. A failure writes
+`error.json` with the reason and re-raises, so the scheduler marks the job failed too.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from toolkit import metrics, provenance
+from toolkit.layout import OutputLayout, write_atomically, write_json
+from toolkit.methods.base import FitResult
+from toolkit.prepare import ensure_reference_model, reference_train_time
+from toolkit.pseudospots import read_spots
+from toolkit.sweep import Task
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _frame(frame: pd.DataFrame) -> dict[str, Any]:
+    """A DataFrame as index, columns and values: compact and quick to read back for 10,000 tasks."""
+    return {
+        "index": list(map(str, frame.index)),
+        "columns": list(map(str, frame.columns)),
+        "values": frame.to_numpy().tolist(),
+    }
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as handle:  # a handle, since np.save would append .npy to a temporary name
+        np.save(handle, array)
+
+
+def _scores(spots: ad.AnnData, fit: FitResult) -> dict[str, Any]:
+    """The benchmark's metrics, the grid SSIM and, where both exist, the cell-state agreement."""
+    reference_types = list(fit.proportions.columns)
+    truth = metrics.li2022_truth(spots.obsm["cell_counts"], reference_types)
+    predicted = metrics.li2022_prediction(fit.proportions, truth.columns)
+    scores = metrics.score(truth, predicted)
+    grid = spots.obs[["grid_x", "grid_y"]].rename(columns={"grid_x": "x", "grid_y": "y"})
+    result: dict[str, Any] = {
+        "per_cell_type": _frame(scores.per_cell_type),
+        "per_spot": _frame(scores.per_spot),
+        "means": scores.means(),
+        "grid_ssim": metrics.grid_ssim(truth, predicted, grid).to_dict(),
+    }
+    if fit.states is not None and "true_state" in spots.obsm:
+        true_state = np.asarray(spots.obsm["true_state"])
+        order = [list(spots.uns["pseudospots"]["cell_types"]).index(name) for name in reference_types]
+        weights = spots.obsm["cell_counts"][reference_types].to_numpy()
+        agreement = metrics.state_agreement(
+            np.nan_to_num(true_state[:, :, order]), fit.states, weights, cell_types=reference_types
+        )
+        result["state_agreement"] = _frame(agreement)
+    return result
+
+
+def fit(task: Task, spots: ad.AnnData, reference: ad.AnnData, model_dir: Path) -> FitResult:
+    """Dispatch to the task's method adapter."""
+    if task.method == "destvi":
+        from toolkit.methods.destvi import fit_destvi
+
+        return fit_destvi(
+            spots,
+            reference,
+            model_dir,
+            variant=task.variant,
+            amortization=task.amortization,
+            batch_size=task.batch_size,
+            max_epochs=task.max_epochs,
+            seed=task.seed,
+            lr=task.lr,
+            n_epochs_kl_warmup=task.n_epochs_kl_warmup,
+        )
+    raise ValueError(f"unknown method {task.method!r}")
+
+
+def run_task(task_data: dict[str, Any], out: str, threads: int | None = None) -> str:
+    """Run one task unless its result exists; returns 'done' or 'skipped'."""
+    task = Task.from_dict(task_data)
+    layout = OutputLayout(Path(out))
+    if layout.result(task.id).exists():
+        return "skipped"
+    layout.error(task.id).unlink(missing_ok=True)
+    write_json(layout.task_dir(task.id) / "started.json", {"started": time.time(), **provenance.scheduler_job()})
+    start = time.perf_counter()
+    try:
+        _set_threads(threads)
+        model_dir = ensure_reference_model(task, layout)
+        spots = read_spots(layout.spots(task.dataset))
+        reference = ad.read_h5ad(layout.reference(task.dataset))
+        result = fit(task, spots, reference, model_dir)
+        scores = _scores(spots, result)
+        if result.states is not None:
+            write_atomically(layout.task_dir(task.id) / "states.npy", lambda tmp: _save_array(tmp, result.states))
+        write_json(
+            layout.result(task.id),
+            {
+                "task_id": task.id,
+                "status": "done",
+                "task": task.to_dict(),
+                "settings": task.settings,
+                "scores": scores,
+                "proportions": _frame(result.proportions),
+                "history": _frame(result.history),
+                "n_steps": result.n_steps,
+                "train_time_s": result.train_time_s,
+                "reference_time_s": reference_train_time(model_dir),
+                "task_time_s": time.perf_counter() - start,
+                "peak_host_memory_mb": provenance.peak_host_memory_mb(),
+                "peak_gpu_memory_mb": provenance.peak_gpu_memory_mb(),
+                "method_settings": result.settings,
+                "provenance": provenance.collect(),
+            },
+        )
+    except BaseException as exc:
+        write_json(
+            layout.error(task.id),
+            {
+                "task_id": task.id,
+                "status": "failed",
+                "settings": task.settings,
+                "reason": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(),
+                "task_time_s": time.perf_counter() - start,
+                "provenance": provenance.collect(),
+            },
+        )
+        raise
+    return "done"
