@@ -182,7 +182,9 @@ def parse_sweep(data: Any, source: str) -> SweepConfig:
     try:
         return SweepConfig.model_validate(data)
     except ValidationError as exc:
-        raise SpotsweepError(f"{source}: {_explain(exc.errors()[0])}.") from None
+        # An unknown key usually explains a "missing" one (a typo), so it is reported first.
+        errors = sorted(exc.errors(), key=lambda error: error["type"] != "extra_forbidden")
+        raise SpotsweepError(f"{source}: {_explain(errors[0])}.") from None
 
 
 def check_inputs_exist(sweep: SweepConfig, source: str) -> None:
