@@ -119,6 +119,10 @@ class ExecutorConfig(_Strict):
     kind: Literal["local"] = "local"
     max_parallel: int | None = Field(default=None, gt=0)
     timeout_min: float = Field(default=120, gt=0)
+    container: Path | None = None
+    """An Apptainer image (.sif) to run every job in; None runs them on the host."""
+    binds: list[str] = Field(default_factory=list)
+    """Extra `apptainer --bind` specs (host[:container]) the jobs need, e.g. input data folders."""
 
 
 class SweepConfig(_Strict):

@@ -15,7 +15,8 @@ from pathlib import Path
 import submitit
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from toolkit.config import SweepConfig
+from toolkit import container
+from toolkit.config import ExecutorConfig, SweepConfig
 from toolkit.errors import SpotsweepError
 from toolkit.layout import OutputLayout, write_json
 from toolkit.prepare import prepare
@@ -34,9 +35,12 @@ class RunSummary:
     seconds: float
 
 
-def _local_executor(layout: OutputLayout, timeout_min: float) -> submitit.LocalExecutor:
-    executor = submitit.LocalExecutor(folder=layout.logs / "%j")
-    executor.update_parameters(timeout_min=timeout_min)
+def _local_executor(layout: OutputLayout, config: ExecutorConfig) -> submitit.LocalExecutor:
+    python = None
+    if config.container is not None:
+        python = container.python_command(Path(config.container), [layout.root.resolve(), *config.binds])
+    executor = submitit.LocalExecutor(folder=layout.logs / "%j", python=python)
+    executor.update_parameters(timeout_min=config.timeout_min)
     return executor
 
 
@@ -108,7 +112,7 @@ def run_sweep(
     to_run = [task for task in tasks if task_state(layout, task).state in wanted]
 
     if to_run:
-        executor = _local_executor(layout, sweep.executor.timeout_min)
+        executor = _local_executor(layout, sweep.executor)
         prepare_job = executor.submit(
             prepare, sweep.model_dump(mode="json"), [task.to_dict() for task in to_run], str(layout.root)
         )
