@@ -18,13 +18,19 @@ TINY_SWEEP: dict[str, Any] = {
     "datasets": [
         {
             "name": "tiny-tissue",
-            "simulate": {"preset": "starmap-like", "seed": 1, "n_spatial_cells": 500, "n_reference_cells": 600, "n_genes": 60},
+            "simulate": {
+                "preset": "starmap-like",
+                "seed": 1,
+                "n_spatial_cells": 500,
+                "n_reference_cells": 600,
+                "n_genes": 60,
+            },
         }
     ],
-    "reference": {"max_epochs": 3, "batch_size": 128, "n_hidden": 16, "n_latent": 3, "n_layers": 1},
     "methods": [
         {
             "name": "destvi",
+            "reference": {"max_epochs": 3, "batch_size": 128, "n_hidden": 16, "n_latent": 3, "n_layers": 1},
             "variant": "2022",
             "amortization": ["both", "latent"],
             "batch_size": [8, 64],

@@ -54,7 +54,9 @@ def test_missing_input_path_is_named(tmp_path: Path, tiny_sweep_data: dict) -> N
         "window": 750,
     }
     (tmp_path / "reference.h5ad").touch()
-    with pytest.raises(SpotsweepError, match=r"datasets\[0\]\.spatial points to '.*nowhere/cells.h5ad', which does not exist"):
+    with pytest.raises(
+        SpotsweepError, match=r"datasets\[0\]\.spatial points to '.*nowhere/cells.h5ad', which does not exist"
+    ):
         load_sweep(write(tmp_path, tiny_sweep_data))
 
 
@@ -67,7 +69,9 @@ def test_missing_input_path_is_named(tmp_path: Path, tiny_sweep_data: dict) -> N
         ("seed", [0, 0], "lists a value twice"),
     ],
 )
-def test_nonsense_values_are_refused(tmp_path: Path, tiny_sweep_data: dict, field: str, value: object, expected: str) -> None:
+def test_nonsense_values_are_refused(
+    tmp_path: Path, tiny_sweep_data: dict, field: str, value: object, expected: str
+) -> None:
     tiny_sweep_data["methods"][0][field] = value
     with pytest.raises(SpotsweepError, match=expected):
         load_sweep(write(tmp_path, tiny_sweep_data))
@@ -95,7 +99,9 @@ def test_same_config_same_id_and_a_new_seed_a_new_id(tiny_sweep_data: dict) -> N
 def test_cli_prints_one_line_and_no_traceback(tmp_path: Path, tiny_sweep_data: dict) -> None:
     tiny_sweep_data["methods"][0]["bath_size"] = 8
     path = write(tmp_path, tiny_sweep_data)
-    done = subprocess.run([sys.executable, "-m", "toolkit", "run", str(path)], capture_output=True, text=True, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "toolkit", "run", str(path)], capture_output=True, text=True, cwd=tmp_path
+    )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()

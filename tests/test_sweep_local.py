@@ -65,10 +65,14 @@ def test_summary_has_named_dims_and_sensible_values(finished: tuple[Path, object
         assert summary.sizes["spot"] == truth.sizes["spot"] > 10
 
         # The metric really compares prediction and truth: recompute one PCC by hand.
-        one = proportion.isel(dataset=0, method=0, variant=0, max_epochs=0, seed=0).sel(amortization="both", batch_size=8)
+        one = proportion.isel(dataset=0, method=0, variant=0, max_epochs=0, seed=0).sel(
+            amortization="both", batch_size=8
+        )
         cell_type = str(summary.cell_type.values[0])
         expected = np.corrcoef(one.sel(cell_type=cell_type), truth.sel(cell_type=cell_type))[0, 1]
-        assert float(pcc.sel(amortization="both", batch_size=8, cell_type=cell_type)) == pytest.approx(expected, abs=1e-6)
+        assert float(pcc.sel(amortization="both", batch_size=8, cell_type=cell_type)) == pytest.approx(
+            expected, abs=1e-6
+        )
 
         # DestVI counts whole minibatches per epoch (the last one partial).
         n_spots = summary.sizes["spot"]

@@ -8,35 +8,16 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from toolkit.errors import SpotsweepError
+from toolkit.methods.configs import MethodConfig, Strict
 
 
-def _as_list(value: Any) -> Any:
-    """Let a sweep axis be written as a scalar (`seed: 0`) or a list (`seed: [0, 1]`)."""
-    return value if isinstance(value, list) else [value]
-
-
-def _unique_list(value: list) -> list:
-    if not value:
-        raise ValueError("must list at least one value")
-    if len(set(map(str, value))) != len(value):
-        raise ValueError("lists a value twice")
-    return value
-
-
-Axis = Annotated[list, BeforeValidator(_as_list), AfterValidator(_unique_list)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SimulationConfig(_Strict):
+class SimulationConfig(Strict):
     """A synthetic tissue from `toolkit.data.synthetic` (sizes default to the preset's)."""
 
     preset: str = "starmap-like"
@@ -46,7 +27,7 @@ class SimulationConfig(_Strict):
     n_genes: int | None = Field(default=None, gt=0)
 
 
-class DatasetConfig(_Strict):
+class DatasetConfig(Strict):
     """Single-cell-resolution spatial cells plus a single-cell reference, binned into pseudospots."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
@@ -56,6 +37,8 @@ class DatasetConfig(_Strict):
     cell_type_key: str = "cell_type"
     window: float | None = Field(default=None, gt=0)
     edge_rule: Literal["half-open", "li2022"] = "half-open"
+    allow_missing_cell_types: bool = False
+    """Go on when spatial cell types are absent from the reference (they stay in the truth's denominator)."""
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetConfig:
@@ -71,49 +54,7 @@ class DatasetConfig(_Strict):
         return self
 
 
-class CondSCVIConfig(_Strict):
-    """How the CondSCVI reference model is trained, once per dataset and variant."""
-
-    max_epochs: int = Field(default=300, gt=0)
-    batch_size: int = Field(default=128, gt=0)
-    lr: float = Field(default=1e-3, gt=0)
-    n_latent: int = Field(default=5, gt=0)
-    n_hidden: int = Field(default=128, gt=0)
-    n_layers: int = Field(default=2, gt=0)
-    seed: int = 0
-
-
-class DestVIGrid(_Strict):
-    """The destVI settings to sweep; every field is an axis (a scalar is a one-value axis)."""
-
-    name: Literal["destvi"] = "destvi"
-    variant: Axis = Field(default=["2022"])
-    amortization: Axis = Field(default=["both"])
-    batch_size: Axis = Field(default=[128])
-    max_epochs: Axis = Field(default=[2000])
-    seed: Axis = Field(default=[0])
-    lr: float = Field(default=3e-3, gt=0)
-    n_epochs_kl_warmup: int = Field(default=200, ge=0)
-
-    @model_validator(mode="after")
-    def _check_values(self) -> DestVIGrid:
-        for value in self.variant:
-            if str(value) not in {"2022", "current"}:
-                raise ValueError(f"variant '{value}' is unknown; use 2022 or current")
-        for value in self.amortization:
-            if value not in {"both", "latent", "proportion", "none"}:
-                raise ValueError(f"amortization '{value}' is unknown; use both, latent, proportion or none")
-        for field in ("batch_size", "max_epochs"):
-            for value in getattr(self, field):
-                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                    raise ValueError(f"{field} {value!r} must be a whole number of at least 1")
-        for value in self.seed:
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"seed {value!r} must be a whole number")
-        return self
-
-
-class ExecutorConfig(_Strict):
+class ExecutorConfig(Strict):
     """Where tasks run: local processes (default) or a SLURM cluster."""
 
     kind: Literal["local"] = "local"
@@ -125,14 +66,13 @@ class ExecutorConfig(_Strict):
     """Extra `apptainer --bind` specs (host[:container]) the jobs need, e.g. input data folders."""
 
 
-class SweepConfig(_Strict):
+class SweepConfig(Strict):
     """A whole study: datasets x method grid, run by one executor into one output folder."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     output: Path
     datasets: list[DatasetConfig] = Field(min_length=1)
-    reference: CondSCVIConfig = CondSCVIConfig()
-    methods: list[DestVIGrid] = Field(min_length=1)
+    methods: list[MethodConfig] = Field(min_length=1)
     executor: ExecutorConfig = ExecutorConfig()
 
     @model_validator(mode="after")
@@ -143,35 +83,49 @@ class SweepConfig(_Strict):
         return self
 
 
-def _location(loc: tuple[Any, ...]) -> str:
-    """('methods', 0, 'bath_size') -> 'methods[0].bath_size'."""
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through Annotated, Optional, list and unions)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in getattr(annotation, "__args__", ()) for model in _models_in(arg)]
+
+
+def _tags(model: type[BaseModel]) -> tuple[Any, ...]:
+    """The values of a union member's `name: Literal[...]` discriminator."""
+    field = model.model_fields.get("name")
+    return getattr(field.annotation, "__args__", ()) if field else ()
+
+
+def _walk(loc: tuple[Any, ...]) -> tuple[str, list[str]]:
+    """('methods', 0, 'destvi', 'bath_size') -> ('methods[0].bath_size', fields valid beside it).
+
+    Union tags in pydantic's location (the method name) are dropped: users never wrote them.
+    """
+    models: list[type[BaseModel]] = [SweepConfig]
     text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-def _known_fields(loc: tuple[Any, ...]) -> list[str]:
-    """Field names valid at the place of an unknown key, for a 'did you mean' hint."""
-    model: type[BaseModel] = SweepConfig
-    for part in loc[:-1]:
+    for position, part in enumerate(loc):
         if isinstance(part, int):
+            text += f"[{part}]"
             continue
-        annotation = model.model_fields[part].annotation if part in model.model_fields else None
-        candidates = [annotation, *getattr(annotation, "__args__", ())]
-        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
-        if not nested:
-            return []
-        model = nested[0]
-    return list(model.model_fields)
+        tagged = [m for m in models if part in _tags(m)]
+        if len(models) > 1 and tagged and position < len(loc) - 1:
+            models = tagged[:1]
+            continue
+        text += f".{part}" if text else str(part)
+        owner = next((m for m in models if part in m.model_fields), None)
+        if position == len(loc) - 1:
+            return text, list(models[0].model_fields) if models else []
+        models = _models_in(owner.model_fields[part].annotation) if owner else []
+    return text, list(models[0].model_fields) if models else []
 
 
 def _explain(error: dict[str, Any]) -> str:
     loc = tuple(part for part in error["loc"] if not str(part).startswith("function-"))
-    where = _location(loc) or "the top level"
+    where, known = _walk(loc) if loc else ("", [])
+    where = where or "the top level"
     if error["type"] == "extra_forbidden":
-        hint = difflib.get_close_matches(str(loc[-1]), _known_fields(loc), n=1)
-        fix = f"did you mean '{hint[0]}'?" if hint else f"remove it (known keys: {', '.join(_known_fields(loc))})"
+        hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        fix = f"did you mean '{hint[0]}'?" if hint else f"remove it (known keys: {', '.join(known)})"
         return f"unknown key '{where}'; {fix}"
     if error["type"] == "missing":
         return f"the required key '{where}' is missing; add it"

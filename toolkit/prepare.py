@@ -18,6 +18,7 @@ from filelock import FileLock
 from toolkit.config import DatasetConfig, SweepConfig
 from toolkit.errors import SpotsweepError
 from toolkit.layout import OutputLayout, read_json, write_atomically, write_dir_atomically, write_json
+from toolkit.methods import adapter
 from toolkit.pseudospots import build_pseudospots, write_spots
 from toolkit.sweep import Task, content_hash
 
@@ -80,25 +81,29 @@ def prepare_dataset(dataset: DatasetConfig, layout: OutputLayout) -> None:
         cells[:, genes], window, cell_type_key=dataset.cell_type_key, edge_rule=dataset.edge_rule, source=dataset.name
     )
     missing = sorted(set(spots.uns["pseudospots"]["cell_types"]) - set(reference.obs["cell_type"].cat.categories))
-    if missing:
+    if missing and not dataset.allow_missing_cell_types:
         raise SpotsweepError(
             f"dataset '{dataset.name}': the spatial cell types {', '.join(missing)} are absent from the "
-            "reference; map the labels onto the reference's or remove those cells."
+            "reference; map the labels onto the reference's, remove those cells, or set allow_missing_cell_types."
         )
     write_atomically(layout.reference(dataset.name), lambda tmp: reference.write_h5ad(tmp))
     write_spots(spots, layout.spots(dataset.name))
 
 
-def reference_model_id(task: Task) -> str:
-    """The CondSCVI model a task needs: one per dataset and reference configuration."""
-    return f"condscvi-{content_hash({'dataset': task.dataset_config, 'reference': task.reference_config})}"
+def reference_model_id(task: Task) -> str | None:
+    """The reference model a task needs: one per method kind, dataset and reference configuration."""
+    kind = adapter(task.method).REFERENCE_KIND
+    if kind is None:
+        return None
+    return f"{kind}-{content_hash({'dataset': task.dataset_config, 'reference': task.reference_config})}"
 
 
-def ensure_reference_model(task: Task, layout: OutputLayout) -> Path:
+def ensure_reference_model(task: Task, layout: OutputLayout) -> Path | None:
     """Train the task's reference model once; callers arriving together wait on a lock and reuse it."""
-    from toolkit.methods.destvi import train_reference
-
-    model_dir = layout.model_dir(task.dataset, reference_model_id(task))
+    model_id = reference_model_id(task)
+    if model_id is None:
+        return None
+    model_dir = layout.model_dir(task.dataset, model_id)
     model_dir.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(model_dir) + ".lock"):
         if not (model_dir / "training.json").exists():
@@ -106,15 +111,15 @@ def ensure_reference_model(task: Task, layout: OutputLayout) -> Path:
             seconds: dict[str, float] = {}
 
             def train(tmp: Path) -> None:
-                seconds["train"] = train_reference(reference, task.reference_config, tmp)
+                seconds["train"] = adapter(task.method).train_reference(reference, task.reference_config, tmp)
                 write_json(tmp / "training.json", {"train_time_s": seconds["train"], "finished": time.time()})
 
             write_dir_atomically(model_dir, train)
     return model_dir
 
 
-def reference_train_time(model_dir: Path) -> float:
-    return float(read_json(model_dir / "training.json")["train_time_s"])
+def reference_train_time(model_dir: Path | None) -> float:
+    return 0.0 if model_dir is None else float(read_json(model_dir / "training.json")["train_time_s"])
 
 
 def prepare(sweep_data: dict[str, Any], tasks_data: list[dict[str, Any]], out: str) -> dict[str, int]:
@@ -125,7 +130,8 @@ def prepare(sweep_data: dict[str, Any], tasks_data: list[dict[str, Any]], out: s
         prepare_dataset(dataset, layout)
     models = {}
     for task in map(Task.from_dict, tasks_data):
-        models.setdefault(reference_model_id(task), task)
+        if reference_model_id(task) is not None:
+            models.setdefault(reference_model_id(task), task)
     for task in models.values():
         ensure_reference_model(task, layout)
     return {"datasets": len(sweep.datasets), "reference_models": len(models)}

@@ -8,12 +8,11 @@ share its result directory.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from toolkit.config import CondSCVIConfig, DatasetConfig, SweepConfig
+from toolkit.config import SweepConfig
 
 SWEPT_SETTINGS = ("dataset", "method", "variant", "amortization", "batch_size", "max_epochs", "seed")
 """The settings that become named dimensions of the aggregate dataset, in this order."""
@@ -33,18 +32,22 @@ class Task:
     method: str
     variant: str
     amortization: str
-    batch_size: int
+    batch_size: int | str
     max_epochs: int
     seed: int
-    lr: float
-    n_epochs_kl_warmup: int
-    dataset_config: dict
-    reference_config: dict
+    params: dict = field(default_factory=dict)
+    """Method settings that are not swept (learning rate, warm-up, pass-through keywords)."""
+    dataset_config: dict = field(default_factory=dict)
+    reference_config: dict | None = None
+    """How the method's reference model is trained; None for methods without one."""
+
+    def __hash__(self) -> int:
+        return hash(self.id)
 
     @property
     def id(self) -> str:
         readable = (
-            f"{self.dataset}-{self.method}-{self.variant}-{self.amortization}"
+            f"{self.dataset}-{self.method}-{self.variant}-{self.amortization.replace('/', '')}"
             f"-b{self.batch_size}-e{self.max_epochs}-s{self.seed}"
         )
         return f"{readable}-{content_hash(self.to_dict(), 8)}"
@@ -62,35 +65,18 @@ class Task:
         return cls(**data)
 
 
-def dataset_fingerprint(dataset: DatasetConfig) -> dict:
-    """What identifies a dataset's content: its config, with paths as given."""
-    return dataset.model_dump(mode="json")
-
-
-def reference_fingerprint(reference: CondSCVIConfig) -> dict:
-    return reference.model_dump(mode="json")
-
-
 def expand(sweep: SweepConfig) -> list[Task]:
-    """Every dataset x every method grid point, in a stable order."""
-    tasks: list[Task] = []
-    for dataset in sweep.datasets:
-        for grid in sweep.methods:
-            axes = itertools.product(grid.variant, grid.amortization, grid.batch_size, grid.max_epochs, grid.seed)
-            for variant, amortization, batch_size, max_epochs, seed in axes:
-                tasks.append(
-                    Task(
-                        dataset=dataset.name,
-                        method=grid.name,
-                        variant=str(variant),
-                        amortization=amortization,
-                        batch_size=batch_size,
-                        max_epochs=max_epochs,
-                        seed=seed,
-                        lr=grid.lr,
-                        n_epochs_kl_warmup=grid.n_epochs_kl_warmup,
-                        dataset_config=dataset_fingerprint(dataset),
-                        reference_config=reference_fingerprint(sweep.reference),
-                    )
-                )
-    return tasks
+    """Every dataset x every point of every method grid, in a stable order."""
+    return [
+        Task(
+            dataset=dataset.name,
+            method=grid.name,
+            **point,
+            params=grid.params(),
+            dataset_config=dataset.model_dump(mode="json"),
+            reference_config=grid.reference_config(),
+        )
+        for dataset in sweep.datasets
+        for grid in sweep.methods
+        for point in grid.points()
+    ]

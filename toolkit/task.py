@@ -17,6 +17,7 @@ import pandas as pd
 
 from toolkit import metrics, provenance
 from toolkit.layout import OutputLayout, write_atomically, write_json
+from toolkit.methods import adapter
 from toolkit.methods.base import FitResult
 from toolkit.prepare import ensure_reference_model, reference_train_time
 from toolkit.pseudospots import read_spots
@@ -68,24 +69,9 @@ def _scores(spots: ad.AnnData, fit: FitResult) -> dict[str, Any]:
     return result
 
 
-def fit(task: Task, spots: ad.AnnData, reference: ad.AnnData, model_dir: Path) -> FitResult:
+def fit(task: Task, spots: ad.AnnData, reference: ad.AnnData, model_dir: Path | None) -> FitResult:
     """Dispatch to the task's method adapter."""
-    if task.method == "destvi":
-        from toolkit.methods.destvi import fit_destvi
-
-        return fit_destvi(
-            spots,
-            reference,
-            model_dir,
-            variant=task.variant,
-            amortization=task.amortization,
-            batch_size=task.batch_size,
-            max_epochs=task.max_epochs,
-            seed=task.seed,
-            lr=task.lr,
-            n_epochs_kl_warmup=task.n_epochs_kl_warmup,
-        )
-    raise ValueError(f"unknown method {task.method!r}")
+    return adapter(task.method).fit(spots, reference, model_dir, task)
 
 
 def run_task(task_data: dict[str, Any], out: str, threads: int | None = None) -> str:

@@ -7,8 +7,6 @@ reference must be handed over as tensors, and `get_proportions` is wrong for lat
 
 from __future__ import annotations
 
-import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,25 +16,26 @@ import numpy as np
 import pandas as pd
 
 from toolkit.methods.base import FitResult
+from toolkit.methods.scvi_common import history, quiet_scvi, spots_for
+from toolkit.sweep import Task
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # pyro's sampling bars, before scvi imports it
-
+REFERENCE_KIND = "condscvi"
 VARIANTS: dict[str, dict[str, Any]] = {
     # As close as the installed scvi-tools gets to the model the 2022 study ran.
     "2022": {"prior_mode": "normal", "augmentation": False},
     # Whatever the installed DestVI does by default.
     "current": {},
 }
-REFERENCE_PRIOR = "normal"
-VAMP_PRIOR_P = 15
+REFERENCE_PRIOR = "normal"  # CondSCVI's own default, passed explicitly: from_rna_model reads it
 
 
-def _quiet_scvi() -> None:
-    import scvi
+def auto_batch_size(n_spots: int) -> int:
+    """The study's advice: min(n_spots / 10, 128), at least 1."""
+    return min(max(n_spots // 10, 1), 128)
 
-    scvi.settings.verbosity = logging.WARNING
-    for name in ("lightning", "lightning.pytorch", "pytorch_lightning", "scvi"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+
+def resolve_batch_size(batch_size: int | str, n_spots: int) -> int:
+    return auto_batch_size(n_spots) if batch_size == "auto" else int(batch_size)
 
 
 def train_reference(reference: ad.AnnData, config: dict[str, Any], model_dir: Path, accelerator: str = "auto") -> float:
@@ -44,7 +43,7 @@ def train_reference(reference: ad.AnnData, config: dict[str, Any], model_dir: Pa
     import scvi
     from scvi.model import CondSCVI
 
-    _quiet_scvi()
+    quiet_scvi()
     scvi.settings.seed = config["seed"]
     reference = reference.copy()
     CondSCVI.setup_anndata(reference, labels_key="cell_type")
@@ -73,21 +72,20 @@ def train_reference(reference: ad.AnnData, config: dict[str, Any], model_dir: Pa
 def _load_reference(reference: ad.AnnData, model_dir: Path, accelerator: str) -> Any:
     from scvi.model import CondSCVI
 
-    reference = reference.copy()
-    model = CondSCVI.load(str(model_dir), adata=reference, accelerator=accelerator)
+    model = CondSCVI.load(str(model_dir), adata=reference.copy(), accelerator=accelerator)
     vamp_prior = model.get_vamp_prior
 
     def vamp_prior_as_tensors(*args: Any, **kwargs: Any) -> dict:
         """scvi-tools 1.4 returns numpy arrays here and then fails to register them as buffers."""
         import torch
 
-        return {key: torch.as_tensor(value) for key, value in vamp_prior(*args, **kwargs).items()}
+        return {key: torch.as_tensor(value, dtype=torch.float32) for key, value in vamp_prior(*args, **kwargs).items()}
 
     model.get_vamp_prior = vamp_prior_as_tensors
     return model
 
 
-def _proportions(model: Any, amortization: str) -> pd.DataFrame:
+def proportions(model: Any, amortization: str) -> pd.DataFrame:
     """Per-spot proportions as the model uses them.
 
     For latent/none amortization the model mixes with softmax(V) over types, but `get_proportions`
@@ -103,58 +101,38 @@ def _proportions(model: Any, amortization: str) -> pd.DataFrame:
     return pd.DataFrame(weights, index=model.adata.obs_names, columns=list(model.cell_type_mapping))
 
 
-def _history(model: Any) -> pd.DataFrame:
-    """Every per-epoch training series scvi-tools logged, side by side."""
-    series = {name: frame.iloc[:, 0] for name, frame in model.history.items() if name.endswith("_train")}
-    history = pd.DataFrame(series)
-    history.index.name = "epoch"
-    return history
-
-
-def fit_destvi(
-    spots: ad.AnnData,
-    reference: ad.AnnData,
-    model_dir: Path,
-    *,
-    variant: str,
-    amortization: str,
-    batch_size: int,
-    max_epochs: int,
-    seed: int,
-    lr: float,
-    n_epochs_kl_warmup: int,
-    accelerator: str = "auto",
+def fit(
+    spots: ad.AnnData, reference: ad.AnnData, model_dir: Path | None, task: Task, accelerator: str = "auto"
 ) -> FitResult:
     """Fit DestVI on `spots` from the CondSCVI model saved in `model_dir`."""
     import scvi
     from scvi.model import DestVI
 
-    _quiet_scvi()
+    quiet_scvi()
+    params = task.params
+    batch_size = resolve_batch_size(task.batch_size, spots.n_obs)
+    module_kwargs = {"amortization": task.amortization, **VARIANTS[task.variant], **params.get("module_kwargs", {})}
     sc_model = _load_reference(reference, model_dir, accelerator)
-    st = ad.AnnData(X=spots[:, reference.var_names].X.copy(), obs=pd.DataFrame(index=spots.obs_names.copy()))
-    st.var_names = reference.var_names.copy()
-
-    scvi.settings.seed = seed  # V and gamma are initialised randomly in from_rna_model
-    model = DestVI.from_rna_model(
-        st, sc_model, vamp_prior_p=VAMP_PRIOR_P, amortization=amortization, **VARIANTS[variant]
-    )
+    st = spots_for(spots, reference)
+    scvi.settings.seed = task.seed  # V and gamma are initialised randomly in from_rna_model
+    model = DestVI.from_rna_model(st, sc_model, vamp_prior_p=params.get("vamp_prior_p", 15), **module_kwargs)
     start = time.perf_counter()
     model.train(
-        max_epochs=max_epochs,
-        lr=lr,
+        max_epochs=task.max_epochs,
+        lr=params.get("lr", 3e-3),
         batch_size=batch_size,
-        n_epochs_kl_warmup=n_epochs_kl_warmup,
+        n_epochs_kl_warmup=params.get("n_epochs_kl_warmup", 200),
         train_size=1.0,
+        plan_kwargs=params.get("plan_kwargs") or None,
         accelerator=accelerator,
         enable_progress_bar=False,
     )
     train_time = time.perf_counter() - start
-    gamma = model.get_gamma(return_numpy=True)
     return FitResult(
-        proportions=_proportions(model, amortization),
-        history=_history(model),
+        proportions=proportions(model, task.amortization),
+        history=history(model),
         n_steps=int(model.trainer.global_step),
         train_time_s=train_time,
-        states=np.asarray(gamma, dtype=np.float32),
-        settings={"module": {"amortization": amortization, **VARIANTS[variant]}, "vamp_prior_p": VAMP_PRIOR_P},
+        states=np.asarray(model.get_gamma(return_numpy=True), dtype=np.float32),
+        settings={"batch_size": batch_size, "module_kwargs": module_kwargs, "engine": "scvi"},
     )

@@ -1,0 +1,99 @@
+"""Cell2location, the study's baseline: a regression model of reference signatures, then the spatial model.
+
+cell2location 0.1.5 fails to import with pyro-ppl 1.9.2 (`deep_getattr` moved); the shim below restores
+the one helper it needs (shared/notes/scvi-tools-facts.md). Absolute abundances are turned into
+proportions by dividing by each spot's total.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import pandas as pd
+
+from toolkit.methods.base import FitResult
+from toolkit.methods.scvi_common import history, quiet_scvi, spots_for
+from toolkit.sweep import Task
+
+REFERENCE_KIND = "c2l-regression"
+SIGNATURES = "signatures.csv"
+
+
+def _import_cell2location() -> Any:
+    import pyro.infer.autoguide.utils as autoguide_utils
+
+    if not hasattr(autoguide_utils, "deep_getattr"):
+        autoguide_utils.deep_getattr = lambda obj, name: functools.reduce(getattr, name.split("."), obj)
+    import cell2location
+
+    return cell2location
+
+
+def _seed(seed: int) -> None:
+    import pyro
+    import scvi
+
+    scvi.settings.seed = seed
+    pyro.set_rng_seed(seed)
+
+
+def train_reference(reference: ad.AnnData, config: dict[str, Any], model_dir: Path) -> float:
+    """Fit the regression model; save the per-type expression signatures (genes x types) as CSV."""
+    regression_model = _import_cell2location().models.RegressionModel
+    quiet_scvi()
+    _seed(config["seed"])
+    reference = reference.copy()
+    regression_model.setup_anndata(reference, labels_key="cell_type")
+    model = regression_model(reference)
+    start = time.perf_counter()
+    model.train(
+        max_epochs=config["max_epochs"], batch_size=config["batch_size"], lr=config["lr"], enable_progress_bar=False
+    )
+    elapsed = time.perf_counter() - start
+    reference = model.export_posterior(
+        reference, sample_kwargs={"num_samples": config["num_samples"], "batch_size": config["batch_size"]}
+    )
+    prefix = "means_per_cluster_mu_fg_"
+    signatures = reference.varm["means_per_cluster_mu_fg"]
+    signatures.columns = [column.removeprefix(prefix) for column in signatures.columns]
+    model_dir.mkdir(parents=True, exist_ok=True)
+    signatures.to_csv(model_dir / SIGNATURES)
+    return elapsed
+
+
+def fit(spots: ad.AnnData, reference: ad.AnnData, model_dir: Path | None, task: Task) -> FitResult:
+    """Fit Cell2location on the spots with the saved signatures; proportions = q05 abundances / total."""
+    spatial_model = _import_cell2location().models.Cell2location
+    quiet_scvi()
+    params = task.params
+    signatures = pd.read_csv(model_dir / SIGNATURES, index_col=0)
+    st = spots_for(spots, reference)
+    st = st[:, signatures.index].copy()
+    _seed(task.seed)
+    spatial_model.setup_anndata(st)
+    model = spatial_model(
+        st,
+        cell_state_df=signatures,
+        N_cells_per_location=params["N_cells_per_location"],
+        detection_alpha=params["detection_alpha"],
+    )
+    batch_size = None if task.batch_size == 0 else int(task.batch_size)
+    start = time.perf_counter()
+    model.train(
+        max_epochs=task.max_epochs, batch_size=batch_size, train_size=1, lr=params["lr"], enable_progress_bar=False
+    )
+    train_time = time.perf_counter() - start
+    st = model.export_posterior(st, sample_kwargs={"num_samples": params["num_samples"], "batch_size": st.n_obs})
+    abundance = st.obsm["q05_cell_abundance_w_sf"]
+    abundance.columns = [column.removeprefix("q05cell_abundance_w_sf_") for column in abundance.columns]
+    return FitResult(
+        proportions=abundance.div(abundance.sum(axis=1), axis=0),
+        history=history(model),
+        n_steps=int(model.trainer.global_step),
+        train_time_s=train_time,
+        settings={"batch_size": batch_size or st.n_obs},
+    )
