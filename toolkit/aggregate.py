@@ -8,6 +8,7 @@ a failed or never-run task stays in the dataset as NaN values with its status an
 from __future__ import annotations
 
 import itertools
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,14 @@ import pandas as pd
 import xarray as xr
 
 import toolkit
-from toolkit.layout import OutputLayout, read_json, write_atomically
+from toolkit.layout import OutputLayout, read_json, write_atomically, write_dir_atomically
 from toolkit.metrics import METRICS
 from toolkit.pseudospots import read_spots
 from toolkit.status import load_tasks, task_state
 from toolkit.sweep import SWEPT_SETTINGS
 
 SCALARS: dict[str, dict[str, str]] = {
+    "batch_size_used": {"long_name": "minibatch size the method trained with (auto and 0 resolved)", "units": "1"},
     "n_steps": {"long_name": "optimizer steps of the spatial model", "units": "1"},
     "train_time_s": {"long_name": "wall time of spatial model training", "units": "s"},
     "reference_time_s": {"long_name": "wall time of reference model training (shared by tasks)", "units": "s"},
@@ -38,13 +40,22 @@ METRIC_NAMES = {
 }
 
 
+def _numbers_first(value: Any) -> tuple[bool, Any]:
+    """Sort key: numbers in order, then words (batch sizes 8, 64, then "auto")."""
+    return (isinstance(value, str), value)
+
+
 class _Grid:
     """Positions of tasks in the product of the swept settings' values."""
 
     def __init__(self, settings: list[dict[str, Any]]):
-        self.coords = {name: sorted({s[name] for s in settings}) for name in SWEPT_SETTINGS}
-        self.shape = tuple(len(values) for values in self.coords.values())
-        self._position = {name: {v: i for i, v in enumerate(values)} for name, values in self.coords.items()}
+        values = {name: sorted({s[name] for s in settings}, key=_numbers_first) for name in SWEPT_SETTINGS}
+        self.shape = tuple(len(v) for v in values.values())
+        self._position = {name: {v: i for i, v in enumerate(vs)} for name, vs in values.items()}
+        # A coordinate holds one type: a setting mixing numbers and words (batch_size 8 and "auto") is text.
+        self.coords = {
+            name: vs if len({type(v) for v in vs}) == 1 else [str(v) for v in vs] for name, vs in values.items()
+        }
 
     def index(self, settings: dict[str, Any]) -> tuple[int, ...]:
         return tuple(self._position[name][settings[name]] for name in SWEPT_SETTINGS)
@@ -112,6 +123,7 @@ def aggregate(root: Path) -> xr.Dataset:
         result = results.get(state.task.id)
         if result is None:
             continue
+        result["batch_size_used"] = result.get("method_settings", {}).get("batch_size")
         for name in SCALARS:
             value = result.get(name)
             scalars[name][at] = np.nan if value is None else value
@@ -179,10 +191,14 @@ def aggregate(root: Path) -> xr.Dataset:
 
 
 def write_summary(root: Path) -> xr.Dataset:
-    """Aggregate and write `summary.nc` atomically."""
+    """Aggregate and write `summary.nc` (NetCDF) and `summary.zarr`, each atomically."""
     dataset = aggregate(root)
     layout = OutputLayout(Path(root))
     write_atomically(layout.summary, lambda tmp: dataset.to_netcdf(tmp, engine="h5netcdf"))
+    zarr_path = layout.summary.with_suffix(".zarr")
+    if zarr_path.exists():
+        shutil.rmtree(zarr_path)
+    write_dir_atomically(zarr_path, lambda tmp: dataset.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True))
     return dataset
 
 

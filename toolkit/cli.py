@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from toolkit.errors import SpotsweepError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 app = typer.Typer(
     help="Sweep spatial deconvolution methods (destVI, ...) over their training settings, reproducibly.",
@@ -137,6 +140,66 @@ def report(out: OutDir) -> None:
     from toolkit.report import write_report
 
     console.print(f"wrote {write_report(out)}")
+
+
+def _read_table(path: Path, what: str) -> pd.DataFrame:
+    import pandas as pd
+
+    if not path.is_file():
+        raise SpotsweepError(f"{path}: no such {what} table; give a CSV or TSV file of spots x cell types.")
+    try:
+        return pd.read_csv(path, sep=None, engine="python", index_col=0)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise SpotsweepError(
+            f"{path}: cannot read the {what} table ({exc}); give a CSV or TSV with a header row."
+        ) from None
+
+
+@app.command()
+def score(
+    truth: Annotated[Path, typer.Argument(help="Truth table: spots x cell types (proportions, or cell counts).")],
+    predicted: Annotated[Path, typer.Argument(help="Predicted proportions (or abundances): spots x cell types.")],
+    truth_is_counts: Annotated[bool, typer.Option(help="The truth holds cells per type (Li et al.'s layout).")] = False,
+    strip_prefix: Annotated[str, typer.Option(help="Prefix to drop from predicted column names.")] = "",
+    label_map: Annotated[
+        Optional[Path], typer.Option(help="Two-column CSV (truth name, predicted name) renaming truth cell types.")
+    ] = None,
+    exclude: Annotated[list[str], typer.Option(help="Cell types to leave out of the evaluation (repeatable).")] = [],  # noqa: B006
+    out: Annotated[Optional[Path], typer.Option(help="Folder for per_cell_type.csv and per_spot.csv.")] = None,
+) -> None:
+    """Score predictions against a truth table with the Li et al. 2022 benchmark's metrics and preprocessing."""
+    from toolkit import metrics
+
+    truth_table = _read_table(truth, "truth")
+    predicted_table = _read_table(predicted, "predicted")
+    predicted_table.columns = [str(c).removeprefix(strip_prefix) for c in predicted_table.columns]
+    if label_map is not None:
+        mapping = _read_table(label_map, "label map")
+        truth_table = truth_table.rename(columns={str(k): str(v) for k, v in mapping.iloc[:, 0].items()})
+    if truth_is_counts:
+        kept = [c for c in predicted_table.columns if c not in exclude]
+        truth_table = metrics.li2022_truth(truth_table, kept)
+    truth_table = truth_table.drop(columns=[c for c in exclude if c in truth_table.columns])
+    if truth_table.shape[1] < 2:
+        raise SpotsweepError(
+            f"{truth}: fewer than two cell types are named alike in the truth and {predicted}; "
+            "rename them with --label-map (and --strip-prefix for prefixed columns)."
+        )
+    predicted_table = metrics.li2022_prediction(predicted_table, truth_table.columns)
+    scores = metrics.score(truth_table, predicted_table)
+    table = Table("metric", "mean over cell types", "mean over spots")
+    means = scores.means()
+    for name in metrics.METRICS:
+        table.add_row(name, f"{means[f'{name}_cell_type']:.4f}", f"{means[f'{name}_spot']:.4f}")
+    console.print(
+        f"scored {truth_table.shape[1]} cell types over {truth_table.shape[0]} spots: {', '.join(truth_table.columns)}"
+    )
+    console.print(table)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        scores.per_cell_type.to_csv(out / "per_cell_type.csv")
+        scores.per_spot.to_csv(out / "per_spot.csv")
+        console.print(f"wrote {out / 'per_cell_type.csv'} and {out / 'per_spot.csv'}")
 
 
 def main() -> None:

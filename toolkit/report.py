@@ -18,6 +18,7 @@ import xarray as xr
 
 from toolkit.errors import SpotsweepError
 from toolkit.layout import OutputLayout, write_atomically
+from toolkit.metrics import accuracy_score
 
 MEAN_METRICS = {
     "mean_pcc_cell_type": ("PCC", "higher is better"),
@@ -86,27 +87,35 @@ def proportion_maps(summary: xr.Dataset, dataset: str, path: Path) -> bool:
 
 
 def _lines(summary: xr.Dataset, dataset: str, variable: str) -> pd.DataFrame:
-    """Mean and spread over seeds of `variable` per (method, variant, amortization, batch_size)."""
-    frame = summary[variable].sel(dataset=dataset).to_dataframe().reset_index().dropna(subset=[variable])
-    return (
-        frame.groupby([*LINE_SETTINGS, "batch_size", "max_epochs"])[variable]
-        .agg(["mean", "std", "count"])
-        .reset_index()
-    )
+    """Mean and spread over seeds of `variable` per configuration, against the batch size trained with."""
+    names = [variable, "batch_size_used"]
+    frame = summary[names].sel(dataset=dataset).to_dataframe().reset_index().dropna(subset=[variable])
+    keys = [*LINE_SETTINGS, "batch_size", "max_epochs"]
+    table = frame.groupby(keys)[variable].agg(["mean", "std", "count"])
+    table["x"] = frame.groupby(keys)["batch_size_used"].mean()
+    return table.reset_index()
 
 
 def _plot_against_batch(ax: plt.Axes, lines: pd.DataFrame, ylabel: str) -> None:
+    """One line per method/variant/amortization/epochs; methods trained without batches (controls) as
+    horizontal dashed lines, the levels a trained method should beat."""
     for key, group in lines.groupby([*LINE_SETTINGS, "max_epochs"]):
         method, variant, amortization, epochs = key
-        group = group.sort_values("batch_size")
-        ax.errorbar(
-            group["batch_size"],
-            group["mean"],
-            yerr=group["std"].fillna(0),
-            marker="o",
-            capsize=3,
-            label=f"{method} {variant}, {amortization}, {epochs} ep",
-        )
+        if group["x"].isna().all() or method == "control":
+            ax.axhline(group["mean"].iloc[0], linestyle="--", linewidth=1, color="grey")
+            ax.annotate(
+                f"{method} {variant}",
+                (1, group["mean"].iloc[0]),
+                xycoords=("axes fraction", "data"),
+                fontsize=6,
+                ha="right",
+                va="bottom",
+                color="grey",
+            )
+            continue
+        group = group.sort_values("x")
+        label = f"{method} {variant}" + ("" if amortization == "n/a" else f", {amortization}") + f", {epochs} ep"
+        ax.errorbar(group["x"], group["mean"], yerr=group["std"].fillna(0), marker="o", capsize=3, label=label)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("minibatch size (spots)")
     ax.set_ylabel(ylabel)
@@ -121,7 +130,8 @@ def metrics_vs_batch(summary: xr.Dataset, dataset: str, path: Path) -> bool:
     for ax, name in zip(axes.ravel(), present, strict=False):
         label, better = MEAN_METRICS[name]
         _plot_against_batch(ax, _lines(summary, dataset, name), f"mean {label} over cell types ({better})")
-    axes[0, 0].legend(fontsize=7)
+    if axes[0, 0].get_legend_handles_labels()[0]:
+        axes[0, 0].legend(fontsize=7)
     fig.suptitle(f"{dataset}: accuracy against minibatch size (bars: s.d. over seeds)")
     _save(fig, path)
     return True
@@ -129,12 +139,14 @@ def metrics_vs_batch(summary: xr.Dataset, dataset: str, path: Path) -> bool:
 
 def runtime_vs_batch(summary: xr.Dataset, dataset: str, path: Path) -> bool:
     lines = _lines(summary, dataset, "train_time_s")
+    lines = lines[lines["method"] != "control"]
     if lines.empty:
         return False
     fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     _plot_against_batch(ax, lines, "spatial model training time (s)")
     ax.set_yscale("log")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     ax.set_title(f"{dataset}: training time against minibatch size")
     _save(fig, path)
     return True
@@ -158,15 +170,63 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def _results_table(summary: xr.Dataset) -> pd.DataFrame:
-    """One row per configuration: status, mean metrics, steps and time; ranked by mean PCC."""
-    names = ["status", *[n for n in MEAN_METRICS if n in summary], "n_steps", "train_time_s"]
-    frame = summary[names].to_dataframe().reset_index()
-    frame = frame[frame["status"] != "absent"]
-    frame = frame.rename(columns={n: MEAN_METRICS[n][0] for n in MEAN_METRICS})
-    if "PCC" in frame:
-        frame = frame.sort_values("PCC", ascending=False, na_position="last")
-    return frame
+def _results_table(summary: xr.Dataset, dataset: str) -> pd.DataFrame:
+    """One row per configuration (mean over seeds): accuracy score over the configurations, the four
+    mean metrics; ranked by accuracy score (Li et al.: rank on each metric, N for the best, divided by N)."""
+    names = [n for n in MEAN_METRICS if n in summary]
+    frame = summary[names].sel(dataset=dataset).to_dataframe().reset_index().dropna(subset=names, how="all")
+    if frame.empty:
+        return frame
+    keys = ["method", "variant", "amortization", "batch_size", "max_epochs"]
+    table = frame.groupby(keys)[names].mean()
+    table["seeds"] = frame.groupby(keys)[names[0]].count()
+    short = {n: n.removeprefix("mean_").removesuffix("_cell_type") for n in names}
+    table["AS"] = accuracy_score(table[names].rename(columns=short)).to_numpy()
+    table = table.rename(columns={n: MEAN_METRICS[n][0] for n in names}).sort_values("AS", ascending=False)
+    return table.reset_index()
+
+
+def _runtime_table(summary: xr.Dataset, dataset: str) -> pd.DataFrame:
+    """Like the study's runtime table: steps, time per step and training time of each configuration."""
+    names = ["n_steps", "train_time_s", "reference_time_s", "batch_size_used"]
+    frame = summary[names].sel(dataset=dataset).to_dataframe().reset_index().dropna(subset=["train_time_s"])
+    frame = frame[frame["method"] != "control"]
+    keys = ["method", "variant", "amortization", "batch_size", "max_epochs"]
+    table = frame.groupby(keys)[names].mean()
+    table["ms_per_step"] = 1000 * table["train_time_s"] / table["n_steps"]
+    table["train_time_min"] = table["train_time_s"] / 60
+    return table[["batch_size_used", "n_steps", "ms_per_step", "train_time_min", "reference_time_s"]].reset_index()
+
+
+def _status_section(summary: xr.Dataset) -> list[str]:
+    """Task counts, and every task that is not done with its state and reason."""
+    counts = {name: int(summary.attrs.get(f"n_{name}", 0)) for name in ("done", "failed", "started", "missing")}
+    n_tasks = int(summary.attrs.get("n_tasks", 0))
+    lines = [f"{n_tasks} tasks: " + ", ".join(f"{n} {k}" for k, n in counts.items()) + ".", ""]
+    if n_tasks > counts["done"]:
+        frame = summary[["status", "reason", "task_id"]].to_dataframe().reset_index()
+        frame = frame[~frame["status"].isin(["done", "absent"])]
+        lines += [f"**{n_tasks - counts['done']} tasks are not done:**", "", _markdown_table(frame), ""]
+    return lines
+
+
+def _dataset_section(summary: xr.Dataset, dataset: str, folder: Path) -> list[str]:
+    lines = [f"## Dataset {dataset}", ""]
+    figures = (
+        ("proportion maps", f"proportions_{dataset}.png", proportion_maps),
+        ("accuracy against batch size", f"metrics_vs_batch_size_{dataset}.png", metrics_vs_batch),
+        ("training time against batch size", f"runtime_vs_batch_size_{dataset}.png", runtime_vs_batch),
+    )
+    for title, name, draw in figures:
+        if draw(summary, dataset, folder / name):
+            lines += [f"### {title.capitalize()}", "", f"![{title}]({name})", ""]
+    ranked = _results_table(summary, dataset)
+    if not ranked.empty:
+        lines += ["### Configurations ranked by accuracy score (mean over seeds)", "", _markdown_table(ranked), ""]
+    runtimes = _runtime_table(summary, dataset)
+    if not runtimes.empty:
+        lines += ["### Runtimes (mean over seeds)", "", _markdown_table(runtimes), ""]
+    return lines
 
 
 def write_report(root: Path) -> Path:
@@ -176,34 +236,9 @@ def write_report(root: Path) -> Path:
         raise SpotsweepError(f"{layout.summary}: no summary yet; run `spotsweep aggregate {root}` first.")
     summary = xr.load_dataset(layout.summary, engine="h5netcdf")
     layout.report.mkdir(parents=True, exist_ok=True)
-    lines = [f"# {summary.attrs.get('title', 'spotsweep report')}", ""]
-    counts = {name: int(summary.attrs.get(f"n_{name}", 0)) for name in ("done", "failed", "started", "missing")}
-    not_done = summary.attrs.get("n_tasks", 0) - counts["done"]
-    lines += [
-        f"{summary.attrs.get('n_tasks', 0)} tasks: " + ", ".join(f"{n} {k}" for k, n in counts.items()) + ".",
-        "",
-    ]
-    if not_done:
-        lines += [f"**{not_done} tasks are not done:**", ""]
-        frame = summary[["status", "reason", "task_id"]].to_dataframe().reset_index()
-        frame = frame[~frame["status"].isin(["done", "absent"])]
-        lines += [_markdown_table(frame), ""]
+    lines = [f"# {summary.attrs.get('title', 'spotsweep report')}", "", *_status_section(summary)]
     for dataset in summary.dataset.values:
-        lines += [f"## Dataset {dataset}", ""]
-        figures = (
-            ("proportion maps", f"proportions_{dataset}.png", proportion_maps),
-            ("accuracy against batch size", f"metrics_vs_batch_size_{dataset}.png", metrics_vs_batch),
-            ("training time against batch size", f"runtime_vs_batch_size_{dataset}.png", runtime_vs_batch),
-        )
-        for title, name, draw in figures:
-            if draw(summary, str(dataset), layout.report / name):
-                lines += [f"### {title.capitalize()}", "", f"![{title}]({name})", ""]
-    lines += [
-        "## All configurations, ranked by mean PCC over cell types",
-        "",
-        _markdown_table(_results_table(summary)),
-        "",
-    ]
+        lines += _dataset_section(summary, str(dataset), layout.report)
     lines += ["## Provenance", "", f"`{summary.attrs.get('provenance', '')}`", ""]
     page = layout.report / "index.md"
     write_atomically(page, lambda tmp: tmp.write_text("\n".join(lines)))

@@ -90,8 +90,10 @@ def run_task(task_data: dict[str, Any], out: str, threads: int | None = None) ->
         reference = ad.read_h5ad(layout.reference(task.dataset))
         result = fit(task, spots, reference, model_dir)
         scores = _scores(spots, result)
+        task_dir = layout.task_dir(task.id)
+        write_atomically(task_dir / "history.csv", lambda tmp: result.history.to_csv(tmp))
         if result.states is not None:
-            write_atomically(layout.task_dir(task.id) / "states.npy", lambda tmp: _save_array(tmp, result.states))
+            write_atomically(task_dir / "states.npy", lambda tmp: _save_array(tmp, result.states))
         write_json(
             layout.result(task.id),
             {
@@ -101,7 +103,6 @@ def run_task(task_data: dict[str, Any], out: str, threads: int | None = None) ->
                 "settings": task.settings,
                 "scores": scores,
                 "proportions": _frame(result.proportions),
-                "history": _frame(result.history),
                 "n_steps": result.n_steps,
                 "train_time_s": result.train_time_s,
                 "reference_time_s": reference_train_time(model_dir),

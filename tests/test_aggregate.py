@@ -1,0 +1,83 @@
+"""The aggregate keeps every configuration: done, failed (with its reason) and never run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from toolkit.aggregate import write_summary
+from toolkit.config import parse_sweep
+from toolkit.launch import record_sweep
+from toolkit.layout import OutputLayout
+from toolkit.prepare import prepare_dataset
+from toolkit.report import write_report
+from toolkit.sweep import expand
+from toolkit.task import run_task
+
+DATASET = {
+    "name": "agg",
+    "simulate": {"preset": "starmap-like", "seed": 3, "n_spatial_cells": 300, "n_reference_cells": 300, "n_genes": 40},
+}
+REFERENCE = {"max_epochs": 1, "n_hidden": 8, "n_latent": 2, "n_layers": 1}
+
+
+@pytest.fixture(scope="module")
+def sweep_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Controls that finish, a destVI task that fails for real (a keyword DestVI does not take), and a
+    destVI task that is part of the sweep but never runs."""
+    out = tmp_path_factory.mktemp("aggregate")
+    methods = [
+        {"name": "control", "kind": ["truth", "uniform"]},
+        {
+            "name": "destvi",
+            "batch_size": 8,
+            "max_epochs": 1,
+            "module_kwargs": {"no_such_option": 1},
+            "reference": REFERENCE,
+        },
+        {"name": "destvi", "batch_size": 16, "max_epochs": 1, "reference": REFERENCE},
+    ]
+    config = parse_sweep({"name": "agg", "output": str(out), "datasets": [DATASET], "methods": methods}, "test")
+    layout = OutputLayout(out)
+    tasks = expand(config)
+    record_sweep(config, tasks, layout)
+    prepare_dataset(config.datasets[0], layout)
+    for task in tasks[:3]:
+        try:
+            run_task(task.to_dict(), str(out), threads=1)
+        except TypeError:
+            assert task.params["module_kwargs"]
+    write_summary(out)
+    write_report(out)
+    return out
+
+
+def test_status_of_every_configuration(sweep_out: Path) -> None:
+    with xr.open_dataset(sweep_out / "summary.nc") as summary:
+        status = summary["status"].to_series()
+        status = status[status != "absent"]
+        assert sorted(status.tolist()) == ["done", "done", "failed", "missing"]
+        failed = summary["reason"].where(summary["status"] == "failed", drop=True).values.ravel()
+        assert any("no_such_option" in str(reason) for reason in failed)
+        assert int(summary.attrs["n_failed"]) == 1 and int(summary.attrs["n_missing"]) == 1
+        # Not done means no numbers, never zeros.
+        missing = summary["pcc"].where(summary["status"] != "done")
+        assert bool(missing.isnull().all())
+        truth = summary["pcc"].sel({"method": "control", "variant": "truth"}).squeeze(drop=True)
+        assert np.allclose(truth.dropna("cell_type"), 1.0)
+
+
+def test_the_zarr_copy_holds_the_same_dataset(sweep_out: Path) -> None:
+    with xr.open_dataset(sweep_out / "summary.nc") as netcdf, xr.open_zarr(sweep_out / "summary.zarr") as zarr:
+        xr.testing.assert_identical(netcdf.load(), zarr.load())
+
+
+def test_report_lists_what_is_not_done(sweep_out: Path) -> None:
+    page = (sweep_out / "report" / "index.md").read_text()
+    assert "4 tasks: 2 done, 1 failed, 0 started, 1 missing." in page
+    assert "**2 tasks are not done:**" in page
+    assert "no_such_option" in page
+    assert "missing" in page

@@ -1,0 +1,59 @@
+"""`spotsweep score` on the benchmark's own files: the published Cell2location predictions."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import STARMAP
+from toolkit import metrics
+
+LI2022 = STARMAP / "li2022"
+TO_ALLEN = {
+    "ExcitatoryL2and3": "Excitatory L2/3",
+    "ExcitatoryL4": "Excitatory L4",
+    "ExcitatoryL5": "Excitatory L5",
+    "ExcitatoryL6": "Excitatory L6",
+    "Pvalb": "Inhibitory Pvalb",
+    "Sst": "Inhibitory Sst",
+    "Vip": "Inhibitory Vip",
+}
+
+
+def test_score_command_matches_the_library(tmp_path: Path) -> None:
+    label_map = tmp_path / "labels.csv"
+    pd.Series(TO_ALLEN, name="to").rename_axis("from").to_csv(label_map)
+    excluded = [arg for name in metrics.LI2022_CATCH_ALL_TYPES for arg in ("--exclude", name)]
+    done = subprocess.run(
+        [sys.executable, "-m", "toolkit", "score", str(LI2022 / "simulated" / "combined_spot_clusters.txt"),
+         str(LI2022 / "results" / "Cell2location_result.txt"), "--truth-is-counts",
+         "--strip-prefix", "q05cell_abundance_w_sf_", "--label-map", str(label_map), *excluded, "--out", str(tmp_path)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "scored 12 cell types over 189 spots" in done.stdout.replace("\n", " ")
+    per_type = pd.read_csv(tmp_path / "per_cell_type.csv", index_col=0)
+    counts = pd.read_csv(LI2022 / "simulated" / "combined_spot_clusters.txt", sep="\t", index_col=0).rename(
+        columns=TO_ALLEN
+    )
+    predicted = pd.read_csv(LI2022 / "results" / "Cell2location_result.txt", index_col=0)
+    predicted.columns = [c.removeprefix("q05cell_abundance_w_sf_") for c in predicted.columns]
+    kept = [c for c in predicted.columns if c not in metrics.LI2022_CATCH_ALL_TYPES]
+    truth = metrics.li2022_truth(counts, kept)
+    expected = metrics.score(truth, metrics.li2022_prediction(predicted, truth.columns)).per_cell_type
+    pd.testing.assert_frame_equal(per_type, expected, check_names=False)
+    assert per_type["pcc"].mean() == pytest.approx(0.5845, abs=1e-4)
+
+
+def test_score_command_explains_unmatched_names() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "toolkit", "score", str(LI2022 / "simulated" / "combined_spot_clusters.txt"),
+         str(LI2022 / "results" / "Cell2location_result.txt"), "--truth-is-counts"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "map the labels" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
