@@ -45,6 +45,12 @@ def _numbers_first(value: Any) -> tuple[bool, Any]:
     return (isinstance(value, str), value)
 
 
+STATE_AGREEMENT = {
+    "pearson": "mean over state dims of the Pearson correlation of predicted and true per-spot cell state",
+    "linear_r2": "R^2 of the best linear map from predicted to true per-spot cell state (rotation-free)",
+}
+
+
 class _Grid:
     """Positions of tasks in the product of the swept settings' values."""
 
@@ -114,6 +120,7 @@ def aggregate(root: Path) -> xr.Dataset:
     scalars = {name: grid.empty() for name in SCALARS}
     by_type = {m: grid.empty(len(types)) for m in (*METRICS, "grid_ssim")}
     by_spot = {m: grid.empty(len(spots)) for m in METRICS}
+    state_values = {name: grid.empty(len(types)) for name in STATE_AGREEMENT}
     means: dict[str, np.ndarray] = {}
     proportion = grid.empty(len(spots), len(types))
 
@@ -136,10 +143,15 @@ def aggregate(root: Path) -> xr.Dataset:
                 scores["per_spot"]["values"], dtype=float
             )[:, scores["per_spot"]["columns"].index(m)]
         for key, value in scores["means"].items():
-            means.setdefault(key, grid.empty())[at] = value
+            means.setdefault(key, grid.empty())[at] = np.nan if value is None else value
         for cell_type, value in scores["grid_ssim"].items():
-            by_type["grid_ssim"][at][types[cell_type]] = value
+            by_type["grid_ssim"][at][types[cell_type]] = np.nan if value is None else value
         _fill_frame(proportion, at, result["proportions"], spots, types)
+        agreement = scores.get("state_agreement")
+        for name in STATE_AGREEMENT if agreement else ():
+            column = agreement["columns"].index(name)
+            rows = [types[t] for t in agreement["index"]]
+            state_values[name][at][rows] = np.asarray(agreement["values"], dtype=float)[:, column]
 
     dims = list(SWEPT_SETTINGS)
     data_vars: dict[str, Any] = {
@@ -167,6 +179,8 @@ def aggregate(root: Path) -> xr.Dataset:
         by_type["grid_ssim"],
         {"long_name": "windowed SSIM of each cell type's proportion map on the spot grid"},
     )
+    for name, long_name in STATE_AGREEMENT.items():
+        data_vars[f"state_{name}"] = ([*dims, "cell_type"], state_values[name], {"long_name": long_name})
     for key, values in means.items():
         data_vars[f"mean_{key}"] = (
             dims,

@@ -7,7 +7,6 @@ looks complete.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -15,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 
 @dataclass(frozen=True)
@@ -90,12 +91,14 @@ def write_dir_atomically(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def write_json(path: Path, payload: Any) -> None:
-    """Atomic JSON write; non-JSON values (paths, numpy scalars) are written as text."""
-    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=1, default=_jsonable)))
+    """Atomic JSON write (NaN becomes null, numpy arrays lists, paths text)."""
+    options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+    write_atomically(path, lambda tmp: tmp.write_bytes(orjson.dumps(payload, default=_jsonable, option=options)))
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
+    """orjson parses task results several times faster than the standard library (aggregating 10,000)."""
+    return orjson.loads(path.read_bytes())
 
 
 def _jsonable(value: Any) -> Any:

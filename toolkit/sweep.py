@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 from toolkit.config import SweepConfig
@@ -44,7 +45,7 @@ class Task:
     def __hash__(self) -> int:
         return hash(self.id)
 
-    @property
+    @cached_property
     def id(self) -> str:
         readable = (
             f"{self.dataset}-{self.method}-{self.variant}-{self.amortization.replace('/', '')}"
