@@ -166,7 +166,9 @@ def _markdown_table(frame: pd.DataFrame) -> str:
 
 def _cell(value: object) -> str:
     if isinstance(value, float):
-        return "" if np.isnan(value) else f"{value:.3g}"
+        if np.isnan(value):
+            return ""
+        return f"{value:.0f}" if value.is_integer() else f"{value:.3g}"
     return str(value)
 
 
