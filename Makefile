@@ -5,7 +5,7 @@ TORCH_VERSION ?= 2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint clean-demo
+.PHONY: install system-deps demo test lint image clean-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,22 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/spotsweep run sweeps/demo.yaml
 
-test: $(STAMP)
+# The integration tests need a real SLURM and Apptainer. As root on Debian/Ubuntu (CI) they are installed
+# here; elsewhere those tests skip and say how to enable them.
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		hpc/slurm/install.sh && hpc/apptainer/install.sh; \
+	else \
+		echo "system-deps: not root on Debian/Ubuntu: SLURM and Apptainer tests will skip (see hpc/README.md)"; \
+	fi
+
+test: $(STAMP) system-deps
 	$(BIN)/pytest
+
+# The task image from containers/Apptainer.def (cached; BASE=cuda for clusters, BASE=local without Docker Hub).
+BASE ?= cuda
+image:
+	hpc/apptainer/build.sh --base $(BASE)
 
 lint: $(STAMP)
 	$(BIN)/ruff check toolkit tests

@@ -148,7 +148,7 @@ def test_no_shared_genes_is_refused_before_training(tmp_path: Path, inputs: tupl
 def test_reference_without_cell_type_key_is_refused(tmp_path: Path, inputs: tuple) -> None:
     reference, cells = inputs
     reference.obs = reference.obs.rename(columns={"cell_type": "label"})
-    with pytest.raises(SpotsweepError, match="the reference has no obs column 'cell_type'"):
+    with pytest.raises(SpotsweepError, match="no cell-type column 'cell_type'"):
         prepare_dataset(_write_inputs(tmp_path, reference, cells), OutputLayout(tmp_path / "out"))
 
 

@@ -55,37 +55,93 @@ def simulate(
 
 @app.command()
 def build(
-    cells: Annotated[Path, typer.Argument(help="Single-cell-resolution spatial AnnData (.h5ad) with obsm['spatial'].")],
-    out: Annotated[Path, typer.Option(help="The pseudospot Zarr store to write.")],
+    cells: Annotated[
+        Path,
+        typer.Argument(
+            help="Spatial cells: an AnnData .h5ad or .zarr, a MERSCOPE output folder, or a counts CSV "
+            "(with --cells-table)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="The pseudospot AnnData Zarr store to write.")],
     window: Annotated[float, typer.Option(help="Side of the square window, in the coordinates' unit.")],
-    cell_type_key: Annotated[str, typer.Option(help="obs column with the cell types.")] = "cell_type",
+    cell_type_key: Annotated[str, typer.Option(help="Column with the cell types (obs or cell table).")] = "cell_type",
     edge_rule: Annotated[str, typer.Option(help="half-open, or li2022 (drop cells on grid lines).")] = "half-open",
+    origin: Annotated[tuple[float, float], typer.Option(help="Where the grid starts: X Y.")] = (0.0, 0.0),
+    cells_table: Annotated[
+        Optional[Path], typer.Option(help="For a counts CSV: the cell table (cell id, x, y, cell type).")
+    ] = None,
+    annotations: Annotated[
+        Optional[Path], typer.Option(help="CSV of extra obs columns by cell id (e.g. MERSCOPE cell types).")
+    ] = None,
+    layer: Annotated[Optional[str], typer.Option(help="AnnData layer with the raw counts (default X).")] = None,
+    spatial_key: Annotated[str, typer.Option(help="AnnData obsm key of the coordinates.")] = "spatial",
+    x_key: Annotated[Optional[str], typer.Option(help="Column of the x coordinate (obs or cell table).")] = None,
+    y_key: Annotated[Optional[str], typer.Option(help="Column of the y coordinate (obs or cell table).")] = None,
+    labels: Annotated[Optional[Path], typer.Option(help="Two-column CSV renaming cell types: old,new.")] = None,
+    genes: Annotated[
+        Optional[Path],
+        typer.Option(help="Genes to keep: a text file (one per line) or an AnnData whose genes to share."),
+    ] = None,
+    columns: Annotated[Optional[str], typer.Option(help="Keep these grid columns (x), e.g. 0,1,2.")] = None,
+    rows: Annotated[Optional[str], typer.Option(help="Keep these grid rows (y), e.g. 4,5.")] = None,
+    bbox: Annotated[
+        Optional[str], typer.Option(help="Keep windows centred in XMIN,YMIN,XMAX,YMAX (coordinates' unit).")
+    ] = None,
+    allow_non_integer: Annotated[bool, typer.Option(help="The values are not raw counts: sum them anyway.")] = False,
+    scheduler: Annotated[str, typer.Option(help="threads, local (dask.distributed) or slurm.")] = "threads",
+    workers: Annotated[Optional[int], typer.Option(help="Threads, local workers or SLURM workers.")] = None,
+    cluster_options: Annotated[
+        Optional[Path], typer.Option(help="YAML of LocalCluster / dask_jobqueue.SLURMCluster keyword arguments.")
+    ] = None,
+    chunk_cells: Annotated[Optional[int], typer.Option(help="Cells per chunk (default: about 32 MiB).")] = None,
+    memory_mib: Annotated[int, typer.Option(help="Memory for the spots' sums held at once (MiB).")] = 1024,
+    progress: Annotated[bool, typer.Option(help="Show progress bars on stderr.")] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output store.")] = False,
 ) -> None:
-    """Sum the cells of each square window into pseudospots with their true cell-type proportions."""
-    import anndata as ad
+    """Sum the cells of each square window into pseudospots with their true cell-type proportions.
 
-    from toolkit.pseudospots import build_pseudospots, write_spots
+    The cells are read and summed chunk by chunk with Dask, so inputs larger than memory work.
+    """
+    from toolkit.data.readers import load_gene_list, open_cells
+    from toolkit.grid_dask import Scheduler, build_spots_store, load_cluster_options
+    from toolkit.pseudospots import GridSubset
 
     if out.exists() and not overwrite:
         raise SpotsweepError(f"{out}: already exists; choose another --out or pass --overwrite.")
-    if edge_rule not in ("half-open", "li2022"):
-        raise SpotsweepError(f"--edge-rule '{edge_rule}' is unknown; use half-open or li2022.")
-    if not cells.exists():
-        raise SpotsweepError(f"{cells}: no such file; give the path of a .h5ad file.")
-    spots = build_pseudospots(
-        ad.read_h5ad(cells),
-        window,
+    plan = Scheduler(scheduler, workers, load_cluster_options(cluster_options))  # type: ignore[arg-type]
+    subset = GridSubset.parse(columns=columns, rows=rows, bbox=bbox)
+    source = open_cells(
+        cells,
+        chunk_cells=chunk_cells,
         cell_type_key=cell_type_key,
-        edge_rule=edge_rule,
-        source=str(cells),  # type: ignore[arg-type]
+        layer=layer,
+        spatial_key=spatial_key,
+        x_key=x_key,
+        y_key=y_key,
+        cells_table=cells_table,
+        annotations=annotations,
+        labels=labels,
+        allow_non_integer=allow_non_integer,
     )
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    write_spots(spots, out)
-    console.print(f"wrote {out}: {spots.n_obs} spots x {spots.n_vars} genes")
+    summary = build_spots_store(
+        source,
+        out,
+        window,
+        origin=origin,
+        edge_rule=edge_rule,  # type: ignore[arg-type]
+        genes=None if genes is None else load_gene_list(genes, source.genes),
+        subset=subset,
+        allow_non_integer=allow_non_integer,
+        overwrite=overwrite,
+        scheduler=plan,
+        memory_budget=memory_mib << 20,
+        progress=progress,
+    )
+    console.print(
+        f"wrote {out}: {summary.n_spots} spots x {summary.n_genes} genes from {summary.n_cells_used} of "
+        f"{summary.n_cells_in} cells in {summary.seconds:.1f} s ({summary.cells_per_second:,.0f} cells/s)",
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -93,16 +149,34 @@ def run(
     sweep: Annotated[Path, typer.Argument(help="Sweep file (YAML), e.g. sweeps/demo.yaml.")],
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default: the sweep file's 'output').")] = None,
     retry_failed: Annotated[bool, typer.Option(help="Also rerun tasks that failed before.")] = False,
-    max_parallel: Annotated[Optional[int], typer.Option(help="Tasks running at once (local executor).")] = None,
+    max_parallel: Annotated[Optional[int], typer.Option(help="Tasks running at once (SLURM: array %N).")] = None,
+    executor: Annotated[Optional[str], typer.Option(help="local or slurm (default: the sweep file's).")] = None,
+    profile: Annotated[
+        Optional[Path], typer.Option(help="SLURM cluster profile, e.g. hpc/profiles/gpu-cluster.yaml.")
+    ] = None,
+    wait: Annotated[
+        Optional[bool],
+        typer.Option("--wait/--no-wait", help="SLURM: wait with a progress bar (default when interactive)."),
+    ] = None,
 ) -> None:
-    """Run every task of a sweep not done yet (local processes through submitit), then aggregate and report."""
+    """Run every task of a sweep not done yet (local processes or one SLURM array), then aggregate and report."""
     from toolkit.config import load_sweep
-    from toolkit.launch import run_sweep
+    from toolkit.launch import run_sweep, with_executor
 
-    config = load_sweep(sweep)
-    summary = run_sweep(config, out, retry_failed=retry_failed, max_parallel=max_parallel)
+    config = with_executor(load_sweep(sweep), executor, profile)
+    waiting = sys.stdout.isatty() if wait is None else wait
+    summary = run_sweep(config, out, retry_failed=retry_failed, max_parallel=max_parallel, wait=waiting)
     root = out or config.output
     states = ", ".join(f"{n} {k}" for k, n in summary.states.items() if n)
+    if summary.jobs:
+        jobs = ", ".join(f"{kind} {job}" for kind, job in summary.jobs.items())
+        console.print(f"{config.name}: SLURM jobs: {jobs}")
+    if summary.jobs and not summary.waited:
+        console.print(
+            f"{config.name}: submitted {summary.submitted} tasks, {summary.skipped} already done or skipped; "
+            f"follow with `spotsweep status {root}`; the aggregate job writes {root / 'summary.nc'} at the end."
+        )
+        return
     console.print(
         f"{config.name}: submitted {summary.submitted}, already done or skipped {summary.skipped}; {states}; "
         f"{summary.seconds:.0f} s. Summary: {root / 'summary.nc'}, report: {root / 'report' / 'index.md'}"
@@ -114,15 +188,23 @@ def run(
 
 @app.command()
 def status(out: OutDir) -> None:
-    """Show each task's state (done, failed with its reason and log, started, missing) and the counts."""
+    """Show each task's state (done, failed with reason and log, running, pending, ...), counts and SLURM jobs."""
+    from toolkit.layout import OutputLayout
+    from toolkit.slurm import read_submissions
     from toolkit.status import count_states, sweep_states
 
     states = sweep_states(out)
-    table = Table("task", "state", "reason / log")
+    table = Table("task", "state", "job", "reason / log")
     for state in states:
-        table.add_row(state.task.id, state.state, f"{state.reason}  {state.log}".strip())
+        table.add_row(state.task.id, state.state, state.job, f"{state.reason}  {state.log}".strip())
     console.print(table)
     console.print(", ".join(f"{n} {k}" for k, n in count_states(states).items()))
+    for submission in read_submissions(OutputLayout(out)):
+        arrays = ", ".join(f"{a.job_id} ({len(a.task_ids)} tasks)" for a in submission.arrays)
+        console.print(
+            f"submission {submission.number}: prepare {submission.prepare or '-'}, array {arrays}, "
+            f"aggregate {submission.aggregate}; logs in {submission.folder.replace('/%j', '')}"
+        )
 
 
 @app.command()

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, model_validator
 
 from toolkit.errors import SpotsweepError
 from toolkit.methods.configs import MethodConfig, Strict
@@ -27,14 +27,44 @@ class SimulationConfig(Strict):
     n_genes: int | None = Field(default=None, gt=0)
 
 
+def _path_or_mapping(value: Any) -> Any:
+    """`spatial: cells.h5ad` is short for `spatial: {path: cells.h5ad}`."""
+    return {"path": value} if isinstance(value, str | Path) else value
+
+
+class InputConfig(Strict):
+    """One input file (or folder) and how to read it into the canonical AnnData (toolkit.data.readers)."""
+
+    path: Path
+    cells_table: Path | None = None
+    """For a counts CSV: the table of cell id, x, y, cell type."""
+    cell_type_key: str = "cell_type"
+    layer: str | None = None
+    spatial_key: str = "spatial"
+    x_key: str | None = None
+    y_key: str | None = None
+    annotations: Path | None = None
+    labels: dict[str, str] | Path | None = None
+    """Rename cell types (old -> new), e.g. onto the reference's names."""
+    allow_non_integer: bool = False
+
+    def paths(self) -> dict[str, Path]:
+        named = {"path": self.path, "cells_table": self.cells_table, "annotations": self.annotations}
+        if isinstance(self.labels, Path):
+            named["labels"] = self.labels
+        return {name: path for name, path in named.items() if path is not None}
+
+
+InputField = Annotated[InputConfig | None, BeforeValidator(_path_or_mapping)]
+
+
 class DatasetConfig(Strict):
     """Single-cell-resolution spatial cells plus a single-cell reference, binned into pseudospots."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     simulate: SimulationConfig | None = None
-    spatial: Path | None = None
-    reference: Path | None = None
-    cell_type_key: str = "cell_type"
+    spatial: InputField = None
+    reference: InputField = None
     window: float | None = Field(default=None, gt=0)
     edge_rule: Literal["half-open", "li2022"] = "half-open"
     allow_missing_cell_types: bool = False
@@ -55,15 +85,26 @@ class DatasetConfig(Strict):
 
 
 class ExecutorConfig(Strict):
-    """Where tasks run: local processes (default) or a SLURM cluster."""
+    """Where tasks run: local processes (default) or a SLURM cluster described by a profile."""
 
-    kind: Literal["local"] = "local"
+    kind: Literal["local", "slurm"] = "local"
+    profile: Path | None = None
+    """For kind slurm: a cluster profile such as hpc/profiles/gpu-cluster.yaml (partition, GPUs, ...)."""
     max_parallel: int | None = Field(default=None, gt=0)
+    """Tasks running at once; on SLURM it overrides the profile's array_parallelism."""
     timeout_min: float = Field(default=120, gt=0)
     container: Path | None = None
     """An Apptainer image (.sif) to run every job in; None runs them on the host."""
     binds: list[str] = Field(default_factory=list)
     """Extra `apptainer --bind` specs (host[:container]) the jobs need, e.g. input data folders."""
+
+    @model_validator(mode="after")
+    def _slurm_needs_profile(self) -> ExecutorConfig:
+        if self.kind == "slurm" and self.profile is None:
+            raise ValueError(
+                "kind 'slurm' needs a cluster profile; add 'profile: hpc/profiles/NAME.yaml' or pass --profile"
+            )
+        return self
 
 
 class SweepConfig(Strict):
@@ -149,12 +190,14 @@ def check_inputs_exist(sweep: SweepConfig, source: str) -> None:
     """Missing input files are found now, not inside a job on a compute node."""
     for index, dataset in enumerate(sweep.datasets):
         for field in ("spatial", "reference"):
-            path = getattr(dataset, field)
-            if path is not None and not Path(path).exists():
-                raise SpotsweepError(
-                    f"{source}: datasets[{index}].{field} points to '{path}', which does not exist; "
-                    "fix the path (relative paths are read from the current directory)."
-                )
+            given: InputConfig | None = getattr(dataset, field)
+            for name, path in (given.paths() if given else {}).items():
+                if not Path(path).exists():
+                    where = f"datasets[{index}].{field}" + ("" if name == "path" else f".{name}")
+                    raise SpotsweepError(
+                        f"{source}: {where} points to '{path}', which does not exist; "
+                        "fix the path (relative paths are read from the current directory)."
+                    )
 
 
 def load_sweep(path: Path | str) -> SweepConfig:

@@ -1,7 +1,9 @@
 """The launcher: prepare -> tasks -> aggregate and report, dispatched through submitit.
 
-The default backend is submitit's LocalExecutor: every task is its own process, as it would be its own
-array task on a cluster, with at most `max_parallel` running at once so a laptop is not oversubscribed.
+Two backends. Local (default): submitit's LocalExecutor, every task its own process as it would be its
+own array task on a cluster, at most `max_parallel` at once so a laptop is not oversubscribed. SLURM
+(`executor.kind: slurm` with a cluster profile): toolkit.slurm_launch submits one prepare job, one
+array for all tasks and an aggregate job, chained by dependencies.
 Tasks whose result already exists are not submitted again; failed ones only with `retry_failed`.
 """
 
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import submitit
@@ -33,12 +35,23 @@ class RunSummary:
     skipped: int
     states: dict[str, int]
     seconds: float
+    jobs: dict[str, str] = field(default_factory=dict)
+    """On SLURM: the job ids of this submission (prepare, tasks, aggregate); empty when local."""
+    waited: bool = True
+    """False when `run` returned right after submitting (the states are those at submission)."""
 
 
-def _local_executor(layout: OutputLayout, config: ExecutorConfig) -> submitit.LocalExecutor:
+def input_files(sweep: SweepConfig) -> list[Path]:
+    """The sweep's input files, whose folders a containerised job must see."""
+    return [Path(path) for d in sweep.datasets for path in (d.spatial, d.reference) if path is not None]
+
+
+def _local_executor(layout: OutputLayout, sweep: SweepConfig) -> submitit.LocalExecutor:
+    config = sweep.executor
     python = None
     if config.container is not None:
-        python = container.python_command(Path(config.container), [layout.root.resolve(), *config.binds])
+        binds = container.job_binds(layout.root, config.binds, input_files(sweep))
+        python = container.python_command(Path(config.container), binds)
     executor = submitit.LocalExecutor(folder=layout.logs / "%j", python=python)
     executor.update_parameters(timeout_min=config.timeout_min)
     return executor
@@ -59,6 +72,12 @@ def record_sweep(sweep: SweepConfig, tasks: list[Task], layout: OutputLayout) ->
             "task_ids": [task.id for task in tasks],
         },
     )
+
+
+def tasks_to_run(states: list[TaskState], retry_failed: bool) -> list[Task]:
+    """Never-started and interrupted tasks; failed ones only when asked. Pending/running ones never."""
+    wanted = {"missing", "started"} | ({"failed"} if retry_failed else set())
+    return [state.task for state in states if state.state in wanted]
 
 
 def _wait(job: submitit.Job, what: str) -> None:
@@ -92,27 +111,21 @@ def _run_tasks(executor: submitit.Executor, tasks: list[Task], layout: OutputLay
                 progress.update(bar, advance=1, failed=failed)
 
 
-def run_sweep(
+def _run_local(
     sweep: SweepConfig,
-    out: Path | None = None,
-    *,
-    retry_failed: bool = False,
-    max_parallel: int | None = None,
-    report: bool = True,
+    layout: OutputLayout,
+    tasks: list[Task],
+    retry_failed: bool,
+    max_parallel: int | None,
+    report: bool,
 ) -> RunSummary:
-    """Run every task of the sweep that is not done yet, then aggregate (and report)."""
     from toolkit.aggregate import write_summary
     from toolkit.report import write_report
 
     start = time.perf_counter()
-    layout = OutputLayout(Path(out or sweep.output))
-    tasks = expand(sweep)
-    record_sweep(sweep, tasks, layout)
-    wanted = {"missing", "started"} | ({"failed"} if retry_failed else set())
-    to_run = [task for task in tasks if task_state(layout, task).state in wanted]
-
+    to_run = tasks_to_run([task_state(layout, task) for task in tasks], retry_failed)
     if to_run:
-        executor = _local_executor(layout, sweep.executor)
+        executor = _local_executor(layout, sweep)
         prepare_job = executor.submit(
             prepare, sweep.model_dump(mode="json"), [task.to_dict() for task in to_run], str(layout.root)
         )
@@ -129,3 +142,61 @@ def run_sweep(
         states=count_states(states),
         seconds=time.perf_counter() - start,
     )
+
+
+def run_sweep(
+    sweep: SweepConfig,
+    out: Path | None = None,
+    *,
+    retry_failed: bool = False,
+    max_parallel: int | None = None,
+    report: bool = True,
+    wait: bool = True,
+) -> RunSummary:
+    """Run every task of the sweep that is not done yet, then aggregate (and report).
+
+    On SLURM, `wait=False` returns right after submission (the aggregate job then writes the summary).
+    """
+    layout = OutputLayout(Path(out or sweep.output))
+    tasks = expand(sweep)
+    record_sweep(sweep, tasks, layout)
+    if sweep.executor.kind == "slurm":
+        from toolkit.profiles import load_profile
+        from toolkit.slurm_launch import run_on_slurm
+
+        assert sweep.executor.profile is not None  # ExecutorConfig checks this
+        profile = load_profile(sweep.executor.profile)
+        return run_on_slurm(
+            sweep,
+            layout,
+            tasks,
+            profile,
+            retry_failed=retry_failed,
+            max_parallel=max_parallel,
+            report=report,
+            wait=wait,
+        )
+    return _run_local(sweep, layout, tasks, retry_failed, max_parallel, report)
+
+
+def with_executor(sweep: SweepConfig, kind: str | None, profile: Path | None) -> SweepConfig:
+    """The sweep with its executor overridden from the command line (`--executor`, `--profile`).
+
+    A profile alone implies SLURM; a profile is loaded now, so its mistakes stop the run before anything
+    is submitted.
+    """
+    if kind is None and profile is None:
+        return sweep
+    if kind not in (None, "local", "slurm"):
+        raise SpotsweepError(f"--executor '{kind}' is unknown; use local or slurm.")
+    update: dict[str, object] = {"kind": kind or "slurm"}
+    if profile is not None:
+        update["profile"] = profile
+    if update["kind"] == "slurm" and profile is None and sweep.executor.profile is None:
+        raise SpotsweepError("--executor slurm needs a cluster profile; add --profile hpc/profiles/NAME.yaml.")
+    executor = ExecutorConfig.model_validate({**sweep.executor.model_dump(), **update})
+    if executor.kind == "slurm":
+        from toolkit.profiles import load_profile
+
+        load_profile(executor.profile)  # type: ignore[arg-type]
+    return sweep.model_copy(update={"executor": executor})

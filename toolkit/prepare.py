@@ -15,7 +15,7 @@ from typing import Any
 import anndata as ad
 from filelock import FileLock
 
-from toolkit.config import DatasetConfig, SweepConfig
+from toolkit.config import DatasetConfig, InputConfig, SweepConfig
 from toolkit.errors import SpotsweepError
 from toolkit.layout import OutputLayout, read_json, write_atomically, write_dir_atomically, write_json
 from toolkit.methods import adapter
@@ -37,31 +37,24 @@ def _load_inputs(dataset: DatasetConfig) -> tuple[ad.AnnData, ad.AnnData, float]
             n_genes=sim.n_genes,
         )
         return reference, cells, dataset.window or PRESETS[sim.preset].window
-    reference = _read_h5ad(Path(dataset.reference), "reference")
-    cells = _read_h5ad(Path(dataset.spatial), "spatial")
+    reference = _read(dataset.reference)
+    cells = _read(dataset.spatial)
     return reference, cells, float(dataset.window)
 
 
-def _read_h5ad(path: Path, role: str) -> ad.AnnData:
-    if path.suffix != ".h5ad":
-        raise SpotsweepError(f"{path}: the {role} input must be an AnnData .h5ad file; convert it first.")
-    try:
-        return ad.read_h5ad(path)
-    except OSError as exc:
-        raise SpotsweepError(f"{path}: cannot read the {role} AnnData ({exc}); check the file.") from None
+def _read(given: InputConfig) -> ad.AnnData:
+    """Any supported layout into the canonical AnnData (obs['cell_type'], obsm['spatial'])."""
+    from toolkit.data.readers import read_cells
+
+    options = given.model_dump(exclude={"path"})
+    return read_cells(given.path, **options)
 
 
-def _canonical_reference(reference: ad.AnnData, dataset: DatasetConfig, genes: list[str]) -> ad.AnnData:
-    """Shared genes only, labels in obs['cell_type']: the form every reference model trains on."""
-    key = dataset.cell_type_key
-    if key not in reference.obs:
-        raise SpotsweepError(
-            f"dataset '{dataset.name}': the reference has no obs column '{key}'; set cell_type_key to the "
-            "column holding its cell types."
-        )
+def _canonical_reference(reference: ad.AnnData, genes: list[str]) -> ad.AnnData:
+    """Shared genes only, labels only: the form every reference model trains on."""
     reference = reference[:, genes].copy()
-    reference.obs = reference.obs[[key]].rename(columns={key: "cell_type"})
-    reference.obs["cell_type"] = reference.obs["cell_type"].astype("category")
+    reference.obs = reference.obs[["cell_type"]].copy()
+    reference.obs["cell_type"] = reference.obs["cell_type"].astype("category").cat.remove_unused_categories()
     return reference
 
 
@@ -70,16 +63,14 @@ def prepare_dataset(dataset: DatasetConfig, layout: OutputLayout) -> None:
     if layout.spots(dataset.name).exists() and layout.reference(dataset.name).exists():
         return
     reference, cells, window = _load_inputs(dataset)
-    genes = [gene for gene in cells.var_names if gene in set(reference.var_names)]
+    genes = list(cells.var_names[cells.var_names.isin(reference.var_names)])
     if not genes:
         raise SpotsweepError(
             f"dataset '{dataset.name}': the spatial data and the reference share no gene names; "
             "check that both use the same gene identifiers."
         )
-    reference = _canonical_reference(reference, dataset, genes)
-    spots = build_pseudospots(
-        cells[:, genes], window, cell_type_key=dataset.cell_type_key, edge_rule=dataset.edge_rule, source=dataset.name
-    )
+    reference = _canonical_reference(reference, genes)
+    spots = build_pseudospots(cells[:, genes], window, edge_rule=dataset.edge_rule, source=dataset.name)
     missing = sorted(set(spots.uns["pseudospots"]["cell_types"]) - set(reference.obs["cell_type"].cat.categories))
     if missing and not dataset.allow_missing_cell_types:
         raise SpotsweepError(

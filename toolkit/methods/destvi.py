@@ -15,6 +15,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from toolkit import checkpoint
 from toolkit.methods.base import FitResult
 from toolkit.methods.scvi_common import history, quiet_scvi, spots_for
 from toolkit.sweep import Task
@@ -126,6 +127,7 @@ def fit(
         plan_kwargs=params.get("plan_kwargs") or None,
         accelerator=accelerator,
         enable_progress_bar=False,
+        **checkpoint.train_kwargs(),  # resume after a preemption, save every N epochs (SLURM tasks only)
     )
     train_time = time.perf_counter() - start
     return FitResult(

@@ -1,0 +1,218 @@
+"""Talking to SLURM after submission: the record of submitted jobs, and their states from sacct/squeue.
+
+Why a record: a sweep's output folder must be enough to answer "what is running, what died and why"
+days later, from another shell. Every submission appends its job ids to OUT/slurm/submissions.json;
+`spotsweep status` and the aggregate job ask the scheduler about exactly those ids. Job names are
+recorded too, so ids reused by another cluster (or a reinstalled test cluster) are not mistaken for ours.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from submitit.core.utils import JobPaths
+
+from toolkit.layout import OutputLayout, read_json, write_json
+
+LIVE = frozenset(
+    {
+        "PENDING",
+        "CONFIGURING",
+        "RUNNING",
+        "COMPLETING",
+        "REQUEUED",
+        "REQUEUE_HOLD",
+        "REQUEUE_FED",
+        "RESIZING",
+        "SUSPENDED",
+        "SIGNALING",
+        "STAGE_OUT",
+        "STOPPED",
+    }
+)
+"""States after which the job may still run (a requeued task is back to PENDING)."""
+RUNNING = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT"})
+
+
+@dataclass
+class ArrayRecord:
+    """One sbatch array: element i runs task_ids[i]."""
+
+    job_id: str
+    task_ids: list[str]
+
+
+@dataclass
+class Submission:
+    """The jobs of one `spotsweep run` on SLURM: prepare -> array(s) -> aggregate."""
+
+    number: int
+    time: float
+    name: str
+    """Base job name (spotsweep-<sweep>); jobs are named <name>-prepare, -tasks, -aggregate."""
+    folder: str
+    """submitit's log folder pattern (with %j)."""
+    prepare: str
+    """The prepare job's id; empty when everything was prepared already (a retry)."""
+    arrays: list[ArrayRecord]
+    aggregate: str
+    elements: dict[str, str] = field(default_factory=dict)
+    """task id -> array element id (A_i), filled on load."""
+
+    def __post_init__(self) -> None:
+        self.arrays = [a if isinstance(a, ArrayRecord) else ArrayRecord(**a) for a in self.arrays]
+        self.elements = {
+            task_id: f"{array.job_id}_{index}" for array in self.arrays for index, task_id in enumerate(array.task_ids)
+        }
+
+    @property
+    def job_names(self) -> dict[str, str]:
+        """Job id -> the name SLURM should report for it."""
+        names = {self.aggregate: f"{self.name}-aggregate"}
+        if self.prepare:
+            names[self.prepare] = f"{self.name}-prepare"
+        names.update({array.job_id: f"{self.name}-tasks" for array in self.arrays})
+        return names
+
+    def log(self, job_id: str) -> Path:
+        """The stderr log submitit writes for a job or array element."""
+        return JobPaths(self.folder, job_id=job_id, task_id=0).stderr
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("elements")
+        return data
+
+
+def submissions_file(layout: OutputLayout) -> Path:
+    return layout.root / "slurm" / "submissions.json"
+
+
+def read_submissions(layout: OutputLayout) -> list[Submission]:
+    path = submissions_file(layout)
+    if not path.exists():
+        return []
+    return [Submission(**item) for item in read_json(path)]
+
+
+def record_submission(layout: OutputLayout, submission: Submission) -> None:
+    previous = [s.to_dict() for s in read_submissions(layout)]
+    write_json(submissions_file(layout), [*previous, submission.to_dict()])
+
+
+def latest_elements(submissions: list[Submission]) -> dict[str, tuple[Submission, str]]:
+    """Task id -> (its latest submission, its array element there)."""
+    latest: dict[str, tuple[Submission, str]] = {}
+    for submission in submissions:
+        for task_id, element in submission.elements.items():
+            latest[task_id] = (submission, element)
+    return latest
+
+
+@dataclass(frozen=True)
+class JobState:
+    job_id: str
+    state: str
+    """SLURM's state word: PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, ..."""
+    exit_code: str = ""
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE
+
+    @property
+    def running(self) -> bool:
+        return self.state in RUNNING
+
+
+class SchedulerUnavailable(RuntimeError):
+    """Neither sacct nor squeue answered (not on a cluster, or SLURM_CONF not set)."""
+
+
+def _expand(job_id: str) -> list[str]:
+    """'12_[0-3%2]' or '12_[1,4-5]' -> ['12_0', ...]; other ids unchanged."""
+    match = re.fullmatch(r"(\d+)_\[([^\]]+)\]", job_id)
+    if not match:
+        return [job_id]
+    base, spec = match.groups()
+    elements = []
+    for part in spec.split("%")[0].split(","):
+        low, _, high = part.partition("-")
+        elements += [f"{base}_{i}" for i in range(int(low), int(high or low) + 1)]
+    return elements
+
+
+def _run(command: list[str]) -> str | None:
+    if shutil.which(command[0]) is None:
+        return None
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout if result.returncode == 0 else None
+
+
+def query(job_names: dict[str, str]) -> dict[str, JobState]:
+    """States of the given jobs (id -> expected name); array jobs come back per element (A_i).
+
+    sacct first (it knows finished jobs); squeue for what sacct does not list. Rows whose job name
+    differs from the recorded one belong to someone else and are dropped.
+    """
+    if not job_names:
+        return {}
+    ids = ",".join(sorted(job_names))
+    states: dict[str, JobState] = {}
+    answered = False
+    output = _run(["sacct", "-X", "-n", "-P", "-o", "JobID,JobName,State,ExitCode", "-j", ids])
+    if output is not None:
+        answered = True
+        for line in output.splitlines():
+            parts = line.split("|")
+            if len(parts) < 4:
+                continue
+            job_id, name, state, exit_code = parts[:4]
+            if job_names.get(job_id.split("_")[0]) not in (None, name):
+                continue
+            for element in _expand(job_id):
+                states[element] = JobState(element, state.split()[0] if state else "UNKNOWN", exit_code)
+    output = _run(["squeue", "-h", "-r", "-o", "%i|%j|%T", "-j", ids])
+    if output is not None:
+        answered = True
+        for line in output.splitlines():
+            parts = line.split("|")
+            if len(parts) < 3:
+                continue
+            job_id, name, state = parts[:3]
+            if job_names.get(job_id.split("_")[0]) not in (None, name):
+                continue
+            for element in _expand(job_id):
+                states.setdefault(element, JobState(element, state))
+    if not answered:
+        raise SchedulerUnavailable("neither sacct nor squeue answered")
+    return states
+
+
+def last_error_line(log: Path) -> str:
+    """The line of a job's stderr that best says why it ended: the last one mentioning an error."""
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(0, 2)
+            handle.seek(max(0, handle.tell() - 20_000))
+            lines = [line.strip() for line in handle.read().decode(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    exception = re.compile(r"^[\w.]*(Error|Exception|Exit|Interrupt)\b.*:|^[\w.]+: .*error", re.IGNORECASE)
+    python_lines = [line for line in lines if exception.search(line) and not line.startswith(("srun:", "slurmstepd"))]
+    if python_lines:
+        return python_lines[-1]
+    slurm_lines = [line for line in lines if "***" in line]  # slurmstepd: *** JOB 12 ON node CANCELLED AT ... ***
+    if slurm_lines:
+        return slurm_lines[-1]
+    for line in reversed(lines):
+        if re.search(r"error|cancelled|killed|timeout|time limit", line, re.IGNORECASE):
+            return line
+    return lines[-1] if lines else ""
