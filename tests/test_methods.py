@@ -13,6 +13,7 @@ from toolkit.config import DatasetConfig, parse_sweep
 from toolkit.errors import SpotsweepError
 from toolkit.layout import OutputLayout, read_json
 from toolkit.prepare import prepare_dataset
+from toolkit.pseudospots import read_spots
 from toolkit.sweep import expand
 from toolkit.task import run_task
 
@@ -161,5 +162,5 @@ def test_spot_types_missing_from_the_reference_are_named(tmp_path: Path, inputs:
         prepare_dataset(config, OutputLayout(tmp_path / "out"))
     allowed = config.model_copy(update={"allow_missing_cell_types": True})
     prepare_dataset(allowed, OutputLayout(tmp_path / "out"))
-    spots = ad.read_zarr(tmp_path / "out" / "data" / "files" / "spots.zarr")
+    spots = read_spots(tmp_path / "out" / "data" / "files" / "spots.zarr")
     assert "Vip" in pd.Index(spots.obsm["cell_counts"].columns)

@@ -94,7 +94,7 @@ def test_starmap_slice1_reproduces_li2022_with_dask(slice1: ad.AnnData, li2022: 
     cells = lazy_from_anndata(slice1, chunk_cells=300, source="slice1")
     summary = build_spots_store(cells, tmp_path / "spots.zarr", 750, edge_rule="li2022", genes=genes)
     assert (summary.n_spots, summary.n_genes, summary.n_cells_used) == (189, 882, 1523)
-    spots = ad.read_zarr(tmp_path / "spots.zarr")
+    spots = read_spots(tmp_path / "spots.zarr")
     check_li2022(spots, li2022)
     assert spots.uns["pseudospots"]["engine"] == "dask"
     assert spots.uns["pseudospots"]["dask"]["n_chunks"] == 6
@@ -318,3 +318,15 @@ def test_cli_builds_a_subset_and_reports_errors_in_one_line(
     lines = capsys.readouterr().err.strip().splitlines()
     assert failed.value.code == 2 and len(lines) == 1 and "window must be a positive size" in lines[0]
     assert not (tmp_path / "x.zarr").exists()
+
+
+def test_cell_type_names_with_a_slash_survive_the_store(tmp_path: Path) -> None:
+    """Zarr keys cannot hold '/', STARmap's labels do ('eL2/3'): the store keeps the names in uns."""
+    from toolkit.data.synthetic import simulate
+
+    _, cells = simulate("starmap-like", 0, n_spatial_cells=200, n_reference_cells=50, n_genes=10)
+    cells.obs["cell_type"] = cells.obs["cell_type"].cat.rename_categories(lambda name: name.replace("and", "/"))
+    write_spots(build_pseudospots(cells, 750), tmp_path / "spots.zarr")
+    spots = read_spots(tmp_path / "spots.zarr")
+    assert "ExcitatoryL2/3" in spots.obsm["cell_counts"].columns
+    assert spots.obsm["proportions"].sum(axis=1).to_numpy() == pytest.approx(1.0)

@@ -53,6 +53,7 @@ from toolkit.pseudospots import (
     provenance,
     replace_dir,
     select_genes,
+    storable_obsm,
     sum_counts,
     sum_types,
 )
@@ -449,7 +450,7 @@ def _write_skeleton(spots: Any, store: Path) -> None:
     elements = {
         "obs": spots.obs,
         "var": spots.var,
-        "obsm": dict(spots.obsm),
+        "obsm": storable_obsm(spots.obsm),
         "varm": {},
         "obsp": {},
         "varp": {},

@@ -84,8 +84,9 @@ def _wait(job: submitit.Job, what: str) -> None:
     try:
         job.result()
     except submitit.core.utils.FailedJobError as exc:
-        message = str(exc).strip().splitlines()
-        last = next((line for line in reversed(message) if line.strip()), "no output")
+        # submitit's message: a header, the job's traceback between dashed lines, then the log paths.
+        trace = str(exc).split("You can check full logs")[0].splitlines()
+        last = next((line for line in reversed(trace) if line.strip() and set(line.strip()) != {"-"}), "no output")
         if "SpotsweepError:" in last:
             raise SpotsweepError(last.split("SpotsweepError:", 1)[1].strip()) from None
         raise SpotsweepError(f"the {what} job failed ({last.strip()}); its log is in {job.paths.stderr}.") from None

@@ -473,11 +473,23 @@ def replace_dir(path: Path, write: Callable[[Path], None], *, overwrite: bool = 
                 shutil.rmtree(leftover)
 
 
+TYPE_TABLES = ("cell_counts", "proportions")
+"""obsm tables with one column per cell type."""
+
+
+def storable_obsm(obsm: Any) -> dict[str, Any]:
+    """obsm with the per-type tables as plain arrays: Zarr keys cannot hold a '/' (STARmap's 'eL2/3'),
+    so the type names are kept once, in uns['pseudospots']['cell_types'], and `read_spots` puts them back."""
+    return {key: value.to_numpy() if key in TYPE_TABLES else value for key, value in dict(obsm).items()}
+
+
 def write_zarr_v2(spots: ad.AnnData, path: Path) -> None:
     """anndata's Zarr writer in format 2, which every anndata >= 0.8 (and so scanpy, squidpy) can open."""
+    stored = spots.copy()
+    stored.obsm = storable_obsm(spots.obsm)
     with ad.settings.override(zarr_write_format=2), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Writing zarr v2 data", category=UserWarning)
-        spots.write_zarr(path)
+        stored.write_zarr(path)
 
 
 def write_spots(spots: ad.AnnData, path: Path, *, overwrite: bool = True) -> None:
@@ -486,4 +498,9 @@ def write_spots(spots: ad.AnnData, path: Path, *, overwrite: bool = True) -> Non
 
 
 def read_spots(path: Path) -> ad.AnnData:
-    return ad.read_zarr(path)
+    """The spots with their per-type tables as DataFrames named by cell type again."""
+    spots = ad.read_zarr(path)
+    types = [str(name) for name in spots.uns["pseudospots"]["cell_types"]]
+    for key in TYPE_TABLES:
+        spots.obsm[key] = pd.DataFrame(np.asarray(spots.obsm[key]), index=spots.obs_names, columns=types)
+    return spots
