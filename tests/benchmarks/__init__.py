@@ -1,1 +1,1 @@
-"""Benchmarks: scripts run by hand (not collected by pytest); results go to docs/benchmarks.md."""
+"""Benchmarks: scripts run by hand (not collected by pytest); results go to results/benchmarks.md."""
