@@ -32,10 +32,13 @@ system-deps:
 test: $(STAMP) system-deps
 	$(BIN)/pytest
 
-# The task image from containers/Apptainer.def (cached; BASE=cuda for clusters, BASE=local without Docker Hub).
-BASE ?= cuda
-image:
-	hpc/apptainer/build.sh --base $(BASE)
+# The task image from containers/Apptainer.def, cached: rebuilt only when the def, pins or toolkit change.
+# IMAGE_BASE=cuda (clusters: CUDA PyTorch base from Docker Hub) or local (no Docker Hub: debootstrap +
+# a wheelhouse, CPU torch).
+IMAGE ?= build/spotsweep.sif
+IMAGE_BASE ?= cuda
+image: $(STAMP)
+	hpc/apptainer/build.sh --base $(IMAGE_BASE) -o $(IMAGE)
 
 lint: $(STAMP)
 	$(BIN)/ruff check toolkit tests

@@ -158,12 +158,13 @@ def run(
         Optional[bool],
         typer.Option("--wait/--no-wait", help="SLURM: wait with a progress bar (default when interactive)."),
     ] = None,
+    container: Annotated[Optional[Path], typer.Option(help="Run every job inside this Apptainer image (.sif).")] = None,
 ) -> None:
     """Run every task of a sweep not done yet (local processes or one SLURM array), then aggregate and report."""
     from toolkit.config import load_sweep
     from toolkit.launch import run_sweep, with_executor
 
-    config = with_executor(load_sweep(sweep), executor, profile)
+    config = with_executor(load_sweep(sweep), executor, profile, container)
     waiting = sys.stdout.isatty() if wait is None else wait
     summary = run_sweep(config, out, retry_failed=retry_failed, max_parallel=max_parallel, wait=waiting)
     root = out or config.output

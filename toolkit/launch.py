@@ -50,6 +50,7 @@ def _local_executor(layout: OutputLayout, sweep: SweepConfig) -> submitit.LocalE
     config = sweep.executor
     python = None
     if config.container is not None:
+        container.require_apptainer()
         binds = container.job_binds(layout.root, config.binds, input_files(sweep))
         python = container.python_command(Path(config.container), binds)
     executor = submitit.LocalExecutor(folder=layout.logs / "%j", python=python)
@@ -180,20 +181,26 @@ def run_sweep(
     return _run_local(sweep, layout, tasks, retry_failed, max_parallel, report)
 
 
-def with_executor(sweep: SweepConfig, kind: str | None, profile: Path | None) -> SweepConfig:
-    """The sweep with its executor overridden from the command line (`--executor`, `--profile`).
+def with_executor(sweep: SweepConfig, kind: str | None, profile: Path | None, image: Path | None = None) -> SweepConfig:
+    """The sweep with its executor overridden from the command line (`--executor`, `--profile`, `--container`).
 
     A profile alone implies SLURM; a profile is loaded now, so its mistakes stop the run before anything
     is submitted.
     """
-    if kind is None and profile is None:
+    if kind is None and profile is None and image is None:
         return sweep
     if kind not in (None, "local", "slurm"):
         raise SpotsweepError(f"--executor '{kind}' is unknown; use local or slurm.")
-    update: dict[str, object] = {"kind": kind or "slurm"}
+    update: dict[str, object] = {}
+    if kind is not None or profile is not None:
+        update["kind"] = kind or "slurm"
     if profile is not None:
         update["profile"] = profile
-    if update["kind"] == "slurm" and profile is None and sweep.executor.profile is None:
+    if image is not None:
+        if not image.is_file():
+            raise SpotsweepError(f"--container {image}: no such image; build it with `make image`.")
+        update["container"] = image.resolve()
+    if update.get("kind") == "slurm" and profile is None and sweep.executor.profile is None:
         raise SpotsweepError("--executor slurm needs a cluster profile; add --profile hpc/profiles/NAME.yaml.")
     executor = ExecutorConfig.model_validate({**sweep.executor.model_dump(), **update})
     if executor.kind == "slurm":

@@ -10,6 +10,8 @@ import socket
 import sys
 from typing import Any
 
+from toolkit import container
+
 PACKAGES = ("scvi-tools", "torch", "anndata", "numpy", "cell2location", "submitit", "xarray", "dask", "zarr")
 
 
@@ -64,6 +66,7 @@ def collect() -> dict[str, Any]:
         "versions": package_versions(),
         "device": device_name(),
         "container_image": container_image(),
+        "container": container.runtime_info(),  # image path, sha256, labels; None on the host
         "host": socket.gethostname(),
         "job": scheduler_job(),
     }
