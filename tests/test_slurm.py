@@ -40,13 +40,13 @@ from toolkit.slurm_launch import wait_for
 from toolkit.status import sweep_states
 from toolkit.sweep import Task, expand
 
-EPOCHS = 40
+EPOCHS = 200  # ~30 s of training after the first checkpoint: the preemption lands mid-training even on an idle machine
 EVERY = 5
 POLL_S = 0.2
 
 
 def _long_sweep(profile: Path) -> SweepConfig:
-    """Four equal tasks (seeds), long enough to be caught while training (~10 s of training each)."""
+    """Four equal tasks (seeds), long enough to be caught while training (tens of seconds each)."""
     data = copy.deepcopy(TINY_SWEEP)
     data["name"] = "slurm-test"
     data["methods"][0].update(amortization="both", batch_size=8, max_epochs=EPOCHS, seed=[0, 1, 2, 3])
