@@ -10,18 +10,10 @@ import pandas as pd
 import pytest
 
 from tests.conftest import STARMAP
+from tests.test_metrics import SLICE1_TO_ALLEN as TO_ALLEN
 from toolkit import metrics
 
 LI2022 = STARMAP / "li2022"
-TO_ALLEN = {
-    "ExcitatoryL2and3": "Excitatory L2/3",
-    "ExcitatoryL4": "Excitatory L4",
-    "ExcitatoryL5": "Excitatory L5",
-    "ExcitatoryL6": "Excitatory L6",
-    "Pvalb": "Inhibitory Pvalb",
-    "Sst": "Inhibitory Sst",
-    "Vip": "Inhibitory Vip",
-}
 
 
 def test_score_command_matches_the_library(tmp_path: Path) -> None:
