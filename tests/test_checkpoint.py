@@ -1,5 +1,7 @@
 """Training checkpoints: a DestVI run stopped by USR2 and resumed gives the uninterrupted result, bit for bit.
 
+Both engines: stock scvi-tools (a Lightning callback) and the fast engine (its own checkpoint file).
+
 Real CondSCVI + DestVI training on the tiny tissue, on CPU with one thread, in this process. USR2 comes
 from a helper thread as soon as the first periodic checkpoint exists, so the stop lands at whatever
 epoch the machine has reached: the claim must hold at any epoch boundary. A stand-in for submitit's
@@ -34,8 +36,11 @@ EPOCHS = 15
 EVERY = 3
 
 
+CHECKPOINT_FILES = {"scvi": checkpoint.CHECKPOINT_NAME, "fast": checkpoint.FAST_CHECKPOINT_NAME}
+
+
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Task, Any, Any, Path]:
+def prepared_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Task, Any, Any, Path]:
     """The tiny tissue's spots, reference and trained reference model; one long-ish destVI task."""
     out = tmp_path_factory.mktemp("checkpoint")
     sweep = parse_sweep(TINY_SWEEP, "tiny")
@@ -44,6 +49,18 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Task, Any, Any, 
     layout = OutputLayout(out)
     model_dir = ensure_reference_model(task, layout)
     return task, read_spots(layout.spots(task.dataset)), ad.read_h5ad(layout.reference(task.dataset)), model_dir
+
+
+@pytest.fixture(params=["scvi", "fast"])
+def engine(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def prepared(prepared_inputs: tuple, engine: str) -> tuple[Task, Any, Any, Path]:
+    """The same task trained by one engine or the other."""
+    task, *rest = prepared_inputs
+    return (dataclasses.replace(task, params={**task.params, "engine": engine}), *rest)
 
 
 @pytest.fixture
@@ -105,13 +122,13 @@ def test_no_active_task_means_no_checkpointing() -> None:
 
 
 @pytest.mark.usefixtures("wired")
-def test_resumed_training_equals_uninterrupted_bit_for_bit(prepared: tuple, tmp_path: Path) -> None:
+def test_resumed_training_equals_uninterrupted_bit_for_bit(prepared: tuple, engine: str, tmp_path: Path) -> None:
     uninterrupted = _fit(prepared)
 
     previous = signal.signal(signal.SIGUSR2, _requeue_like_submitit)
     previous_term = signal.signal(signal.SIGTERM, _bypass_like_submitit)
     try:
-        _preempt_when(tmp_path / checkpoint.CHECKPOINT_NAME)
+        _preempt_when(tmp_path / CHECKPOINT_FILES[engine])
         with pytest.raises(SystemExit), checkpoint.activate(tmp_path, every_n_epochs=EVERY) as first:
             _fit(prepared)
         assert first.saved_epoch is not None and first.saved_epoch >= EVERY

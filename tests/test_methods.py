@@ -116,6 +116,19 @@ def test_same_seed_same_result_other_seed_other_result(results: dict, tmp_path: 
     assert not np.allclose(runs[0], runs[1])
 
 
+def test_fast_engine_gives_stock_training_results_bit_for_bit(results: dict, tmp_path: Path) -> None:
+    """The default engine (fast, eager) replays stock DestVI.train on CPU: the same proportions exactly."""
+    config = sweep([{**METHODS[0], "engine": "scvi", "reference": {**TINY_REFERENCE, "engine": "scvi"}}], tmp_path)
+    prepare_dataset(config.datasets[0], OutputLayout(tmp_path))
+    for task in expand(config):
+        run_task(task.to_dict(), str(tmp_path), threads=1)
+        stock = read_json(OutputLayout(tmp_path).result(task.id))
+        (fast,) = by_method(results, "destvi", amortization=task.amortization, variant="2022")
+        assert (stock["method_settings"]["engine"], fast["method_settings"]["engine"]) == ("scvi", "fast")
+        assert fast["n_steps"] == stock["n_steps"]
+        assert np.array_equal(np.asarray(fast["proportions"]["values"]), np.asarray(stock["proportions"]["values"]))
+
+
 def test_a_sweep_of_many_destvi_tasks_trains_its_reference_once(results: dict) -> None:
     out: Path = results["_out"]
     trained = sorted(path.parent.name.split("-")[0] for path in (out / "models" / "small").glob("*/training.json"))

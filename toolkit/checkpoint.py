@@ -3,8 +3,9 @@
 Why: a DestVI run of thousands of epochs on a cluster can be preempted or hit its time limit. The
 job runner (toolkit.jobs.SweepTask) activates checkpointing for the task it runs; the method adapter
 passes `**checkpoint.train_kwargs()` to scvi's `model.train(...)`, which adds a Lightning callback and,
-after a requeue, `ckpt_path` of the last checkpoint. Outside an active task the kwargs are empty and
-training is unchanged.
+after a requeue, `ckpt_path` of the last checkpoint; with the fast engine it trains inside
+`with checkpoint.fast_engine() as saving:` and passes `checkpoint=saving`. Outside an active task both
+are empty and training is unchanged.
 
 The callback saves a full Lightning checkpoint (weights, optimizer, loop counters) plus the random
 number generators and scvi's history at the end of every N-th epoch. USR2 (submitit's signal for time
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "last.ckpt"
 """The file of the default training (`train_kwargs()`); `train_kwargs(name)` writes `<name>.ckpt`."""
+FAST_CHECKPOINT_NAME = "last.pt"
+"""The same for the fast engine (`fast_engine()`; `fast_engine(name)` writes `<name>.pt`)."""
 STATE_KEY = "spotsweep.EpochCheckpoint"
 
 
@@ -52,7 +55,8 @@ class _Session:
     timer: threading.Timer | None = None
     stop_requested: bool = False
     stop_deadline: float = 0.0
-    training: EpochCheckpoint | None = None
+    training: object | None = None
+    """What is training now (a Lightning callback or the fast engine's Checkpointing): USR2 waits for it."""
     resumed_from_epoch: int | None = None
     saved_epoch: int | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -99,6 +103,42 @@ def train_kwargs(name: str = "last") -> dict[str, Any]:
         return {}
     path = _session.directory / f"{name}.ckpt"
     return {"callbacks": [EpochCheckpoint(_session, path)], "ckpt_path": str(path) if path.is_file() else None}
+
+
+@contextlib.contextmanager
+def fast_engine(name: str = "last") -> Iterator[Any]:
+    """The fast engine's `Checkpointing` for the active task, or None outside one.
+
+    The engine saves into `<name>.pt` every N epochs, resumes from it, and stops at the end of the
+    epoch in which USR2 arrived; the stop is then handed to submitit's handler (requeue), as the
+    Lightning callback does for stock training.
+    """
+    session = _session
+    if session is None:
+        yield None
+        return
+    from toolkit.engines import Checkpointing, TrainingStopped
+
+    def record(event: str, epochs_done: int) -> None:
+        if event == "resumed":
+            session.resumed_from_epoch = epochs_done
+            session.events.append({"event": "resumed", "from_epoch": epochs_done, "time": time.time()})
+        else:
+            session.saved_epoch = epochs_done
+            session.events.append({"event": "saved", "epochs_done": epochs_done, "time": time.time()})
+
+    saving = Checkpointing(
+        session.directory / f"{name}.pt", session.every_n_epochs, lambda: session.stop_requested, record
+    )
+    session.training = saving
+    try:
+        yield saving
+    except TrainingStopped:
+        session.training = None
+        _hand_over(signal.SIGUSR2, None)
+        raise
+    finally:
+        session.training = None
 
 
 def _hand_over(signum: int, frame: Any) -> None:

@@ -57,14 +57,13 @@ def train_reference(reference: ad.AnnData, config: dict[str, Any], model_dir: Pa
         prior=REFERENCE_PRIOR,
     )
     start = time.perf_counter()
-    model.train(
-        max_epochs=config["max_epochs"],
-        lr=config["lr"],
-        batch_size=config["batch_size"],
-        train_size=1,
-        accelerator=accelerator,
-        enable_progress_bar=False,
-    )
+    settings = {"max_epochs": config["max_epochs"], "lr": config["lr"], "batch_size": config["batch_size"]}
+    if config.get("engine", "scvi") == "fast":
+        from toolkit.engines import train_condscvi_fast
+
+        train_condscvi_fast(model, **settings, device=engine_device(accelerator))
+    else:
+        model.train(**settings, train_size=1, accelerator=accelerator, enable_progress_bar=False)
     elapsed = time.perf_counter() - start
     model.save(str(model_dir), overwrite=True, save_anndata=False)
     return elapsed
@@ -117,24 +116,48 @@ def fit(
     st = spots_for(spots, reference)
     scvi.settings.seed = task.seed  # V and gamma are initialised randomly in from_rna_model
     model = DestVI.from_rna_model(st, sc_model, vamp_prior_p=params.get("vamp_prior_p", 15), **module_kwargs)
+    settings = {
+        "max_epochs": task.max_epochs,
+        "lr": params.get("lr", 3e-3),
+        "batch_size": batch_size,
+        "n_epochs_kl_warmup": params.get("n_epochs_kl_warmup", 200),
+        "plan_kwargs": params.get("plan_kwargs") or None,
+    }
     start = time.perf_counter()
-    model.train(
-        max_epochs=task.max_epochs,
-        lr=params.get("lr", 3e-3),
-        batch_size=batch_size,
-        n_epochs_kl_warmup=params.get("n_epochs_kl_warmup", 200),
-        train_size=1.0,
-        plan_kwargs=params.get("plan_kwargs") or None,
-        accelerator=accelerator,
-        enable_progress_bar=False,
-        **checkpoint.train_kwargs(),  # resume after a preemption, save every N epochs (SLURM tasks only)
-    )
+    if params.get("engine", "scvi") == "fast":
+        n_steps, engine_settings = _train_fast(model, settings, accelerator, params.get("compile", False))
+    else:
+        model.train(
+            **settings,
+            train_size=1.0,
+            accelerator=accelerator,
+            enable_progress_bar=False,
+            **checkpoint.train_kwargs(),  # resume after a preemption, save every N epochs (SLURM tasks only)
+        )
+        n_steps, engine_settings = int(model.trainer.global_step), {"engine": "scvi"}
     train_time = time.perf_counter() - start
     return FitResult(
         proportions=proportions(model, task.amortization),
         history=history(model),
-        n_steps=int(model.trainer.global_step),
+        n_steps=n_steps,
         train_time_s=train_time,
         states=np.asarray(model.get_gamma(return_numpy=True), dtype=np.float32),
-        settings={"batch_size": batch_size, "module_kwargs": module_kwargs, "engine": "scvi"},
+        settings={"batch_size": batch_size, "module_kwargs": module_kwargs, **engine_settings},
     )
+
+
+def engine_device(accelerator: str) -> str:
+    """Lightning's accelerator names as a torch device for the fast engine."""
+    return {"gpu": "cuda", "cuda": "cuda", "cpu": "cpu"}.get(accelerator, "auto")
+
+
+def _train_fast(model: Any, settings: dict[str, Any], accelerator: str, compile: bool) -> tuple[int, dict[str, Any]]:
+    """DestVI.train's optimisation in the fast engine; seed=None continues the stream scvi.settings.seed
+    started, so that an eager run on CPU equals stock training bit for bit."""
+    from toolkit.engines import train_destvi_fast
+
+    with checkpoint.fast_engine() as saving:  # resume after a preemption, save every N epochs (SLURM tasks only)
+        result = train_destvi_fast(
+            model, **settings, seed=None, device=engine_device(accelerator), compile=compile, checkpoint=saving
+        )
+    return result.n_steps, result.settings

@@ -1,0 +1,380 @@
+"""A lean training loop for scvi-tools models that train with the stock `TrainingPlan` (DestVI, CondSCVI).
+
+For a model as small as destVI, stock training spends most of each step in Lightning (hooks,
+metric objects, per-step logging) and in the DataLoader (AnnData slicing, a host-to-device copy per
+step), not in arithmetic. This loop keeps everything that defines the optimisation and drops the rest:
+
+- the module's own `forward` and `loss` (no re-implementation of the model);
+- optimizer, learning rate, weight decay, eps and loss kwargs parsed by scvi's own `TrainingPlan`
+  from the same `plan_kwargs`, so defaults cannot drift;
+- the KL warm-up per epoch (or per step) and the epoch semantics of `DestVI.train(train_size=1.0)`:
+  a fresh permutation every epoch, the last smaller batch kept, and the same random draws in the
+  same order, so that an eager run on CPU is bitwise identical to stock training (`seed=None`);
+- data on the device once, minibatches gathered by index;
+- losses accumulated on the device and read back once per run (no `.item()` per step);
+- optionally `torch.compile` of the step (see `toolkit.engines.step`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from toolkit.engines import resume
+from toolkit.engines.data import EpochSampler, registered_tensors, split_indices
+from toolkit.engines.resume import Checkpointing, Progress, TrainingStopped
+
+__all__ = [
+    "Checkpointing",
+    "FastTrainResult",
+    "TrainingStopped",
+    "train_condscvi_fast",
+    "train_destvi_fast",
+    "train_fast",
+]
+from toolkit.engines.schedule import is_per_step, kl_weight
+from toolkit.engines.step import (
+    CompileMode,
+    distributions_unvalidated,
+    make_optimizer,
+    make_step,
+    probe_metric_names,
+)
+
+# Plan options that need a validation set or Lightning callbacks: refused rather than ignored.
+_UNSUPPORTED_PLAN_KWARGS = ("reduce_lr_on_plateau", "compile")
+
+
+@dataclass
+class FastTrainResult:
+    """What one fast training run produced besides the trained module."""
+
+    history: pd.DataFrame
+    """One row per epoch, columns named as in scvi-tools' history (elbo_train, reconstruction_loss_train, ...)."""
+    n_steps: int
+    seconds: float
+    """Wall time of the training loop, compilation included (and earlier attempts' time after a resume)."""
+    device: str
+    epoch_seconds: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """Wall time of each epoch (the first ones carry the compilation when `compile` is on)."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """Optimizer, schedule and loss kwargs as resolved from plan_kwargs: what actually ran."""
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """`auto` picks the current CUDA device when there is one, else the CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def training_plan(model: Any, plan_kwargs: dict[str, Any]) -> Any:
+    """scvi's own TrainingPlan, built only to parse plan_kwargs exactly as stock training does."""
+    from scvi.train import TrainingPlan
+
+    if model._training_plan_cls is not TrainingPlan:
+        raise TypeError(
+            f"{type(model).__name__} trains with {model._training_plan_cls.__name__}; the fast engine only "
+            "reproduces scvi.train.TrainingPlan (DestVI, CondSCVI). Use engine 'scvi' for this model."
+        )
+    for key in _UNSUPPORTED_PLAN_KWARGS:
+        if plan_kwargs.get(key):
+            raise ValueError(
+                f"plan_kwargs {key}={plan_kwargs[key]!r} is not supported by the fast engine "
+                "(reduce_lr_on_plateau needs a validation set; pass compile to the engine itself)."
+            )
+    return TrainingPlan(model.module, **plan_kwargs)
+
+
+def epoch_history(
+    rows: np.ndarray, names: list[str], n_obs: int, n_batches: int, kl_weights: list[float]
+) -> pd.DataFrame:
+    """Per-epoch values with scvi's definitions (ElboMetric): sums per observation, kl_global per batch."""
+    per_obs = rows / n_obs
+    kl_global = rows[:, 3] / n_batches
+    frame = pd.DataFrame(
+        {
+            "train_loss": per_obs[:, 0],
+            "elbo_train": per_obs[:, 1] + per_obs[:, 2] + kl_global / n_obs,
+            "reconstruction_loss_train": per_obs[:, 1],
+            "kl_local_train": per_obs[:, 2],
+            "kl_global_train": kl_global,
+            **{f"{name}_train": per_obs[:, 4 + i] for i, name in enumerate(names)},
+            "kl_weight": kl_weights,
+        }
+    )
+    frame.index.name = "epoch"
+    return frame
+
+
+_compile_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _compile_scope(compile: CompileMode) -> Iterator[None]:
+    """Compiled fits run one at a time per process, each from fresh dynamo caches.
+
+    Dynamo guards on the module object, so every new model recompiles; after 8 recompiles of the
+    same code it would silently fall back to eager. Resetting per run avoids that (inductor's
+    on-disk cache still spares most of the work for shapes seen before).
+    """
+    if not compile:
+        yield
+        return
+    with _compile_lock:
+        torch.compiler.reset()
+        try:
+            yield
+        finally:
+            torch.compiler.reset()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_fast(
+    model: Any,
+    *,
+    max_epochs: int,
+    batch_size: int,
+    seed: int | None = None,
+    device: str | torch.device = "auto",
+    plan_kwargs: dict[str, Any] | None = None,
+    compile: CompileMode = False,
+    on_epoch_end: Callable[[int], None] | None = None,
+    checkpoint: Checkpointing | None = None,
+) -> FastTrainResult:
+    """Train `model.module` in place as `model.train(train_size=1.0, ...)` would, without Lightning.
+
+    `seed=None` continues torch's global random stream, as stock training does right after
+    `scvi.settings.seed = s` and model construction, and orders the observations with
+    `scvi.settings.seed`: eager on CPU, the result is then bitwise identical to stock training.
+    An int reseeds torch's generators (CPU and CUDA) and the split first, for a run that depends
+    on nothing before it. Leaves the model trained, in eval mode, on `device`. `on_epoch_end(epoch)`
+    is called after each epoch, once the device is synchronised (timing, progress). `checkpoint`
+    saves the state every N epochs, resumes from its file and stops on request (`TrainingStopped`).
+    """
+    import scvi
+
+    if max_epochs < 1 or batch_size < 1:
+        raise ValueError(f"max_epochs and batch_size must be >= 1 (got {max_epochs}, {batch_size}).")
+    dev = resolve_device(device)
+    module = model.module.to(dev)
+    plan = training_plan(model, dict(plan_kwargs or {}))
+    n_obs = model.adata.n_obs
+    plan.n_obs_training = n_obs  # as TrainRunner does; sets loss_kwargs["n_obs"] where the loss takes it
+    loss_kwargs = dict(plan.loss_kwargs)
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    sampler = EpochSampler(split_indices(n_obs, scvi.settings.seed if seed is None else seed), batch_size, dev)
+    data = registered_tensors(model, dev)
+    warmup = (plan.n_epochs_kl_warmup, plan.n_steps_kl_warmup, plan.max_kl_weight, plan.min_kl_weight)
+    per_step = is_per_step(plan.n_epochs_kl_warmup, plan.n_steps_kl_warmup)
+    uses_kl = "kl_weight" in loss_kwargs
+
+    module.train()
+    meta = {"n_obs": n_obs, "batch_size": batch_size, "n_params": sum(p.numel() for p in module.parameters())}
+    progress = Progress(rows=[], kl_weights=[])
+    epoch_ends: list[float] = []
+    with distributions_unvalidated(), _compile_scope(compile):
+        if uses_kl:
+            loss_kwargs["kl_weight"] = torch.tensor(kl_weight(0, 0, *warmup)).to(dev)
+        names = probe_metric_names(module, {k: v[: min(batch_size, n_obs)] for k, v in data.items()}, loss_kwargs)
+        meta["metrics"] = ",".join(names)
+        saved = resume.read(checkpoint.path, meta) if checkpoint and Path(checkpoint.path).is_file() else None
+        if saved is not None:
+            resume.restore_module(saved, module)  # before the optimizer exists (see restore_module)
+        optimizer = make_optimizer(plan, [p for p in module.parameters() if p.requires_grad], fused=bool(compile))
+        if saved is not None:
+            progress = resume.restore_progress(saved, optimizer, dev)
+            checkpoint.notify("resumed", progress.epoch)
+        take_step = make_step(module, optimizer, names, compile)
+        _sync(dev)
+        start = time.perf_counter()
+        for epoch in range(progress.epoch, max_epochs):
+            progress.kl_weights.append(kl_weight(epoch, progress.step, *warmup))
+            if uses_kl and not per_step:
+                loss_kwargs["kl_weight"] = torch.tensor(progress.kl_weights[-1]).to(dev)
+            acc = torch.zeros(4 + len(names), device=dev)
+            for index in sampler.epoch():
+                if uses_kl and per_step:
+                    loss_kwargs["kl_weight"] = torch.tensor(kl_weight(epoch, progress.step, *warmup)).to(dev)
+                batch = {key: value.index_select(0, index) for key, value in data.items()}
+                acc += take_step(batch, loss_kwargs)
+                progress.step += 1
+            progress.rows.append(acc)
+            progress.epoch = epoch + 1
+            _sync(dev)
+            epoch_ends.append(time.perf_counter())
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
+            if checkpoint is not None:
+                _checkpoint_epoch(checkpoint, module, optimizer, progress, meta, start)
+        seconds = progress.seconds + time.perf_counter() - start
+        if checkpoint is not None:
+            resume.save(checkpoint.path, module, optimizer, _spent(progress, start), meta)
+            checkpoint.notify("saved", progress.epoch)
+        history_rows = torch.stack(progress.rows).double().cpu().numpy()  # the one device-to-host read of the run
+    kl_weights, step = progress.kl_weights, progress.step
+
+    module.eval()
+    _mark_trained(model, sampler.train_idx, dev)
+    history = epoch_history(history_rows, names, n_obs, sampler.n_batches, kl_weights)
+    bad = ~np.isfinite(history_rows).all(axis=1)
+    if bad.any():
+        raise FloatingPointError(
+            f"the training loss became non-finite in epoch {int(np.argmax(bad))}; lower lr or check the counts."
+        )
+    model.history_ = {name: history[[name]] for name in history.columns}
+    return FastTrainResult(
+        history=history,
+        n_steps=step,
+        seconds=seconds,
+        device=str(dev),
+        epoch_seconds=np.diff(np.asarray([start, *epoch_ends])),
+        settings=_resolved_settings(plan, optimizer, compile, batch_size, max_epochs, sampler.n_batches),
+    )
+
+
+def _resolved_settings(
+    plan: Any, optimizer: torch.optim.Optimizer, compile: CompileMode, batch_size: int, max_epochs: int, spe: int
+) -> dict[str, Any]:
+    """What actually ran, for the task's provenance."""
+    return {
+        "engine": "fast",
+        "compile": compile,
+        "optimizer": type(optimizer).__name__,
+        "lr": plan.lr,
+        "eps": plan.eps,
+        "weight_decay": plan.weight_decay,
+        "n_epochs_kl_warmup": plan.n_epochs_kl_warmup,
+        "n_steps_kl_warmup": plan.n_steps_kl_warmup,
+        "max_kl_weight": plan.max_kl_weight,
+        "min_kl_weight": plan.min_kl_weight,
+        "loss_kwargs": {k: v for k, v in plan.loss_kwargs.items() if k != "kl_weight"},
+        "batch_size": batch_size,
+        "max_epochs": max_epochs,
+        "steps_per_epoch": spe,
+    }
+
+
+def _spent(progress: Progress, start: float) -> Progress:
+    """The progress with this attempt's training time added, for saving."""
+    return Progress(
+        progress.epoch,
+        progress.step,
+        progress.rows,
+        progress.kl_weights,
+        progress.seconds + time.perf_counter() - start,
+    )
+
+
+def _checkpoint_epoch(
+    checkpoint: Checkpointing,
+    module: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    progress: Progress,
+    meta: dict[str, Any],
+    start: float,
+) -> None:
+    """Save every N epochs; on a stop request save and raise TrainingStopped (the caller requeues)."""
+    stop = checkpoint.stop_requested is not None and checkpoint.stop_requested()
+    every = checkpoint.every_n_epochs
+    if stop or (every and progress.epoch % every == 0):
+        resume.save(checkpoint.path, module, optimizer, _spent(progress, start), meta)
+        checkpoint.notify("saved", progress.epoch)
+    if stop:
+        raise TrainingStopped(progress.epoch, Path(checkpoint.path))
+
+
+def _mark_trained(model: Any, train_idx: np.ndarray, device: torch.device) -> None:
+    """What TrainRunner leaves on a model after fit, so that get_proportions() and friends work."""
+    model.train_indices = train_idx
+    model.validation_indices = np.array([], dtype=train_idx.dtype)
+    model.test_indices = np.array([], dtype=train_idx.dtype)
+    model.is_trained_ = True
+    model.to_device(device)
+
+
+def train_destvi_fast(
+    model: Any,
+    *,
+    max_epochs: int,
+    lr: float,
+    batch_size: int,
+    n_epochs_kl_warmup: int,
+    seed: int | None = None,
+    device: str | torch.device = "auto",
+    plan_kwargs: dict[str, Any] | None = None,
+    compile: CompileMode = False,
+    on_epoch_end: Callable[[int], None] | None = None,
+    checkpoint: Checkpointing | None = None,
+) -> FastTrainResult:
+    """`DestVI.train(max_epochs, lr, batch_size=, n_epochs_kl_warmup=, train_size=1.0, plan_kwargs=)`, fast.
+
+    As in DestVI.train, `lr` and `n_epochs_kl_warmup` override the same keys of `plan_kwargs`;
+    loss options (ct_sparsity_weight, eta_reg, beta_reg, ...) go through `plan_kwargs`.
+    """
+    kwargs = dict(plan_kwargs or {})
+    kwargs.update({"lr": lr, "n_epochs_kl_warmup": n_epochs_kl_warmup})
+    return train_fast(
+        model,
+        max_epochs=max_epochs,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        plan_kwargs=kwargs,
+        compile=compile,
+        on_epoch_end=on_epoch_end,
+        checkpoint=checkpoint,
+    )
+
+
+def train_condscvi_fast(
+    model: Any,
+    *,
+    max_epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int | None = None,
+    device: str | torch.device = "auto",
+    plan_kwargs: dict[str, Any] | None = None,
+    compile: CompileMode = False,
+    on_epoch_end: Callable[[int], None] | None = None,
+    checkpoint: Checkpointing | None = None,
+) -> FastTrainResult:
+    """`CondSCVI.train(max_epochs, lr, batch_size=, train_size=1, plan_kwargs=)`, fast.
+
+    CondSCVI.train leaves the plan's KL warm-up at its default (400 epochs); so does this.
+    """
+    kwargs = dict(plan_kwargs or {})
+    kwargs["lr"] = lr
+    return train_fast(
+        model,
+        max_epochs=max_epochs,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        plan_kwargs=kwargs,
+        compile=compile,
+        on_epoch_end=on_epoch_end,
+        checkpoint=checkpoint,
+    )
+
+
+def steps_per_run(n_obs: int, batch_size: int, max_epochs: int) -> int:
+    """Optimizer steps of one run: every epoch covers all observations and keeps the last, smaller batch."""
+    return max_epochs * math.ceil(n_obs / batch_size)
