@@ -33,7 +33,9 @@ OutDir = Annotated[Path, typer.Argument(help="A sweep's output folder (the sweep
 @app.command()
 def simulate(
     out: Annotated[Path, typer.Option(help="Folder to write reference.h5ad and cells.h5ad into.")],
-    preset: Annotated[str, typer.Option(help="Tissue preset: starmap-like or merfish-like.")] = "starmap-like",
+    preset: Annotated[
+        str, typer.Option(help="Tissue preset: starmap-like, merfish-like, or atlas (10 million cells, to Zarr).")
+    ] = "starmap-like",
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same tissue.")] = 0,
     n_spatial_cells: Annotated[Optional[int], typer.Option(help="Spatial cells (default: the preset's).")] = None,
     n_reference_cells: Annotated[Optional[int], typer.Option(help="Reference cells (default: the preset's).")] = None,
@@ -43,14 +45,22 @@ def simulate(
     from toolkit.data.synthetic import simulate as generate
     from toolkit.layout import write_atomically
 
+    atlas = preset == "atlas"
+    if atlas:  # its reference is the merfish-like one of the same seed; its cells go to Zarr chunk by chunk
+        from toolkit.data.atlas import BASE_PRESET, write_atlas
+
+        summary = write_atlas(out / "cells.zarr", n_spatial_cells, seed, n_genes=n_genes)
+        preset, n_spatial_cells = BASE_PRESET, 1000
     reference, cells = generate(
         preset, seed, n_spatial_cells=n_spatial_cells, n_reference_cells=n_reference_cells, n_genes=n_genes
     )
-    for name, data in (("reference.h5ad", reference), ("cells.h5ad", cells)):
-        write_atomically(out / name, lambda tmp, data=data: data.write_h5ad(tmp))
-    console.print(
-        f"wrote {out / 'reference.h5ad'} ({reference.n_obs} cells) and {out / 'cells.h5ad'} ({cells.n_obs} cells)"
-    )
+    write_atomically(out / "reference.h5ad", lambda tmp: reference.write_h5ad(tmp))
+    if atlas:
+        cells_file, n_cells = out / "cells.zarr", summary["n_cells"]
+    else:
+        cells_file, n_cells = out / "cells.h5ad", cells.n_obs
+        write_atomically(cells_file, lambda tmp: cells.write_h5ad(tmp))
+    console.print(f"wrote {out / 'reference.h5ad'} ({reference.n_obs} cells) and {cells_file} ({n_cells} cells)")
 
 
 @app.command()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from toolkit.errors import SpotsweepError
 from toolkit.methods.configs import MethodConfig, Strict
@@ -25,6 +25,20 @@ class SimulationConfig(Strict):
     n_spatial_cells: int | None = Field(default=None, gt=0)
     n_reference_cells: int | None = Field(default=None, gt=0)
     n_genes: int | None = Field(default=None, gt=0)
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        from toolkit.data.synthetic import PRESETS
+
+        if value == "atlas":
+            raise ValueError(
+                "preset 'atlas' is too large to simulate in memory: write it with `spotsweep simulate --preset atlas "
+                "--out DIR`, then point spatial at DIR/cells.zarr and reference at DIR/reference.h5ad"
+            )
+        if value not in PRESETS:
+            raise ValueError(f"preset '{value}' is unknown; use one of {', '.join(sorted(PRESETS))}")
+        return value
 
 
 def _path_or_mapping(value: Any) -> Any:

@@ -267,6 +267,11 @@ def simulate(
 
 
 def _lookup_preset(preset: object) -> SimulationPreset:
+    if preset == "atlas":
+        raise SpotsweepError(
+            "Preset 'atlas' in field 'preset' is too large to simulate in memory; write it to disk with "
+            "`spotsweep simulate --preset atlas --out DIR` and build its spots with `spotsweep build DIR/cells.zarr`."
+        )
     if not isinstance(preset, str) or preset not in PRESETS:
         choices = ", ".join(sorted(PRESETS))
         raise SpotsweepError(f"Unknown simulation preset {preset!r} in field 'preset'; use one of: {choices}.")
