@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import os
 import re
 import shlex
@@ -287,3 +288,43 @@ def test_sweep_tasks_run_inside_the_image(
         assert provenance["versions"]["torch"] == labels["spotsweep.torch"]
         if "container" in provenance:  # once toolkit.provenance records container.runtime_info()
             assert provenance["container"]["sha256"] == container.image_digest(image)
+
+
+@pytest.mark.skipif(
+    os.environ.get("SPOTSWEEP_TEST_CONTAINER_SLURM") != "1",
+    reason="runs with SPOTSWEEP_TEST_CONTAINER_SLURM=1 (hpc/slurm harness)",
+)
+@pytest.mark.usefixtures("slurm_cluster")
+def test_preempted_task_inside_the_image_requeues_and_resumes(image: Path, tmp_path: Path) -> None:
+    """submitit's preemption (SIGTERM then USR2) reaches the task inside `apptainer exec`: it saves at the
+    end of its epoch, SLURM requeues the same array element, and the image's python resumes from there."""
+    from toolkit import checkpoint, slurm
+    from toolkit.jobs import read_attempts
+    from toolkit.slurm_launch import wait_for
+
+    data = _container_sweep(tmp_path, image, "slurm")
+    profile = yaml.safe_load((tmp_path / "profile.yaml").read_text())
+    (tmp_path / "profile.yaml").write_text(yaml.safe_dump({**profile, "checkpoint_every_epochs": 5}))
+    data["methods"][0].update(batch_size=8, max_epochs=200, seed=0)  # one task, tens of seconds of training
+    sweep = parse_sweep(data, "container-preemption")
+    run_sweep(sweep, tmp_path / "out", wait=False)
+    layout = OutputLayout(tmp_path / "out")
+    (task,) = expand(sweep)
+    submission = slurm.read_submissions(layout)[-1]
+    element = submission.elements[task.id]
+    saved = layout.task_dir(task.id) / "checkpoint" / checkpoint.FAST_CHECKPOINT_NAME
+    deadline = time.monotonic() + 600
+    while not saved.exists():
+        assert not layout.result(task.id).exists(), "the task finished before it could be preempted"
+        assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+        time.sleep(0.2)
+    submitit.SlurmJob(folder=submission.folder, job_id=element)._interrupt()
+    wait_for(layout, [task], submission, progress=False)
+
+    first, last = read_attempts(layout, task.id)
+    assert (first["outcome"], last["outcome"]) == ("requeued", "done")
+    assert first["job"] == last["job"] == element
+    assert last["resumed_from_epoch"] == first["checkpoint_epoch"] >= 5
+    result = read_json(layout.result(task.id))
+    assert result["provenance"]["container_image"] == str(image)
+    assert result["n_steps"] == 200 * math.ceil(len(result["proportions"]["index"]) / 8)  # no epoch run twice

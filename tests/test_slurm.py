@@ -117,8 +117,9 @@ def scenario(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFacto
     subprocess.run(["scancel", element[cancelled.id]], check=True)
 
     # Preempt another once it has saved a training checkpoint (or, unwired, once it trains).
-    saved = layout.task_dir(preempted.id) / "checkpoint" / checkpoint.CHECKPOINT_NAME
-    ready = (lambda: saved.exists()) if _hook_wired() else (lambda: training(preempted))
+    folder = layout.task_dir(preempted.id) / "checkpoint"
+    saved = [folder / checkpoint.CHECKPOINT_NAME, folder / checkpoint.FAST_CHECKPOINT_NAME]  # stock, fast engine
+    ready = (lambda: any(path.exists() for path in saved)) if _hook_wired() else (lambda: training(preempted))
     _until("preempt a training task", ready, live(preempted))
     submitit.SlurmJob(folder=submission.folder, job_id=element[preempted.id])._interrupt()
 
