@@ -129,6 +129,24 @@ def test_fast_engine_gives_stock_training_results_bit_for_bit(results: dict, tmp
         assert np.array_equal(np.asarray(fast["proportions"]["values"]), np.asarray(stock["proportions"]["values"]))
 
 
+def test_engines_agree_bit_for_bit_with_two_threads(tmp_path: Path) -> None:
+    """With several CPU threads too (deterministic kernels): reference and destVI, fast against stock."""
+    proportions = {}
+    for engine in ("scvi", "fast"):
+        method = {
+            **METHODS[0],
+            "amortization": "both",
+            "engine": engine,
+            "reference": {**TINY_REFERENCE, "engine": engine},
+        }
+        config = sweep([method], tmp_path / engine)
+        prepare_dataset(config.datasets[0], OutputLayout(tmp_path / engine))
+        (task,) = expand(config)
+        run_task(task.to_dict(), str(tmp_path / engine), threads=2)
+        proportions[engine] = read_json(OutputLayout(tmp_path / engine).result(task.id))["proportions"]["values"]
+    assert np.array_equal(np.asarray(proportions["scvi"]), np.asarray(proportions["fast"]))
+
+
 def test_a_sweep_of_many_destvi_tasks_trains_its_reference_once(results: dict) -> None:
     out: Path = results["_out"]
     trained = sorted(path.parent.name.split("-")[0] for path in (out / "models" / "small").glob("*/training.json"))

@@ -16,7 +16,7 @@ import anndata as ad
 import pandas as pd
 
 from toolkit.methods.base import FitResult
-from toolkit.methods.scvi_common import history, quiet_scvi, spots_for
+from toolkit.methods.scvi_common import configure_scvi, history, spots_for
 from toolkit.sweep import Task
 
 REFERENCE_KIND = "c2l-regression"
@@ -44,7 +44,7 @@ def _seed(seed: int) -> None:
 def train_reference(reference: ad.AnnData, config: dict[str, Any], model_dir: Path) -> float:
     """Fit the regression model; save the per-type expression signatures (genes x types) as CSV."""
     regression_model = _import_cell2location().models.RegressionModel
-    quiet_scvi()
+    configure_scvi()
     _seed(config["seed"])
     reference = reference.copy()
     regression_model.setup_anndata(reference, labels_key="cell_type")
@@ -68,7 +68,7 @@ def train_reference(reference: ad.AnnData, config: dict[str, Any], model_dir: Pa
 def fit(spots: ad.AnnData, reference: ad.AnnData, model_dir: Path | None, task: Task) -> FitResult:
     """Fit Cell2location on the spots with the saved signatures; proportions = q05 abundances / total."""
     spatial_model = _import_cell2location().models.Cell2location
-    quiet_scvi()
+    configure_scvi()
     params = task.params
     signatures = pd.read_csv(model_dir / SIGNATURES, index_col=0)
     st = spots_for(spots, reference)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from toolkit import checkpoint
 from toolkit.methods.base import FitResult
-from toolkit.methods.scvi_common import history, quiet_scvi, spots_for
+from toolkit.methods.scvi_common import configure_scvi, history, spots_for
 from toolkit.sweep import Task
 
 REFERENCE_KIND = "condscvi"
@@ -44,7 +44,7 @@ def train_reference(reference: ad.AnnData, config: dict[str, Any], model_dir: Pa
     import scvi
     from scvi.model import CondSCVI
 
-    quiet_scvi()
+    configure_scvi()
     scvi.settings.seed = config["seed"]
     reference = reference.copy()
     CondSCVI.setup_anndata(reference, labels_key="cell_type")
@@ -108,7 +108,7 @@ def fit(
     import scvi
     from scvi.model import DestVI
 
-    quiet_scvi()
+    configure_scvi()
     params = task.params
     batch_size = resolve_batch_size(task.batch_size, spots.n_obs)
     module_kwargs = {"amortization": task.amortization, **VARIANTS[task.variant], **params.get("module_kwargs", {})}

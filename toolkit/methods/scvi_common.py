@@ -12,14 +12,26 @@ import pandas as pd
 os.environ.setdefault("TQDM_DISABLE", "1")  # pyro's sampling bars, before scvi imports it
 
 
-def quiet_scvi() -> None:
-    """Training logs go to the task's log file; keep them to what matters."""
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, before CUDA starts
+
+
+def configure_scvi() -> None:
+    """Before any training: logs kept to what matters, and deterministic kernels.
+
+    Training logs go to the task's log file. With more than one CPU thread some of torch's kernels
+    (backward scatters) add in whatever order the threads finish, so two runs of one task differed
+    in the last bit and then drifted apart; deterministic algorithms make a task, and the fast
+    engine against stock, bitwise reproducible at any thread count. `warn_only`: an op with no
+    deterministic version (some CUDA ones) warns instead of failing the task.
+    """
     import scvi
+    import torch
 
     scvi.settings.verbosity = logging.WARNING
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "scvi"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="lightning")
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def spots_for(spots: ad.AnnData, reference: ad.AnnData) -> ad.AnnData:

@@ -10,7 +10,7 @@ from typing import Any
 import anndata as ad
 
 from toolkit.methods.base import FitResult
-from toolkit.methods.scvi_common import history, quiet_scvi, spots_for
+from toolkit.methods.scvi_common import configure_scvi, history, spots_for
 from toolkit.sweep import Task
 
 REFERENCE_KIND = "rnastereoscope"
@@ -20,7 +20,7 @@ def train_reference(reference: ad.AnnData, config: dict[str, Any], model_dir: Pa
     import scvi
     from scvi.external import RNAStereoscope
 
-    quiet_scvi()
+    configure_scvi()
     scvi.settings.seed = config["seed"]
     reference = reference.copy()
     RNAStereoscope.setup_anndata(reference, labels_key="cell_type")
@@ -38,7 +38,7 @@ def fit(spots: ad.AnnData, reference: ad.AnnData, model_dir: Path | None, task: 
     import scvi
     from scvi.external import RNAStereoscope, SpatialStereoscope
 
-    quiet_scvi()
+    configure_scvi()
     sc_model = RNAStereoscope.load(str(model_dir), adata=reference.copy())
     st = spots_for(spots, reference)
     scvi.settings.seed = task.seed
