@@ -316,31 +316,17 @@ def train_destvi_fast(
     lr: float,
     batch_size: int,
     n_epochs_kl_warmup: int,
-    seed: int | None = None,
-    device: str | torch.device = "auto",
     plan_kwargs: dict[str, Any] | None = None,
-    compile: CompileMode = False,
-    on_epoch_end: Callable[[int], None] | None = None,
-    checkpoint: Checkpointing | None = None,
+    **options: Any,
 ) -> FastTrainResult:
     """`DestVI.train(max_epochs, lr, batch_size=, n_epochs_kl_warmup=, train_size=1.0, plan_kwargs=)`, fast.
 
     As in DestVI.train, `lr` and `n_epochs_kl_warmup` override the same keys of `plan_kwargs`;
-    loss options (ct_sparsity_weight, eta_reg, beta_reg, ...) go through `plan_kwargs`.
+    loss options (ct_sparsity_weight, eta_reg, beta_reg, ...) go through `plan_kwargs`. `options`:
+    seed, device, compile, on_epoch_end, checkpoint, as for `train_fast`.
     """
-    kwargs = dict(plan_kwargs or {})
-    kwargs.update({"lr": lr, "n_epochs_kl_warmup": n_epochs_kl_warmup})
-    return train_fast(
-        model,
-        max_epochs=max_epochs,
-        batch_size=batch_size,
-        seed=seed,
-        device=device,
-        plan_kwargs=kwargs,
-        compile=compile,
-        on_epoch_end=on_epoch_end,
-        checkpoint=checkpoint,
-    )
+    kwargs = {**(plan_kwargs or {}), "lr": lr, "n_epochs_kl_warmup": n_epochs_kl_warmup}
+    return train_fast(model, max_epochs=max_epochs, batch_size=batch_size, plan_kwargs=kwargs, **options)
 
 
 def train_condscvi_fast(
@@ -349,30 +335,15 @@ def train_condscvi_fast(
     max_epochs: int,
     lr: float,
     batch_size: int,
-    seed: int | None = None,
-    device: str | torch.device = "auto",
     plan_kwargs: dict[str, Any] | None = None,
-    compile: CompileMode = False,
-    on_epoch_end: Callable[[int], None] | None = None,
-    checkpoint: Checkpointing | None = None,
+    **options: Any,
 ) -> FastTrainResult:
     """`CondSCVI.train(max_epochs, lr, batch_size=, train_size=1, plan_kwargs=)`, fast.
 
     CondSCVI.train leaves the plan's KL warm-up at its default (400 epochs); so does this.
     """
-    kwargs = dict(plan_kwargs or {})
-    kwargs["lr"] = lr
-    return train_fast(
-        model,
-        max_epochs=max_epochs,
-        batch_size=batch_size,
-        seed=seed,
-        device=device,
-        plan_kwargs=kwargs,
-        compile=compile,
-        on_epoch_end=on_epoch_end,
-        checkpoint=checkpoint,
-    )
+    kwargs = {**(plan_kwargs or {}), "lr": lr}
+    return train_fast(model, max_epochs=max_epochs, batch_size=batch_size, plan_kwargs=kwargs, **options)
 
 
 def steps_per_run(n_obs: int, batch_size: int, max_epochs: int) -> int:
