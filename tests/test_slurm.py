@@ -275,16 +275,19 @@ def test_failed_prepare_job_fails_the_tasks_with_its_reason_and_the_run_ends(
     """The array depends on prepare (afterok, killed when that cannot be met); aggregate runs anyway."""
     data = copy.deepcopy(TINY_SWEEP)
     data["name"] = "slurm-bad-prepare"
-    data["datasets"][0]["simulate"]["preset"] = "no-such-preset"  # valid YAML, fails inside the prepare job
+    for name in ("cells.h5ad", "reference.h5ad"):  # present, so the sweep file is valid; unreadable on the node
+        (tmp_path / name).write_text("not an AnnData file")
+    dataset = {"name": "broken", "spatial": str(tmp_path / "cells.h5ad"), "reference": str(tmp_path / "reference.h5ad")}
+    data["datasets"] = [{**dataset, "window": 750}]
     data["methods"][0].update(amortization="both", batch_size=[8, 64])
     data["executor"] = {"kind": "slurm", "profile": str(REPO / "hpc" / "profiles" / "local.yaml")}
-    summary = run_sweep(parse_sweep(data, "bad"), tmp_path, wait=True, report=False)
+    summary = run_sweep(parse_sweep(data, "bad"), tmp_path / "out", wait=True, report=False)
     assert summary.submitted == 2
     assert summary.states["failed"] == 2 and summary.states["done"] == 0
-    for state in sweep_states(tmp_path):
+    for state in sweep_states(tmp_path / "out"):
         assert state.state == "failed"
         assert f"the prepare job {summary.jobs['prepare']} ended FAILED" in state.reason
-        assert "no-such-preset" in state.reason
+        assert "cannot read the AnnData" in state.reason
         assert Path(state.log).is_file()
 
 

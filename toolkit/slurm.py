@@ -61,12 +61,12 @@ class Submission:
     arrays: list[ArrayRecord]
     aggregate: str
     elements: dict[str, str] = field(default_factory=dict)
-    """task id -> array element id (A_i), filled on load."""
+    """task id -> array element id (A_i), filled on load; a lone task's plain job id (see below)."""
 
     def __post_init__(self) -> None:
         self.arrays = [a if isinstance(a, ArrayRecord) else ArrayRecord(**a) for a in self.arrays]
         self.elements = {
-            task_id: f"{array.job_id}_{index}" for array in self.arrays for index, task_id in enumerate(array.task_ids)
+            task_id: _element_id(array, index) for array in self.arrays for index, task_id in enumerate(array.task_ids)
         }
 
     @property
@@ -86,6 +86,11 @@ class Submission:
         data = asdict(self)
         data.pop("elements")
         return data
+
+
+def _element_id(array: ArrayRecord, index: int) -> str:
+    """submitit sends an "array" of one task as a plain job (no `--array`): its id is the job's own."""
+    return array.job_id if len(array.task_ids) == 1 else f"{array.job_id}_{index}"
 
 
 def submissions_file(layout: OutputLayout) -> Path:
