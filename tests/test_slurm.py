@@ -40,7 +40,7 @@ from toolkit.slurm_launch import wait_for
 from toolkit.status import sweep_states
 from toolkit.sweep import Task, expand
 
-EPOCHS = 200  # ~30 s of training after the first checkpoint: the preemption lands mid-training even on an idle machine
+EPOCHS = 1500  # ~20-30 s of training with the fast engine: the preemption lands mid-training even on an idle machine
 EVERY = 5
 POLL_S = 0.2
 
