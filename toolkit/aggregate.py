@@ -7,8 +7,11 @@ a failed or never-run task stays in the dataset as NaN values with its status an
 
 from __future__ import annotations
 
+import gc
 import itertools
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -96,9 +99,29 @@ def _truth(truths: dict[str, pd.DataFrame], datasets: list[str], spots: dict, ty
     return truth
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while millions of parsed numbers are alive.
+
+    Parsed results hold no reference cycles, but the collector still walks every live list on each
+    pass; with 10,000 results that walking was ~40% of the aggregation time.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def aggregate(root: Path) -> xr.Dataset:
     """Read every task of the sweep in `root` (done or not) into one Dataset."""
-    layout = OutputLayout(Path(root))
+    with _collector_paused():
+        return _aggregate(OutputLayout(Path(root)))
+
+
+def _aggregate(layout: OutputLayout) -> xr.Dataset:
     tasks = load_tasks(layout)
     states = [task_state(layout, task) for task in tasks]
     results = {s.task.id: read_json(layout.result(s.task.id)) for s in states if s.state == "done"}
@@ -135,15 +158,18 @@ def aggregate(root: Path) -> xr.Dataset:
             value = result.get(name)
             scalars[name][at] = np.nan if value is None else value
         scores = result["scores"]
-        for m in METRICS:
-            by_type[m][at][[types[t] for t in scores["per_cell_type"]["index"]]] = np.asarray(
-                scores["per_cell_type"]["values"], dtype=float
-            )[:, scores["per_cell_type"]["columns"].index(m)]
-            by_spot[m][at][[spots[s] for s in scores["per_spot"]["index"]]] = np.asarray(
-                scores["per_spot"]["values"], dtype=float
-            )[:, scores["per_spot"]["columns"].index(m)]
+        for frame, names, target in (
+            (scores["per_cell_type"], types, by_type),
+            (scores["per_spot"], spots, by_spot),
+        ):
+            rows = [names[name] for name in frame["index"]]
+            values = np.asarray(frame["values"], dtype=float)
+            for m in METRICS:
+                target[m][at][rows] = values[:, frame["columns"].index(m)]
         for key, value in scores["means"].items():
-            means.setdefault(key, grid.empty())[at] = np.nan if value is None else value
+            if key not in means:
+                means[key] = grid.empty()
+            means[key][at] = np.nan if value is None else value
         for cell_type, value in scores["grid_ssim"].items():
             by_type["grid_ssim"][at][types[cell_type]] = np.nan if value is None else value
         _fill_frame(proportion, at, result["proportions"], spots, types)
