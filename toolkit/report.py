@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import xarray as xr
+from matplotlib.ticker import NullLocator, ScalarFormatter
 
 from toolkit.errors import SpotsweepError
 from toolkit.layout import OutputLayout, write_atomically
@@ -117,6 +118,11 @@ def _plot_against_batch(ax: plt.Axes, lines: pd.DataFrame, ylabel: str) -> None:
         label = f"{method} {variant}" + ("" if amortization == "n/a" else f", {amortization}") + f", {epochs} ep"
         ax.errorbar(group["x"], group["mean"], yerr=group["std"].fillna(0), marker="o", capsize=3, label=label)
     ax.set_xscale("log", base=2)
+    # Tick the batch sizes that ran, written as plain numbers (8, 64), not powers of two.
+    batch_sizes = sorted(lines["x"].dropna().unique())
+    if batch_sizes:
+        ax.set_xticks(batch_sizes, [f"{b:g}" for b in batch_sizes])
+        ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("minibatch size (spots)")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -145,6 +151,8 @@ def runtime_vs_batch(summary: xr.Dataset, dataset: str, path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     _plot_against_batch(ax, lines, "spatial model training time (s)")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     ax.set_title(f"{dataset}: training time against minibatch size")
