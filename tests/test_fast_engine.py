@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -292,6 +293,46 @@ def test_fit_many_runs_jobs_in_separate_processes_in_order() -> None:
     assert isinstance(results[4], TypeError)
     with pytest.raises(TypeError):
         fit_many(describe_worker, [{"nope": 1}], workers=1)
+
+
+def wait_for_usr2(seconds: float, started: str) -> str:
+    """A packed job: "signalled" if USR2 reached it within `seconds`, "skipped" if the pack had stopped."""
+    import signal
+    import time
+
+    from toolkit.engines.packing import stop_requested
+
+    got: list[int] = []
+    signal.signal(signal.SIGUSR2, lambda signum, frame: got.append(signum))
+    if stop_requested():
+        return "skipped"
+    (Path(started) / str(os.getpid())).touch()
+    deadline = time.monotonic() + seconds
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return "signalled" if got else "timed out"
+
+
+def test_a_stop_reaches_every_running_packed_job_and_no_new_one_starts(tmp_path: Path) -> None:
+    """What a packed SLURM element does on USR2: every worker gets USR2 itself, queued jobs do not start."""
+    import threading
+    import time
+
+    from toolkit.engines import fit_many
+    from toolkit.engines.packing import stop_event
+
+    stop = stop_event()
+
+    def stop_once_both_run() -> None:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+
+    threading.Thread(target=stop_once_both_run, daemon=True).start()
+    jobs = [{"seconds": 120.0, "started": str(tmp_path)}] * 3
+    results = fit_many(wait_for_usr2, jobs, workers=2, threads_per_worker=1, stop=stop)
+    assert results == ["signalled", "signalled", "skipped"]
 
 
 def test_resume_after_a_stop_is_bitwise_an_uninterrupted_run(tiny: dict, tmp_path) -> None:

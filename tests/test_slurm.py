@@ -321,3 +321,13 @@ def test_last_error_line(tmp_path: Path) -> None:
     )
     assert slurm.last_error_line(log).endswith("*** JOB 12 ON vm CANCELLED AT 2026-01-01T00:00:00 ***")
     assert slurm.last_error_line(tmp_path / "absent.err") == ""
+
+
+def test_packed_array_elements() -> None:
+    """Element i of a packed array runs tasks i*pack .. i*pack+pack-1; one element is a plain job."""
+    packed = slurm.Submission(1, 0.0, "s", "f/%j", "", [slurm.ArrayRecord("7", ["a", "b", "c"], pack=2)], "9")
+    assert packed.elements == {"a": "7_0", "b": "7_0", "c": "7_1"}
+    single = slurm.Submission(1, 0.0, "s", "f/%j", "", [{"job_id": "8", "task_ids": ["a", "b"], "pack": 2}], "9")
+    assert single.elements == {"a": "8", "b": "8"}
+    unpacked = slurm.Submission(1, 0.0, "s", "f/%j", "", [{"job_id": "5", "task_ids": ["a", "b"]}], "9")
+    assert unpacked.elements == {"a": "5_0", "b": "5_1"}  # records written before packing existed

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,53 @@ def _log_attempt(layout: OutputLayout, task_id: str, attempt: dict[str, Any]) ->
     write_json(attempts_file(layout, task_id), [*read_attempts(layout, task_id), attempt])
 
 
+def run_checkpointed(
+    task_data: dict[str, Any],
+    out: str,
+    threads: int | None,
+    every_n_epochs: int,
+    grace_s: float,
+    requeueing: Callable[[], bool],
+) -> str:
+    """Run one task with training checkpoints active and log the attempt in tasks/<id>/attempts.json.
+
+    USR2 saves the training state at the end of the epoch, then the previous USR2 handler runs;
+    it requeues (submitit's, which exits with SystemExit) and `requeueing()` then says so. Such an
+    exit is logged as "requeued" and re-raised, with no failure recorded.
+    """
+    from toolkit import checkpoint
+    from toolkit.task import run_task
+
+    task = Task.from_dict(task_data)
+    layout = OutputLayout(Path(out))
+    attempt: dict[str, Any] = {"job": _job_id(), "start": time.time()}
+    directory = layout.task_dir(task.id) / "checkpoint"
+    with checkpoint.activate(directory, every_n_epochs, grace_s) as session:
+        try:
+            try:
+                outcome = run_task(task_data, out, threads)
+            except SystemExit as exc:
+                if type(exc).__name__ != "SIGTERMException" or requeueing():
+                    raise
+                # Lightning stopped on SIGTERM: a preemption sends USR2 next (which requeues and
+                # exits from inside this sleep); a scancel sends SIGKILL. Either way, do not report.
+                for _ in range(SIGTERM_WAIT_S):
+                    time.sleep(1)
+                raise
+        except SystemExit:
+            if requeueing():
+                layout.error(task.id).unlink(missing_ok=True)  # run_task recorded the exit as a failure
+                _log_attempt(layout, task.id, {**attempt, **_outcome(session, "requeued")})
+            raise
+        except BaseException:
+            _log_attempt(layout, task.id, {**attempt, **_outcome(session, "failed")})
+            raise
+    if outcome == "done":
+        _log_attempt(layout, task.id, {**attempt, **_outcome(session, "done")})
+        shutil.rmtree(directory, ignore_errors=True)
+    return outcome
+
+
 class SweepTask(submitit.helpers.Checkpointable):
     """Run one sweep task as an array element; on USR2 (time limit, preemption) requeue the same task.
 
@@ -61,38 +109,10 @@ class SweepTask(submitit.helpers.Checkpointable):
         return super().checkpoint(*args, **kwargs)
 
     def __call__(self, task_data: dict[str, Any]) -> str:
-        from toolkit import checkpoint
-        from toolkit.task import run_task
-
         self._requeueing = False
-        task = Task.from_dict(task_data)
-        layout = OutputLayout(Path(self.out))
-        attempt: dict[str, Any] = {"job": _job_id(), "start": time.time()}
-        directory = layout.task_dir(task.id) / "checkpoint"
-        with checkpoint.activate(directory, self.every_n_epochs, self.grace_s) as session:
-            try:
-                try:
-                    outcome = run_task(task_data, self.out, self.threads)
-                except SystemExit as exc:
-                    if type(exc).__name__ != "SIGTERMException" or self._requeueing:
-                        raise
-                    # Lightning stopped on SIGTERM: a preemption sends USR2 next (which requeues and
-                    # exits from inside this sleep); a scancel sends SIGKILL. Either way, do not report.
-                    for _ in range(SIGTERM_WAIT_S):
-                        time.sleep(1)
-                    raise
-            except SystemExit:
-                if self._requeueing:
-                    layout.error(task.id).unlink(missing_ok=True)  # run_task recorded the exit as a failure
-                    _log_attempt(layout, task.id, {**attempt, **_outcome(session, "requeued")})
-                raise
-            except BaseException:
-                _log_attempt(layout, task.id, {**attempt, **_outcome(session, "failed")})
-                raise
-        if outcome == "done":
-            _log_attempt(layout, task.id, {**attempt, **_outcome(session, "done")})
-            shutil.rmtree(directory, ignore_errors=True)
-        return outcome
+        return run_checkpointed(
+            task_data, self.out, self.threads, self.every_n_epochs, self.grace_s, lambda: self._requeueing
+        )
 
 
 def _outcome(session: Any, outcome: str) -> dict[str, Any]:

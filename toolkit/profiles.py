@@ -30,7 +30,10 @@ class SlurmProfile(BaseModel):
     gpu_type: str | None = None
     """A gres GPU type such as a100: requests gpu:TYPE:N instead of N GPUs of any type."""
     cpus_per_task: int = Field(default=4, gt=0)
-    """Also the number of torch threads of each task."""
+    """CPUs of each array element; its tasks share them (torch threads: cpus_per_task // pack, at least 1)."""
+    pack: int = Field(default=1, gt=0)
+    """Tasks run side by side in each array element, on its GPU(s), one worker process each: one
+    destVI fit uses a sliver of a modern GPU. A preempted element saves and requeues all of them."""
     mem_gb: float | None = Field(default=None, gt=0)
     """Memory per job; None takes the cluster's default (DefMemPerCPU x CPUs)."""
     time_min: int = Field(default=240, gt=0)

@@ -40,10 +40,16 @@ RUNNING = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE
 
 @dataclass
 class ArrayRecord:
-    """One sbatch array: element i runs task_ids[i]."""
+    """One sbatch array: element i runs task_ids[i * pack : (i + 1) * pack] (one task each when pack is 1)."""
 
     job_id: str
     task_ids: list[str]
+    pack: int = 1
+    """Tasks run side by side in each element (the profile's `pack`)."""
+
+    @property
+    def n_elements(self) -> int:
+        return -(-len(self.task_ids) // self.pack)
 
 
 @dataclass
@@ -89,8 +95,9 @@ class Submission:
 
 
 def _element_id(array: ArrayRecord, index: int) -> str:
-    """submitit sends an "array" of one task as a plain job (no `--array`): its id is the job's own."""
-    return array.job_id if len(array.task_ids) == 1 else f"{array.job_id}_{index}"
+    """The element that runs task `index`; submitit sends an "array" of one element as a plain job (no
+    `--array`), whose id is the job's own."""
+    return array.job_id if array.n_elements == 1 else f"{array.job_id}_{index // array.pack}"
 
 
 def submissions_file(layout: OutputLayout) -> Path:

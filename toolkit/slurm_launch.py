@@ -23,6 +23,7 @@ from toolkit.errors import SpotsweepError
 from toolkit.jobs import SweepTask, finish_sweep
 from toolkit.launch import RunSummary, input_files, tasks_to_run
 from toolkit.layout import OutputLayout
+from toolkit.pack_jobs import PackedSweepTask
 from toolkit.prepare import prepare, reference_model_id
 from toolkit.profiles import SlurmProfile
 from toolkit.status import count_states, scheduled_states
@@ -86,6 +87,15 @@ def _chunks(tasks: list[Task], size: int) -> list[list[Task]]:
     return [tasks[start : start + size] for start in range(0, len(tasks), size)]
 
 
+def _task_runner(root: str, profile: SlurmProfile) -> SweepTask | PackedSweepTask:
+    """What each array element runs: one task, or a pack of `profile.pack` tasks side by side."""
+    grace_s = profile.signal_delay_s / 2
+    if profile.pack == 1:
+        return SweepTask(root, profile.cpus_per_task, profile.checkpoint_every_epochs, grace_s)
+    threads = max(1, profile.cpus_per_task // profile.pack)
+    return PackedSweepTask(root, threads, profile.checkpoint_every_epochs, grace_s, profile.pack)
+
+
 def submit(
     sweep: SweepConfig, layout: OutputLayout, to_run: list[Task], profile: SlurmProfile, parallel: int, report: bool
 ) -> slurm.Submission:
@@ -133,8 +143,8 @@ def _submit_chain(
         submitted.append(prepare_id)
         after_prepare = {"dependency": f"afterok:{prepare_id}", "kill-on-invalid-dep": "yes"}
 
-    chunks = _chunks(to_run, profile.max_array_size)
-    task_runner = SweepTask(root, profile.cpus_per_task, profile.checkpoint_every_epochs, profile.signal_delay_s / 2)
+    chunks = _chunks(to_run, profile.max_array_size * profile.pack)
+    task_runner = _task_runner(root, profile)
     arrays: list[slurm.ArrayRecord] = []
     for chunk in chunks:
         array_executor = _executor(
@@ -147,8 +157,12 @@ def _submit_chain(
             additional_parameters={**extra, **after_prepare},
             **gpus,
         )
-        jobs = array_executor.map_array(task_runner, [task.to_dict() for task in chunk])
-        arrays.append(slurm.ArrayRecord(jobs[0].job_id.split("_")[0], [task.id for task in chunk]))
+        if profile.pack == 1:
+            elements: list[object] = [task.to_dict() for task in chunk]
+        else:
+            elements = [[task.to_dict() for task in pack] for pack in _chunks(chunk, profile.pack)]
+        jobs = array_executor.map_array(task_runner, elements)
+        arrays.append(slurm.ArrayRecord(jobs[0].job_id.split("_")[0], [task.id for task in chunk], profile.pack))
         submitted.append(arrays[-1].job_id)
 
     after = ":".join([job for job in (prepare_id, *(array.job_id for array in arrays)) if job])

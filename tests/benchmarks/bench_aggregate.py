@@ -5,7 +5,8 @@
 The results are real task results' layout (result.json) with a 189-spot x 12-type STARmap-sized
 payload, cloned under 10,000 settings. The alternative builds one small Dataset per task and lets
 `xr.combine_by_coords` merge them; it runs on fewer tasks and its time per task is compared.
-Prints a markdown table (time, tasks/s, peak RSS), with and without writing summary.nc and summary.zarr. Measures, never asserts a time.
+Prints a markdown table (time, tasks/s, peak RSS), with and without writing summary.nc and
+summary.zarr. Measures, never asserts a time.
 """
 
 from __future__ import annotations

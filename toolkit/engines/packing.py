@@ -11,25 +11,56 @@ side. Processes, not threads or CUDA streams, because:
 Each worker is a fresh `spawn` process (safe with CUDA) that runs whole fits one after another;
 results come back in job order. On a GPU, K processes each hold a CUDA context (a few hundred MiB)
 and time-slice the device; starting the CUDA MPS daemon on the node lets their kernels overlap.
+
+Stopping (SLURM time limit, preemption): the caller passes a `stop` event. Once it is set, every
+worker gets USR2 in its own main thread, the signal a lone task gets from submitit, so a fit in
+progress checkpoints at the end of its epoch exactly as it would alone (toolkit.checkpoint); a job
+not yet started should check `stop_requested()` and return at once. Workers ignore SIGTERM as
+submitit's job process does: on preemption SLURM sends it to every process of the job first.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+_stop: Any = None
+"""In a worker: the pack's stop event (None outside a worker or without one)."""
 
-def _init_worker(threads: int | None, env: Mapping[str, str]) -> None:
-    """Give each worker its share of the CPU cores before torch starts its thread pools."""
+
+def stop_requested() -> bool:
+    """In a worker: whether the pack was asked to stop (a job should then not start)."""
+    return _stop is not None and _stop.is_set()
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    """A Python-level no-op: callable, so checkpointing keeps it as the handler to restore."""
+
+
+def _forward_stop(stop: Any) -> None:
+    stop.wait()
+    os.kill(os.getpid(), signal.SIGUSR2)
+
+
+def _init_worker(threads: int | None, env: Mapping[str, str], stop: Any) -> None:
+    """Give each worker its share of the CPU cores before torch starts its thread pools; relay stops."""
+    global _stop
     os.environ.update(env)
     if threads:
         os.environ["OMP_NUM_THREADS"] = str(threads)
         import torch
 
         torch.set_num_threads(threads)
+    if stop is not None:
+        _stop = stop
+        signal.signal(signal.SIGTERM, _ignore)
+        signal.signal(signal.SIGUSR2, _ignore)  # between jobs nothing trains; a job installs its own
+        threading.Thread(target=_forward_stop, args=(stop,), daemon=True, name="pack-stop").start()
 
 
 def default_threads(workers: int) -> int:
@@ -46,6 +77,7 @@ def fit_many(
     threads_per_worker: int | None = None,
     env: Mapping[str, str] | None = None,
     return_exceptions: bool = False,
+    stop: Any = None,
 ) -> list[Any]:
     """Run `fn(**job)` for every job on `workers` processes at once; results in job order.
 
@@ -53,6 +85,7 @@ def fit_many(
     picklable; it should write its own outputs (a task directory) and return something small.
     With `return_exceptions`, a failed job gives its exception in place of a result instead of
     stopping the rest; otherwise the first failure is raised once every job has finished.
+    `stop`: an Event of `stop_event()`; setting it sends USR2 to every worker (see the module doc).
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1 (got {workers}).")
@@ -65,7 +98,7 @@ def fit_many(
         max_workers=min(workers, len(jobs)),
         mp_context=context,
         initializer=_init_worker,
-        initargs=(threads, dict(env or {})),
+        initargs=(threads, dict(env or {}), stop),
     ) as pool:
         futures = [pool.submit(fn, **job) for job in jobs]
         for future in futures:
@@ -76,6 +109,11 @@ def fit_many(
             if isinstance(result, BaseException):
                 raise result
     return results
+
+
+def stop_event() -> Any:
+    """An Event that `fit_many(stop=...)` can hand to its workers (made in the workers' start method)."""
+    return multiprocessing.get_context("spawn").Event()
 
 
 def describe_worker(tag: Any = None) -> dict[str, Any]:

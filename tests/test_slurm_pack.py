@@ -1,0 +1,130 @@
+"""Packing on a real single-node SLURM: one array element runs several tasks side by side.
+
+A 4-task sweep with `pack: 2` goes in as an array of 2 elements, each running 2 tasks in 2 worker
+processes on its (fake) GPU. The first element is preempted (submitit's `job._interrupt()`: SIGTERM,
+then USR2) once both of its tasks have saved a training checkpoint: both save at their epoch end,
+the element is requeued as a whole, and both tasks resume from their own checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import submitit
+import yaml
+
+from tests.conftest import REPO, TINY_SWEEP
+from tests.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
+from toolkit import checkpoint, slurm
+from toolkit.config import parse_sweep
+from toolkit.jobs import read_attempts
+from toolkit.launch import run_sweep
+from toolkit.layout import OutputLayout, read_json
+from toolkit.slurm_launch import wait_for
+from toolkit.status import sweep_states
+from toolkit.sweep import Task, expand
+
+EPOCHS = 1000  # ~15 s per task with the fast engine on one thread: the preemption lands mid-training
+EVERY = 5
+
+
+@dataclass
+class Packed:
+    layout: OutputLayout
+    tasks: list[Task]
+    submission: slurm.Submission
+    preempted: list[Task]
+
+
+@pytest.fixture(scope="module")
+def packed(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> Packed:  # noqa: F811
+    base = tmp_path_factory.mktemp("slurm-pack")
+    profile = yaml.safe_load((REPO / "hpc" / "profiles" / "local.yaml").read_text())
+    profile.update(pack=2, cpus_per_task=2, checkpoint_every_epochs=EVERY, time_min=20)
+    (base / "profile.yaml").write_text(yaml.safe_dump(profile))
+    data = copy.deepcopy(TINY_SWEEP)
+    data["name"] = "slurm-pack"
+    data["methods"][0].update(amortization="both", batch_size=8, max_epochs=EPOCHS, seed=[0, 1, 2, 3])
+    data["executor"] = {"kind": "slurm", "profile": str(base / "profile.yaml")}
+    sweep = parse_sweep(data, "slurm-pack")
+    out = base / "out"
+    run_sweep(sweep, out, wait=False)
+    layout = OutputLayout(out)
+    tasks = expand(sweep)
+    submission = slurm.read_submissions(layout)[-1]
+    first = [task for task in tasks if submission.elements[task.id] == f"{submission.arrays[0].job_id}_0"]
+
+    def saved(task: Task) -> bool:
+        return (layout.task_dir(task.id) / "checkpoint" / checkpoint.FAST_CHECKPOINT_NAME).exists()
+
+    deadline = time.monotonic() + 600
+    while not all(saved(task) for task in first):
+        if any(layout.result(task.id).exists() for task in first) or time.monotonic() > deadline:
+            pytest.fail("the packed element finished (or never trained) before it could be preempted")
+        time.sleep(0.2)
+    submitit.SlurmJob(folder=submission.folder, job_id=submission.elements[first[0].id])._interrupt()
+    wait_for(layout, tasks, submission, progress=False)
+    return Packed(layout, tasks, submission, first)
+
+
+def test_four_tasks_went_in_as_two_elements_of_two(packed: Packed) -> None:
+    array = packed.submission.arrays[0]
+    assert array.pack == 2 and array.task_ids == [task.id for task in packed.tasks]
+    script = (Path(packed.submission.folder.replace("%j", array.job_id)) / f"{array.job_id}_submission.sh").read_text()
+    assert "#SBATCH --array=0-1%2" in script
+    assert "#SBATCH --gpus-per-node=1" in script
+    elements = [packed.submission.elements[task.id] for task in packed.tasks]
+    assert elements == [f"{array.job_id}_0"] * 2 + [f"{array.job_id}_1"] * 2
+    assert len(packed.preempted) == 2
+
+
+def test_every_task_is_done_and_ran_in_its_element(packed: Packed) -> None:
+    states = {state.task.id: state for state in sweep_states(packed.layout.root)}
+    assert [state.state for state in states.values()] == ["done"] * 4
+    for task in packed.tasks:
+        result = read_json(packed.layout.result(task.id))
+        job = result["provenance"]["job"]
+        element = packed.submission.elements[task.id]
+        assert f"{job['SLURM_ARRAY_JOB_ID']}_{job['SLURM_ARRAY_TASK_ID']}" == element
+        assert result["method_settings"]["batch_size"] == 8
+
+
+def test_both_tasks_of_the_preempted_element_saved_requeued_and_resumed(packed: Packed) -> None:
+    for task in packed.preempted:
+        attempts = read_attempts(packed.layout, task.id)
+        assert [attempt["outcome"] for attempt in attempts] == ["requeued", "done"], attempts
+        first, last = attempts
+        assert first["job"] == last["job"] == packed.submission.elements[task.id]  # the same element, requeued
+        assert EVERY <= first["checkpoint_epoch"] < EPOCHS
+        assert last["resumed_from_epoch"] == first["checkpoint_epoch"]
+        assert not packed.layout.error(task.id).exists()
+    output = subprocess.run(
+        [
+            "sacct",
+            "-n",
+            "-P",
+            "-X",
+            "-D",
+            "-o",
+            "JobID,State",
+            "-j",
+            packed.submission.elements[packed.preempted[0].id],
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "REQUEUED" in output or "PREEMPTED" in output, output
+
+
+def test_the_unpreempted_element_ran_once(packed: Packed) -> None:
+    for task in packed.tasks:
+        if task not in packed.preempted:
+            attempts = read_attempts(packed.layout, task.id)
+            assert [attempt["outcome"] for attempt in attempts] == ["done"]
+            assert attempts[0]["resumed_from_epoch"] is None
