@@ -61,10 +61,18 @@ class PackedSweepTask(submitit.helpers.Checkpointable):
         self.every_n_epochs = every_n_epochs
         self.grace_s = grace_s
         self.workers = workers
+        self.failed: set[str] = set()
+        """Tasks that failed in an earlier attempt of this element: a requeue does not rerun them (as a
+        lone failed task is not requeued); `spotsweep run --retry-failed` does."""
 
     def __call__(self, pack: list[dict[str, Any]]) -> dict[str, str]:
         layout = OutputLayout(Path(self.out))
-        todo = [data for data in pack if not layout.result(Task.from_dict(data).id).exists()]
+        ids_in_pack = [Task.from_dict(data).id for data in pack]
+        todo = [
+            data
+            for task_id, data in zip(ids_in_pack, pack, strict=True)
+            if not layout.result(task_id).exists() and task_id not in self.failed
+        ]
         jobs = [
             {
                 "task_data": data,
@@ -89,10 +97,11 @@ class PackedSweepTask(submitit.helpers.Checkpointable):
             )
         finally:
             signal.signal(signal.SIGUSR2, previous)
-        if stop.is_set() and callable(previous):
-            previous(signal.SIGUSR2, None)  # every worker has saved and stopped: requeue the element
         ids = [Task.from_dict(data).id for data in todo]
         failures = [(i, error) for i, error in zip(ids, outcomes, strict=True) if isinstance(error, BaseException)]
+        self.failed |= {task_id for task_id, _ in failures}
+        if stop.is_set() and callable(previous):
+            previous(signal.SIGUSR2, None)  # every worker has saved and stopped: requeue the element
         if failures:
             task_id, error = failures[0]
             raise RuntimeError(
