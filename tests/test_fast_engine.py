@@ -293,6 +293,8 @@ def test_fit_many_runs_jobs_in_separate_processes_in_order() -> None:
     assert isinstance(results[4], TypeError)
     with pytest.raises(TypeError):
         fit_many(describe_worker, [{"nope": 1}], workers=1)
+    fresh = fit_many(describe_worker, jobs[:4], workers=2, threads_per_worker=1, fresh_process_per_job=True)
+    assert len({r["pid"] for r in fresh}) == 4  # one process per job: its peak memory is its own
 
 
 def wait_for_usr2(seconds: float, started: str) -> str:

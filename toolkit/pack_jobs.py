@@ -94,6 +94,7 @@ class PackedSweepTask(submitit.helpers.Checkpointable):
                 threads_per_worker=self.threads,
                 return_exceptions=True,
                 stop=stop,
+                fresh_process_per_job=True,  # each task's peak memory is its own
             )
         finally:
             signal.signal(signal.SIGUSR2, previous)

@@ -78,6 +78,7 @@ def fit_many(
     env: Mapping[str, str] | None = None,
     return_exceptions: bool = False,
     stop: Any = None,
+    fresh_process_per_job: bool = False,
 ) -> list[Any]:
     """Run `fn(**job)` for every job on `workers` processes at once; results in job order.
 
@@ -86,6 +87,8 @@ def fit_many(
     With `return_exceptions`, a failed job gives its exception in place of a result instead of
     stopping the rest; otherwise the first failure is raised once every job has finished.
     `stop`: an Event of `stop_event()`; setting it sends USR2 to every worker (see the module doc).
+    `fresh_process_per_job`: every job in a new process, so that its peak memory (and dynamo's
+    caches) are its own; costs one interpreter start per job.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1 (got {workers}).")
@@ -99,6 +102,7 @@ def fit_many(
         mp_context=context,
         initializer=_init_worker,
         initargs=(threads, dict(env or {}), stop),
+        max_tasks_per_child=1 if fresh_process_per_job else None,
     ) as pool:
         futures = [pool.submit(fn, **job) for job in jobs]
         for future in futures:
