@@ -67,12 +67,11 @@ class PackedSweepTask(submitit.helpers.Checkpointable):
 
     def __call__(self, pack: list[dict[str, Any]]) -> dict[str, str]:
         layout = OutputLayout(Path(self.out))
-        ids_in_pack = [Task.from_dict(data).id for data in pack]
-        todo = [
-            data
-            for task_id, data in zip(ids_in_pack, pack, strict=True)
+        todo = {
+            task_id: data
+            for task_id, data in ((Task.from_dict(data).id, data) for data in pack)
             if not layout.result(task_id).exists() and task_id not in self.failed
-        ]
+        }
         jobs = [
             {
                 "task_data": data,
@@ -81,7 +80,7 @@ class PackedSweepTask(submitit.helpers.Checkpointable):
                 "every_n_epochs": self.every_n_epochs,
                 "grace_s": self.grace_s,
             }
-            for data in todo
+            for data in todo.values()
         ]
         stop = packing.stop_event()
         previous = signal.getsignal(signal.SIGUSR2)  # submitit's: checkpoint() -> requeue -> exit
@@ -98,7 +97,7 @@ class PackedSweepTask(submitit.helpers.Checkpointable):
             )
         finally:
             signal.signal(signal.SIGUSR2, previous)
-        ids = [Task.from_dict(data).id for data in todo]
+        ids = list(todo)
         failures = [(i, error) for i, error in zip(ids, outcomes, strict=True) if isinstance(error, BaseException)]
         self.failed |= {task_id for task_id, _ in failures}
         if stop.is_set() and callable(previous):
