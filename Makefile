@@ -40,8 +40,10 @@ IMAGE_BASE ?= cuda
 image: $(STAMP)
 	hpc/apptainer/build.sh --base $(IMAGE_BASE) -o $(IMAGE)
 
+# ruff, then the import contracts of pyproject.toml ([tool.importlinter]: layers, science apart, peers).
 lint: $(STAMP)
 	$(BIN)/ruff check toolkit tests
+	$(BIN)/lint-imports --no-cache
 
 clean-demo:
 	rm -rf results/demo

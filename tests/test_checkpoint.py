@@ -25,8 +25,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import TINY_SWEEP
-from toolkit import checkpoint
+from toolkit.backends import preemption
 from toolkit.config import parse_sweep
+from toolkit.engines import checkpoint
 from toolkit.layout import OutputLayout
 from toolkit.prepare import ensure_reference_model, prepare
 from toolkit.pseudospots import read_spots
@@ -129,7 +130,7 @@ def test_resumed_training_equals_uninterrupted_bit_for_bit(prepared: tuple, engi
     previous_term = signal.signal(signal.SIGTERM, _bypass_like_submitit)
     try:
         _preempt_when(tmp_path / CHECKPOINT_FILES[engine])
-        with pytest.raises(SystemExit), checkpoint.activate(tmp_path, every_n_epochs=EVERY) as first:
+        with pytest.raises(SystemExit), preemption.activate(tmp_path, every_n_epochs=EVERY) as first:
             _fit(prepared)
         assert first.saved_epoch is not None and first.saved_epoch >= EVERY
         # SIGTERM did not stop training (Lightning would); USR2 saved at the end of the running epoch.
@@ -137,7 +138,7 @@ def test_resumed_training_equals_uninterrupted_bit_for_bit(prepared: tuple, engi
         if "stop-requested" in events:
             assert events[-1] == "saved" and events.index("stop-requested") < len(events) - 1
 
-        with checkpoint.activate(tmp_path, every_n_epochs=EVERY) as second:
+        with preemption.activate(tmp_path, every_n_epochs=EVERY) as second:
             resumed = _fit(prepared)
     finally:
         signal.signal(signal.SIGUSR2, previous)
@@ -156,9 +157,9 @@ def test_resumed_training_equals_uninterrupted_bit_for_bit(prepared: tuple, engi
 @pytest.mark.usefixtures("wired")
 def test_requeue_after_training_restores_the_trained_model(prepared: tuple, tmp_path: Path) -> None:
     """A requeue while scoring: the final checkpoint brings back the trained model without retraining."""
-    with checkpoint.activate(tmp_path, every_n_epochs=EVERY):
+    with preemption.activate(tmp_path, every_n_epochs=EVERY):
         trained = _fit(prepared)
-    with checkpoint.activate(tmp_path, every_n_epochs=EVERY) as again:
+    with preemption.activate(tmp_path, every_n_epochs=EVERY) as again:
         restored = _fit(prepared)
     assert not any(event["event"] == "saved" and event["epochs_done"] < EPOCHS for event in again.events)
     assert np.array_equal(restored.proportions.to_numpy(), trained.proportions.to_numpy())
@@ -169,7 +170,7 @@ def test_usr2_outside_training_hands_over_at_once(tmp_path: Path) -> None:
     calls: list[int] = []
     previous = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(signum))
     try:
-        with checkpoint.activate(tmp_path, every_n_epochs=EVERY):
+        with preemption.activate(tmp_path, every_n_epochs=EVERY):
             os.kill(os.getpid(), signal.SIGUSR2)
             time.sleep(0.1)
     finally:
@@ -181,7 +182,7 @@ def test_usr2_during_a_too_long_epoch_hands_over_after_the_grace_period(tmp_path
     calls: list[int] = []
     previous = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(signum))
     try:
-        with checkpoint.activate(tmp_path, every_n_epochs=EVERY, grace_s=0.2) as session:
+        with preemption.activate(tmp_path, every_n_epochs=EVERY, grace_s=0.2) as session:
             session.training = object()  # an epoch in progress that never ends
             os.kill(os.getpid(), signal.SIGUSR2)  # deferred; a timer signals again after the grace period
             time.sleep(0.05)

@@ -31,7 +31,8 @@ import yaml
 
 from tests.conftest import REPO, TINY_SWEEP
 from tests.slurm_cluster import slurm_cluster  # noqa: F401  (the SLURM variant's cluster)
-from toolkit import container
+from toolkit import provenance
+from toolkit.backends import apptainer as container
 from toolkit.config import parse_sweep
 from toolkit.errors import SpotsweepError
 from toolkit.launch import run_sweep
@@ -67,7 +68,7 @@ def test_python_command_runs_the_image_python_isolated_with_binds_and_digest(fak
     assert command == [
         "apptainer", "exec", "--nv",
         "--bind", str(tmp_path / "out"), "--bind", "/data:/in",
-        "--env", f"{container.DIGEST_ENV}={digest}",
+        "--env", f"{provenance.DIGEST_ENV}={digest}",
         str(fake_image), "python3", "-I",
     ]  # fmt: skip
 
@@ -126,11 +127,11 @@ def test_slurm_binds_are_existing_host_paths_and_never_glibc() -> None:
 def test_runtime_info_is_none_on_the_host_and_reads_the_job_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("APPTAINER_CONTAINER", raising=False)
     monkeypatch.delenv("SINGULARITY_CONTAINER", raising=False)
-    assert container.runtime_info() is None
-    assert container.runtime_facts()["image"] is None
+    assert provenance.container_runtime() is None
+    assert provenance.runtime_facts()["image"] is None
     monkeypatch.setenv("APPTAINER_CONTAINER", "/images/x.sif")
-    monkeypatch.setenv(container.DIGEST_ENV, "sha256:abc")
-    info = container.runtime_info()
+    monkeypatch.setenv(provenance.DIGEST_ENV, "sha256:abc")
+    info = provenance.container_runtime()
     assert info is not None and info["image"] == "/images/x.sif" and info["sha256"] == "sha256:abc"
 
 
@@ -229,8 +230,8 @@ def test_a_job_runs_the_image_python_and_toolkit_even_from_the_checkout(image: P
     previous = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(REPO)  # must not leak into the image
     try:
-        facts = executor.submit(container.runtime_facts).result()
-        info = executor.submit(container.runtime_info).result()
+        facts = executor.submit(provenance.runtime_facts).result()
+        info = executor.submit(provenance.container_runtime).result()
     finally:
         if previous is None:
             os.environ.pop("PYTHONPATH")
@@ -286,7 +287,7 @@ def test_sweep_tasks_run_inside_the_image(
         # The task's interpreter and libraries were the image's, whatever the host runs.
         assert provenance["versions"]["python"] == labels["spotsweep.python"]
         assert provenance["versions"]["torch"] == labels["spotsweep.torch"]
-        if "container" in provenance:  # once toolkit.provenance records container.runtime_info()
+        if "container" in provenance:  # once toolkit.provenance records provenance.container_runtime()
             assert provenance["container"]["sha256"] == container.image_digest(image)
 
 
@@ -298,9 +299,10 @@ def test_sweep_tasks_run_inside_the_image(
 def test_preempted_task_inside_the_image_requeues_and_resumes(image: Path, tmp_path: Path) -> None:
     """submitit's preemption (SIGTERM then USR2) reaches the task inside `apptainer exec`: it saves at the
     end of its epoch, SLURM requeues the same array element, and the image's python resumes from there."""
-    from toolkit import checkpoint, slurm
-    from toolkit.jobs import read_attempts
-    from toolkit.slurm_launch import wait_for
+    from toolkit.backends.slurm import records as slurm
+    from toolkit.backends.slurm.jobs import read_attempts
+    from toolkit.backends.slurm.submit import wait_for
+    from toolkit.engines import checkpoint
 
     data = _container_sweep(tmp_path, image, "slurm")
     profile = yaml.safe_load((tmp_path / "profile.yaml").read_text())

@@ -282,8 +282,7 @@ def test_compiled_engine_trains_deterministically(tiny: dict) -> None:
 
 
 def test_fit_many_runs_jobs_in_separate_processes_in_order() -> None:
-    from toolkit.engines import fit_many
-    from toolkit.engines.packing import describe_worker
+    from toolkit.backends.packing import describe_worker, fit_many
 
     jobs = [{"tag": i} for i in range(4)] + [{"nope": 1}]
     results = fit_many(describe_worker, jobs, workers=2, threads_per_worker=1, return_exceptions=True)
@@ -302,7 +301,7 @@ def wait_for_usr2(seconds: float, started: str) -> str:
     import signal
     import time
 
-    from toolkit.engines.packing import stop_requested
+    from toolkit.backends.packing import stop_requested
 
     got: list[int] = []
     signal.signal(signal.SIGUSR2, lambda signum, frame: got.append(signum))
@@ -320,8 +319,7 @@ def test_a_stop_reaches_every_running_packed_job_and_no_new_one_starts(tmp_path:
     import threading
     import time
 
-    from toolkit.engines import fit_many
-    from toolkit.engines.packing import stop_event
+    from toolkit.backends.packing import fit_many, stop_event
 
     stop = stop_event()
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from toolkit.backends.slurm.pack import PackedSweepTask
 from toolkit.config import parse_sweep
 from toolkit.launch import record_sweep
 from toolkit.layout import OutputLayout
-from toolkit.pack_jobs import PackedSweepTask
 from toolkit.prepare import prepare_dataset
 from toolkit.status import task_state
 from toolkit.sweep import expand

@@ -10,11 +10,11 @@ import yaml
 from typer.testing import CliRunner
 
 from tests.conftest import REPO, TINY_SWEEP
+from toolkit.backends.slurm.profile import load_profile, parse_profile
 from toolkit.cli import app
 from toolkit.config import parse_sweep
 from toolkit.errors import SpotsweepError
 from toolkit.launch import with_executor
-from toolkit.profiles import load_profile, parse_profile
 
 PROFILES = sorted((REPO / "hpc" / "profiles").glob("*.yaml"))
 

@@ -15,8 +15,9 @@ import scipy.sparse as sp
 from toolkit.data.readers import lazy_from_anndata, open_cells, read_cells
 from toolkit.data.synthetic import simulate
 from toolkit.errors import SpotsweepError
-from toolkit.grid_dask import Scheduler, build_spots_store, make_cluster
 from toolkit.pseudospots import GridSubset, build_pseudospots, read_spots, window_indices, write_spots
+from toolkit.pseudospots.dask_cluster import Scheduler, make_cluster
+from toolkit.pseudospots.out_of_core import build_spots_store
 
 STARMAP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "starmap"
 LI2022 = STARMAP / "li2022" / "simulated"

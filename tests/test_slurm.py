@@ -30,14 +30,14 @@ from typer.testing import CliRunner
 
 from tests.conftest import REPO, TINY_SWEEP
 from tests.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
-from toolkit import checkpoint, slurm
+from toolkit.backends.slurm import records as slurm
+from toolkit.backends.slurm.jobs import read_attempts
+from toolkit.backends.slurm.submit import wait_for
 from toolkit.cli import app
 from toolkit.config import SweepConfig, parse_sweep
-from toolkit.jobs import read_attempts
-from toolkit.launch import RunSummary, run_sweep
+from toolkit.engines import checkpoint
+from toolkit.launch import RunSummary, run_sweep, sweep_states
 from toolkit.layout import OutputLayout, read_json
-from toolkit.slurm_launch import wait_for
-from toolkit.status import sweep_states
 from toolkit.sweep import Task, expand
 
 EPOCHS = 1500  # ~20-30 s of training with the fast engine: the preemption lands mid-training even on an idle machine
@@ -206,7 +206,7 @@ def test_preempted_task_resumed_from_its_checkpoint_with_the_uninterrupted_resul
     """Needs the hook in the destVI adapter: `model.train(..., **checkpoint.train_kwargs())`."""
     if not _hook_wired():
         pytest.fail(
-            "toolkit/methods/destvi.py does not pass **toolkit.checkpoint.train_kwargs() to model.train(), "
+            "toolkit/methods/destvi.py does not pass **toolkit.engines.checkpoint.train_kwargs() to model.train(), "
             "so a preempted task retrains from epoch 0; add it (see hpc/slurm/README.md).",
             pytrace=False,
         )

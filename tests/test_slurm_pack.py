@@ -20,13 +20,13 @@ import yaml
 
 from tests.conftest import REPO, TINY_SWEEP
 from tests.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
-from toolkit import checkpoint, slurm
+from toolkit.backends.slurm import records as slurm
+from toolkit.backends.slurm.jobs import read_attempts
+from toolkit.backends.slurm.submit import wait_for
 from toolkit.config import parse_sweep
-from toolkit.jobs import read_attempts
-from toolkit.launch import run_sweep
+from toolkit.engines import checkpoint
+from toolkit.launch import run_sweep, sweep_states
 from toolkit.layout import OutputLayout, read_json
-from toolkit.slurm_launch import wait_for
-from toolkit.status import sweep_states
 from toolkit.sweep import Task, expand
 
 EPOCHS = 1000  # ~15 s per task with the fast engine on one thread: the preemption lands mid-training

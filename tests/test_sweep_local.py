@@ -14,9 +14,8 @@ import xarray as xr
 
 from tests.conftest import TINY_SWEEP
 from toolkit.config import parse_sweep
-from toolkit.launch import run_sweep
+from toolkit.launch import run_sweep, sweep_states
 from toolkit.layout import OutputLayout, read_json
-from toolkit.status import sweep_states
 from toolkit.sweep import expand
 
 

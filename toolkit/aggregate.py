@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import itertools
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -236,8 +235,6 @@ def write_summary(root: Path) -> xr.Dataset:
     layout = OutputLayout(Path(root))
     write_atomically(layout.summary, lambda tmp: dataset.to_netcdf(tmp, engine="h5netcdf"))
     zarr_path = layout.summary.with_suffix(".zarr")
-    if zarr_path.exists():
-        shutil.rmtree(zarr_path)
     write_dir_atomically(zarr_path, lambda tmp: dataset.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True))
     return dataset
 

@@ -113,8 +113,9 @@ def build(
     The cells are read and summed chunk by chunk with Dask, so inputs larger than memory work.
     """
     from toolkit.data.readers import load_gene_list, open_cells
-    from toolkit.grid_dask import Scheduler, build_spots_store, load_cluster_options
     from toolkit.pseudospots import GridSubset
+    from toolkit.pseudospots.dask_cluster import Scheduler, load_cluster_options
+    from toolkit.pseudospots.out_of_core import build_spots_store
 
     if out.exists() and not overwrite:
         raise SpotsweepError(f"{out}: already exists; choose another --out or pass --overwrite.")
@@ -171,8 +172,7 @@ def run(
     container: Annotated[Optional[Path], typer.Option(help="Run every job inside this Apptainer image (.sif).")] = None,
 ) -> None:
     """Run every task of a sweep not done yet (local processes or one SLURM array), then aggregate and report."""
-    from toolkit.config import load_sweep
-    from toolkit.launch import run_sweep, with_executor
+    from toolkit.launch import load_sweep, run_sweep, with_executor
 
     config = with_executor(load_sweep(sweep), executor, profile, container)
     waiting = sys.stdout.isatty() if wait is None else wait
@@ -200,9 +200,8 @@ def run(
 @app.command()
 def status(out: OutDir) -> None:
     """Show each task's state (done, failed with reason and log, running, pending, ...), counts and SLURM jobs."""
-    from toolkit.layout import OutputLayout
-    from toolkit.slurm import read_submissions
-    from toolkit.status import count_states, sweep_states
+    from toolkit.launch import describe_jobs, sweep_states
+    from toolkit.status import count_states
 
     states = sweep_states(out)
     table = Table("task", "state", "job", "reason / log")
@@ -210,12 +209,8 @@ def status(out: OutDir) -> None:
         table.add_row(state.task.id, state.state, state.job, f"{state.reason}  {state.log}".strip())
     console.print(table)
     console.print(", ".join(f"{n} {k}" for k, n in count_states(states).items()))
-    for submission in read_submissions(OutputLayout(out)):
-        arrays = ", ".join(f"{a.job_id} ({len(a.task_ids)} tasks)" for a in submission.arrays)
-        console.print(
-            f"submission {submission.number}: prepare {submission.prepare or '-'}, array {arrays}, "
-            f"aggregate {submission.aggregate}; logs in {submission.folder.replace('/%j', '')}"
-        )
+    for line in describe_jobs(out):
+        console.print(line)
 
 
 @app.command()

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from toolkit.errors import SpotsweepError
-from toolkit.methods.configs import MethodConfig, Strict
+from toolkit.methods import grids
+from toolkit.methods.configs import Strict
+
+if TYPE_CHECKING:
+    from toolkit.methods.configs import MethodGrid as MethodConfig
+else:
+    MethodConfig = Annotated[Union[grids()], Field(discriminator="name")]  # noqa: UP007
+    """One entry of a sweep's `methods:`: the grid of whichever registered method its `name` says."""
 
 
 class SimulationConfig(Strict):
@@ -101,7 +108,8 @@ class DatasetConfig(Strict):
 class ExecutorConfig(Strict):
     """Where tasks run: local processes (default) or a SLURM cluster described by a profile."""
 
-    kind: Literal["local", "slurm"] = "local"
+    kind: str = Field(default="local", pattern=r"^[a-z][a-z0-9_-]*$")
+    """The backend that runs the tasks: one of toolkit.backends.BACKENDS (local, slurm); the launcher checks it."""
     profile: Path | None = None
     """For kind slurm: a cluster profile such as hpc/profiles/gpu-cluster.yaml (partition, GPUs, ...)."""
     max_parallel: int | None = Field(default=None, gt=0)

@@ -1,65 +1,41 @@
-"""The launcher: prepare -> tasks -> aggregate and report, dispatched through submitit.
+"""The launcher: a sweep's tasks go to the backend its `executor.kind` names (toolkit.backends).
 
-Two backends. Local (default): submitit's LocalExecutor, every task its own process as it would be its
-own array task on a cluster, at most `max_parallel` at once so a laptop is not oversubscribed. SLURM
-(`executor.kind: slurm` with a cluster profile): toolkit.slurm_launch submits one prepare job, one
-array for all tasks and an aggregate job, chained by dependencies.
-Tasks whose result already exists are not submitted again; failed ones only with `retry_failed`.
+Every backend does the same three things in its own way: prepare the inputs, run (or submit) every task
+not done yet, then aggregate and report. Tasks whose result already exists are not run again; failed
+ones only with `retry_failed`. What the launcher itself does is backend-neutral: record the sweep's
+task list (sweep.json), pick the backend, and ask every backend what it knows of the tasks' states.
 """
 
 from __future__ import annotations
 
-import os
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
-import submitit
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from toolkit import container
+from toolkit.backends import BACKENDS, all_backends, backend
+from toolkit.backends.common import RunSummary
 from toolkit.config import ExecutorConfig, SweepConfig
 from toolkit.errors import SpotsweepError
 from toolkit.layout import OutputLayout, write_json
-from toolkit.prepare import prepare
-from toolkit.status import TaskState, count_states, task_state
+from toolkit.status import TaskState, load_tasks
 from toolkit.sweep import Task, expand
-from toolkit.task import run_task
 
-POLL_S = 0.5
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    submitted: int
-    skipped: int
-    states: dict[str, int]
-    seconds: float
-    jobs: dict[str, str] = field(default_factory=dict)
-    """On SLURM: the job ids of this submission (prepare, tasks, aggregate); empty when local."""
-    waited: bool = True
-    """False when `run` returned right after submitting (the states are those at submission)."""
+__all__ = ["RunSummary", "load_sweep", "record_sweep", "run_sweep", "sweep_states", "with_executor"]
 
 
-def input_files(sweep: SweepConfig) -> list[Path]:
-    """The sweep's input files, whose folders a containerised job must see."""
-    return [Path(path) for d in sweep.datasets for path in (d.spatial, d.reference) if path is not None]
+def backend_for(kind: str, where: str = "executor.kind") -> ModuleType:
+    """The backend registered under `kind`, or one sentence naming the known ones."""
+    if kind not in BACKENDS:
+        raise SpotsweepError(f"{where} '{kind}' is unknown; use {' or '.join(BACKENDS)}.")
+    return backend(kind)
 
 
-def _local_executor(layout: OutputLayout, sweep: SweepConfig) -> submitit.LocalExecutor:
-    config = sweep.executor
-    python = None
-    if config.container is not None:
-        container.require_apptainer()
-        binds = container.job_binds(layout.root, config.binds, input_files(sweep))
-        python = container.python_command(Path(config.container), binds)
-    executor = submitit.LocalExecutor(folder=layout.logs / "%j", python=python)
-    executor.update_parameters(timeout_min=config.timeout_min)
-    return executor
+def load_sweep(path: Path | str) -> SweepConfig:
+    """Read and validate a sweep file (toolkit.config), then check that its executor is a registered backend."""
+    from toolkit.config import load_sweep as read
 
-
-def _default_parallel() -> int:
-    return max(1, min(4, (os.cpu_count() or 1) // 2))
+    sweep = read(path)
+    backend_for(sweep.executor.kind, f"{path}: executor.kind")
+    return sweep
 
 
 def record_sweep(sweep: SweepConfig, tasks: list[Task], layout: OutputLayout) -> None:
@@ -75,77 +51,6 @@ def record_sweep(sweep: SweepConfig, tasks: list[Task], layout: OutputLayout) ->
     )
 
 
-def tasks_to_run(states: list[TaskState], retry_failed: bool) -> list[Task]:
-    """Never-started and interrupted tasks; failed ones only when asked. Pending/running ones never."""
-    wanted = {"missing", "started"} | ({"failed"} if retry_failed else set())
-    return [state.task for state in states if state.state in wanted]
-
-
-def _wait(job: submitit.Job, what: str) -> None:
-    try:
-        job.result()
-    except submitit.core.utils.FailedJobError as exc:
-        # submitit's message: a header, the job's traceback between dashed lines, then the log paths.
-        trace = str(exc).split("You can check full logs")[0].splitlines()
-        last = next((line for line in reversed(trace) if line.strip() and set(line.strip()) != {"-"}), "no output")
-        if "SpotsweepError:" in last:
-            raise SpotsweepError(last.split("SpotsweepError:", 1)[1].strip()) from None
-        raise SpotsweepError(f"the {what} job failed ({last.strip()}); its log is in {job.paths.stderr}.") from None
-
-
-def _run_tasks(executor: submitit.Executor, tasks: list[Task], layout: OutputLayout, parallel: int) -> None:
-    """Keep at most `parallel` task processes running; show progress; never raise for a failed task."""
-    threads = max(1, (os.cpu_count() or 1) // parallel)
-    queue, running = list(tasks), []
-    columns = (TextColumn("tasks"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failed"))
-    with Progress(*columns, TimeElapsedColumn(), transient=False) as progress:
-        bar = progress.add_task("tasks", total=len(tasks), failed=0)
-        failed = 0
-        while queue or running:
-            while queue and len(running) < parallel:
-                task = queue.pop(0)
-                running.append(executor.submit(run_task, task.to_dict(), str(layout.root), threads))
-            time.sleep(POLL_S)
-            for job in [job for job in running if job.done()]:
-                running.remove(job)
-                if job.exception() is not None:
-                    failed += 1
-                progress.update(bar, advance=1, failed=failed)
-
-
-def _run_local(
-    sweep: SweepConfig,
-    layout: OutputLayout,
-    tasks: list[Task],
-    retry_failed: bool,
-    max_parallel: int | None,
-    report: bool,
-) -> RunSummary:
-    from toolkit.aggregate import write_summary
-    from toolkit.report import write_report
-
-    start = time.perf_counter()
-    to_run = tasks_to_run([task_state(layout, task) for task in tasks], retry_failed)
-    if to_run:
-        executor = _local_executor(layout, sweep)
-        prepare_job = executor.submit(
-            prepare, sweep.model_dump(mode="json"), [task.to_dict() for task in to_run], str(layout.root)
-        )
-        _wait(prepare_job, "prepare")
-        _run_tasks(executor, to_run, layout, max_parallel or sweep.executor.max_parallel or _default_parallel())
-
-    states: list[TaskState] = [task_state(layout, task) for task in tasks]
-    write_summary(layout.root)
-    if report:
-        write_report(layout.root)
-    return RunSummary(
-        submitted=len(to_run),
-        skipped=len(tasks) - len(to_run),
-        states=count_states(states),
-        seconds=time.perf_counter() - start,
-    )
-
-
 def run_sweep(
     sweep: SweepConfig,
     out: Path | None = None,
@@ -157,40 +62,28 @@ def run_sweep(
 ) -> RunSummary:
     """Run every task of the sweep that is not done yet, then aggregate (and report).
 
-    On SLURM, `wait=False` returns right after submission (the aggregate job then writes the summary).
+    On a scheduler, `wait=False` returns right after submission (its aggregate job then writes the summary).
     """
+    runner = backend_for(sweep.executor.kind)
+    runner.check(sweep.executor)
     layout = OutputLayout(Path(out or sweep.output))
     tasks = expand(sweep)
     record_sweep(sweep, tasks, layout)
-    if sweep.executor.kind == "slurm":
-        from toolkit.profiles import load_profile
-        from toolkit.slurm_launch import run_on_slurm
-
-        assert sweep.executor.profile is not None  # ExecutorConfig checks this
-        profile = load_profile(sweep.executor.profile)
-        return run_on_slurm(
-            sweep,
-            layout,
-            tasks,
-            profile,
-            retry_failed=retry_failed,
-            max_parallel=max_parallel,
-            report=report,
-            wait=wait,
-        )
-    return _run_local(sweep, layout, tasks, retry_failed, max_parallel, report)
+    return runner.run(
+        sweep, layout, tasks, retry_failed=retry_failed, max_parallel=max_parallel, report=report, wait=wait
+    )
 
 
 def with_executor(sweep: SweepConfig, kind: str | None, profile: Path | None, image: Path | None = None) -> SweepConfig:
     """The sweep with its executor overridden from the command line (`--executor`, `--profile`, `--container`).
 
-    A profile alone implies SLURM; a profile is loaded now, so its mistakes stop the run before anything
-    is submitted.
+    A profile alone implies SLURM; the backend checks the result now (SLURM loads its profile), so that
+    its mistakes stop the run before anything is submitted.
     """
     if kind is None and profile is None and image is None:
         return sweep
-    if kind not in (None, "local", "slurm"):
-        raise SpotsweepError(f"--executor '{kind}' is unknown; use local or slurm.")
+    if kind is not None:
+        backend_for(kind, "--executor")
     update: dict[str, object] = {}
     if kind is not None or profile is not None:
         update["kind"] = kind or "slurm"
@@ -203,8 +96,23 @@ def with_executor(sweep: SweepConfig, kind: str | None, profile: Path | None, im
     if update.get("kind") == "slurm" and profile is None and sweep.executor.profile is None:
         raise SpotsweepError("--executor slurm needs a cluster profile; add --profile hpc/profiles/NAME.yaml.")
     executor = ExecutorConfig.model_validate({**sweep.executor.model_dump(), **update})
-    if executor.kind == "slurm":
-        from toolkit.profiles import load_profile
-
-        load_profile(executor.profile)  # type: ignore[arg-type]
+    backend_for(executor.kind).check(executor)
     return sweep.model_copy(update={"executor": executor})
+
+
+def sweep_states(root: Path, scheduler: bool = True) -> list[TaskState]:
+    """Every task's state from its files; with `scheduler`, refined by every backend that ran some of them."""
+    from toolkit.status import task_state
+
+    layout = OutputLayout(Path(root))
+    states = [task_state(layout, task) for task in load_tasks(layout)]
+    if scheduler:
+        for runner in all_backends():
+            states = runner.refine_states(layout, states)
+    return states
+
+
+def describe_jobs(root: Path) -> list[str]:
+    """What every backend can say about the jobs it ran for this output folder (`spotsweep status`)."""
+    layout = OutputLayout(Path(root))
+    return [line for runner in all_backends() for line in runner.describe(layout)]

@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from toolkit.errors import SpotsweepError
+
 
 @dataclass(frozen=True)
 class OutputLayout:
@@ -78,16 +80,29 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def write_dir_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Like `write_atomically` for a folder (a Zarr store, a saved model): built aside, then renamed."""
+def write_dir_atomically(path: Path, write: Callable[[Path], None], *, overwrite: bool = True) -> None:
+    """Like `write_atomically` for a folder (a Zarr store, a saved model): built aside with `write(tmp)`,
+    then moved to `path` only once complete.
+
+    A failed build leaves nothing behind. An existing folder is replaced only after the new one is
+    finished, so a failure keeps the old one; without `overwrite` an existing one is refused instead.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise SpotsweepError(f"{path}: already exists; choose another output path or pass --overwrite.")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    old = None
     try:
         write(tmp)
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        for leftover in (tmp, old):
+            if leftover is not None and leftover.exists():
+                shutil.rmtree(leftover)
 
 
 def write_json(path: Path, payload: Any) -> None:

@@ -1,10 +1,9 @@
-"""The state of each task of a sweep: from its output folder, refined by the scheduler where there is one.
+"""The state of each task of a sweep, from its output folder alone.
 
-From files alone: done (result.json), failed (error.json, with its reason), started (began, neither
-file yet: running now, or killed without a word), missing (never started). When the sweep went to
-SLURM (OUT/slurm/submissions.json), sacct/squeue turn started/missing into pending or running, and a
-task whose job ended without a result (scancel, time limit, node failure, out of memory) into failed,
-with SLURM's state, the job's log and the last error line in it.
+done (result.json), failed (error.json, with its reason), started (began, neither file yet: running
+now, or killed without a word), missing (never started). A backend with a scheduler refines these
+(pending, running, died without a word: toolkit.backends.slurm.status); `toolkit.launch.sweep_states`
+asks every backend.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 from toolkit.errors import SpotsweepError
 from toolkit.layout import OutputLayout, read_json, write_json
@@ -30,7 +28,7 @@ class TaskState:
     reason: str = ""
     log: str = ""
     job: str = ""
-    """The SLURM array element (A_i) that ran or runs the task, if any."""
+    """The scheduler's job (a SLURM array element A_i) that ran or runs the task, if any."""
 
 
 def task_state(layout: OutputLayout, task: Task) -> TaskState:
@@ -55,57 +53,6 @@ def load_tasks(layout: OutputLayout) -> list[Task]:
     return [Task.from_dict(item) for item in read_json(layout.sweep_file)["tasks"]]
 
 
-def scheduled_states(layout: OutputLayout, tasks: list[Task]) -> list[TaskState]:
-    """File states refined by SLURM's view of each task's latest array element (file states alone if
-    the sweep never went to SLURM or the scheduler cannot be reached)."""
-    from toolkit import slurm
-
-    files = [task_state(layout, task) for task in tasks]
-    submissions = slurm.read_submissions(layout)
-    if not submissions:
-        return files
-    latest = slurm.latest_elements(submissions)
-    names: dict[str, str] = {}
-    for submission in submissions:
-        names.update(submission.job_names)
-    try:
-        jobs = slurm.query(names)
-    except slurm.SchedulerUnavailable:
-        return files
-    return [_refine(state, latest.get(state.task.id), jobs) for state in files]
-
-
-def _refine(state: TaskState, where: tuple | None, jobs: dict) -> TaskState:
-    if state.state == "done" or where is None:
-        return state
-    submission, element = where
-    job = jobs.get(element)
-    log = str(submission.log(element))
-    if job is not None and job.live:
-        if not job.running:
-            return TaskState(state.task, "pending", job=element)
-        return TaskState(state.task, "running", log=log, job=element)
-    if state.state == "failed":  # keep a log that error.json names (the prepare job's, say)
-        recorded = state.log if state.log and not state.log.endswith("error.json") else log
-        return TaskState(state.task, "failed", reason=state.reason, log=recorded, job=element)
-    if job is None:
-        return state
-    from toolkit.slurm import last_error_line
-
-    prepare = jobs.get(submission.prepare) if submission.prepare else None
-    if state.state == "missing" and prepare is not None and not prepare.live and prepare.state != "COMPLETED":
-        log = str(submission.log(submission.prepare))
-        line = last_error_line(Path(log))
-        reason = f"the prepare job {submission.prepare} ended {prepare.state}, so the task never ran"
-        return TaskState(state.task, "failed", reason=f"{reason}: {line}" if line else reason, log=log, job=element)
-    line = last_error_line(Path(log))
-    if job.state == "COMPLETED":
-        reason = f"SLURM job {element} completed without writing a result"
-    else:
-        reason = f"SLURM job {element} ended {job.state} without a result"
-    return TaskState(state.task, "failed", reason=f"{reason}: {line}" if line else reason, log=log, job=element)
-
-
 def record_failures(layout: OutputLayout, states: list[TaskState]) -> int:
     """Write error.json for tasks the scheduler saw die without one, so every later reader (aggregate,
     report, --retry-failed) sees them failed with the reason. Returns how many were written."""
@@ -126,15 +73,6 @@ def record_failures(layout: OutputLayout, states: list[TaskState]) -> int:
             )
             written += 1
     return written
-
-
-def sweep_states(root: Path, scheduler: bool = True) -> list[TaskState]:
-    """Every task's state; with `scheduler`, as SLURM sees the sweep's jobs (when it ran there)."""
-    layout = OutputLayout(Path(root))
-    tasks = load_tasks(layout)
-    if scheduler:
-        return scheduled_states(layout, tasks)
-    return [task_state(layout, task) for task in tasks]
 
 
 def count_states(states: list[TaskState]) -> dict[str, int]:

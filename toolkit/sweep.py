@@ -11,9 +11,10 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from toolkit.config import SweepConfig
+if TYPE_CHECKING:
+    from toolkit.config import SweepConfig
 
 SWEPT_SETTINGS = ("dataset", "method", "variant", "amortization", "batch_size", "max_epochs", "seed")
 """The settings that become named dimensions of the aggregate dataset, in this order."""

@@ -95,7 +95,7 @@ def generate(out: Path, n_cells: int, n_genes: int, chunk: int, seed: int, worke
 
 def build(store: Path, out: Path, window: float, memory_budget: int) -> dict[str, Any]:
     from toolkit.data.readers import open_cells
-    from toolkit.grid_dask import build_spots_store
+    from toolkit.pseudospots.out_of_core import build_spots_store
 
     started = time.perf_counter()
     summary = build_spots_store(open_cells(store), out, window, overwrite=True, memory_budget=memory_budget)

@@ -25,18 +25,18 @@ import numpy as np
 import pandas as pd
 
 from toolkit.data.synthetic import (
-    _allocate_types,
-    _check_seed,
-    _check_size,
-    _expected_counts,
-    _gene_model,
-    _GeneModel,
-    _lookup_preset,
-    _parameters,
-    _sample_positions,
-    _scaled_extent,
-    _state_field,
-    _type_profiles,
+    GeneModel,
+    allocate_types,
+    check_seed,
+    check_size,
+    expected_counts,
+    gene_model,
+    lookup_preset,
+    sample_positions,
+    scaled_extent,
+    simulation_parameters,
+    state_field,
+    type_profiles,
 )
 from toolkit.errors import SpotsweepError
 
@@ -45,11 +45,11 @@ DEFAULT_CELLS = 10_000_000
 DEFAULT_CHUNK_CELLS = 16_384
 
 
-def _models(seed: int, n_genes: int) -> tuple[Any, _GeneModel, Any]:
+def _models(seed: int, n_genes: int) -> tuple[Any, GeneModel, Any]:
     """The merfish-like preset's gene model and state field for `seed`, drawn as `simulate` draws them."""
-    spec = _lookup_preset(BASE_PRESET)
+    spec = lookup_preset(BASE_PRESET)
     gene_rng, field_rng, *_ = np.random.default_rng(seed).spawn(6)
-    return spec, _gene_model(spec, n_genes, gene_rng), _state_field(spec, field_rng)
+    return spec, gene_model(spec, n_genes, gene_rng), state_field(spec, field_rng)
 
 
 def tile_grid(n_cells: int, tile_cells: int) -> tuple[int, int, np.ndarray]:
@@ -66,7 +66,7 @@ def _layout(seed: int, n_cells: int, n_genes: int, tile_cells: int, progress: An
     """Pass 1: cell type codes, positions and states of every cell, tile by tile."""
     spec, _, state_field = _models(seed, n_genes)
     columns, rows, sizes = tile_grid(n_cells, tile_cells)
-    tile_extent = _scaled_extent(spec, int(sizes[0]))  # the preset's cell density, whatever the tile size
+    tile_extent = scaled_extent(spec, int(sizes[0]))  # the preset's cell density, whatever the tile size
     extent = np.asarray(tile_extent)
     whole = extent * (columns, rows)
     codes = np.empty(n_cells, dtype=np.int8)
@@ -76,9 +76,9 @@ def _layout(seed: int, n_cells: int, n_genes: int, tile_cells: int, progress: An
     start = 0
     for tile, (size, rng) in enumerate(zip(sizes, tile_rngs, strict=True)):
         stop = start + int(size)
-        tile_codes = _allocate_types(int(size), spec.spatial_frequencies, rng)
+        tile_codes = allocate_types(int(size), spec.spatial_frequencies, rng)
         offset = extent * (tile % columns, tile // columns)
-        xy = _sample_positions(spec, tile_codes, tile_extent, rng) + offset
+        xy = sample_positions(spec, tile_codes, tile_extent, rng) + offset
         codes[start:stop] = tile_codes
         positions[start:stop] = xy
         states[start:stop] = state_field.sample(xy / whole, rng)
@@ -97,7 +97,7 @@ def _fill_counts(store: str, start: int, stop: int, seed: int, n_genes: int) -> 
     rng = np.random.default_rng([seed, 2, start])
     median, sd = spec.spatial_library
     sizes = median * np.exp(rng.normal(0.0, sd, stop - start))
-    mean = _expected_counts(model, codes, states, sizes, spatial=True)
+    mean = expected_counts(model, codes, states, sizes, spatial=True)
     shape = model.dispersion.astype(np.float32)
     gamma = rng.standard_gamma(shape, size=mean.shape, dtype=np.float32)
     counts = rng.poisson(mean * (gamma / shape)).astype(np.int32)
@@ -128,12 +128,12 @@ def write_atlas(
 
     from toolkit.layout import write_dir_atomically
 
-    spec = _lookup_preset(BASE_PRESET)
-    seed = _check_seed(seed)
-    n_cells = _check_size("n_spatial_cells", n_cells, DEFAULT_CELLS)
-    n_genes = _check_size("n_genes", n_genes, spec.n_genes)
-    tile_cells = _check_size("tile_cells", tile_cells, spec.n_spatial_cells)
-    chunk_cells = _check_size("chunk_cells", chunk_cells, DEFAULT_CHUNK_CELLS)
+    spec = lookup_preset(BASE_PRESET)
+    seed = check_seed(seed)
+    n_cells = check_size("n_spatial_cells", n_cells, DEFAULT_CELLS)
+    n_genes = check_size("n_genes", n_genes, spec.n_genes)
+    tile_cells = check_size("tile_cells", tile_cells, spec.n_spatial_cells)
+    chunk_cells = check_size("chunk_cells", chunk_cells, DEFAULT_CHUNK_CELLS)
     workers = workers or len(os.sched_getaffinity(0))
     out = Path(out)
     if out.exists():
@@ -147,7 +147,7 @@ def write_atlas(
             layout_bar = progress.add_task("atlas: layout (tiles)", total=len(sizes))
             cells = _layout(seed, n_cells, n_genes, tile_cells, lambda n: progress.advance(layout_bar, n))
             _, model, _ = _models(seed, n_genes)
-            params = _parameters(spec, seed, n_cells, 0, n_genes, tuple(cells["extent"]))
+            params = simulation_parameters(spec, seed, n_cells, 0, n_genes, tuple(cells["extent"]))
             obs = pd.DataFrame(
                 {"cell_type": pd.Categorical.from_codes(cells.pop("codes"), categories=spec.type_names)},
                 index=pd.Index(np.char.add("cell", np.arange(n_cells).astype(str)).astype(object)),
@@ -160,7 +160,7 @@ def write_atlas(
                 obs=obs,
                 var=var,
                 obsm={"spatial": cells.pop("positions"), "state": cells.pop("states")},
-                varm={"type_profile": _type_profiles(model).T.astype(np.float32)},
+                varm={"type_profile": type_profiles(model).T.astype(np.float32)},
                 uns={"simulation": {**params, "preset": "atlas", "base_preset": BASE_PRESET, "modality": "spatial"}},
             )
             skeleton.var["platform_effect"] = model.platform.astype(np.float32)

@@ -10,7 +10,7 @@ chunk of cells. Layouts:
 - a Vizgen MERSCOPE output folder: `cell_by_gene.csv` + `cell_metadata.csv` (center_x/center_y in um),
   `Blank-*` control columns dropped; cell types come from an annotation table;
 - a counts CSV (first column the cell id, one column per gene) plus a cell table CSV (cell id, x, y,
-  cell type), as in `../shared/data/starmap/`.
+  cell type), as Li et al.'s STARmap benchmark files are laid out.
 
 Any of them can take an annotation table (cell id -> extra obs columns) and a label map (old -> new).
 """
@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from toolkit.data.checks import check_coordinates, check_counts
 from toolkit.errors import SpotsweepError
-from toolkit.pseudospots import check_coordinates, check_counts
 
 CELL_TYPE = "cell_type"
 SPATIAL = "spatial"

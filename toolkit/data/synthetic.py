@@ -198,7 +198,7 @@ PRESETS: dict[str, SimulationPreset] = {
 
 
 @dataclass(frozen=True)
-class _GeneModel:
+class GeneModel:
     """Per-gene truths shared by both modalities (only the platform effect is spatial-only)."""
 
     type_log: np.ndarray  # (types, genes) log mean expression at state 0, up to a per-type constant
@@ -237,28 +237,28 @@ def simulate(
 
     Identical arguments give identical data; the gene model depends only on (preset, seed, n_genes).
     """
-    spec = _lookup_preset(preset)
-    seed = _check_seed(seed)
-    n_sp = _check_size("n_spatial_cells", n_spatial_cells, spec.n_spatial_cells)
-    n_ref = _check_size("n_reference_cells", n_reference_cells, spec.n_reference_cells)
-    n_g = _check_size("n_genes", n_genes, spec.n_genes)
+    spec = lookup_preset(preset)
+    seed = check_seed(seed)
+    n_sp = check_size("n_spatial_cells", n_spatial_cells, spec.n_spatial_cells)
+    n_ref = check_size("n_reference_cells", n_reference_cells, spec.n_reference_cells)
+    n_g = check_size("n_genes", n_genes, spec.n_genes)
 
     root = np.random.default_rng(seed)
     gene_rng, field_rng, sp_layout_rng, sp_count_rng, ref_layout_rng, ref_count_rng = root.spawn(6)
-    model = _gene_model(spec, n_g, gene_rng)
-    state_field = _state_field(spec, field_rng)
-    extent = _scaled_extent(spec, n_sp)
+    model = gene_model(spec, n_g, gene_rng)
+    states_field = state_field(spec, field_rng)
+    extent = scaled_extent(spec, n_sp)
 
-    sp_codes = _allocate_types(n_sp, spec.spatial_frequencies, sp_layout_rng)
-    positions = _sample_positions(spec, sp_codes, extent, sp_layout_rng)
-    sp_states = state_field.sample(positions / np.asarray(extent), sp_layout_rng)
+    sp_codes = allocate_types(n_sp, spec.spatial_frequencies, sp_layout_rng)
+    positions = sample_positions(spec, sp_codes, extent, sp_layout_rng)
+    sp_states = states_field.sample(positions / np.asarray(extent), sp_layout_rng)
     sp_counts = _sample_counts(model, sp_codes, sp_states, spec.spatial_library, sp_count_rng, spatial=True)
 
-    ref_codes = _allocate_types(n_ref, spec.reference_frequencies, ref_layout_rng)
-    ref_states = state_field.sample(ref_layout_rng.random((n_ref, 2)), ref_layout_rng)
+    ref_codes = allocate_types(n_ref, spec.reference_frequencies, ref_layout_rng)
+    ref_states = states_field.sample(ref_layout_rng.random((n_ref, 2)), ref_layout_rng)
     ref_counts = _sample_counts(model, ref_codes, ref_states, spec.reference_library, ref_count_rng, spatial=False)
 
-    params = _parameters(spec, seed, n_sp, n_ref, n_g, extent)
+    params = simulation_parameters(spec, seed, n_sp, n_ref, n_g, extent)
     reference = _assemble(spec, model, ref_counts, ref_codes, ref_states, params, "reference", "ref")
     spatial = _assemble(spec, model, sp_counts, sp_codes, sp_states, params, "spatial", "cell")
     spatial.obsm["spatial"] = positions
@@ -266,7 +266,7 @@ def simulate(
     return reference, spatial
 
 
-def _lookup_preset(preset: object) -> SimulationPreset:
+def lookup_preset(preset: object) -> SimulationPreset:
     if preset == "atlas":
         raise SpotsweepError(
             "Preset 'atlas' in field 'preset' is too large to simulate in memory; write it to disk with "
@@ -278,13 +278,13 @@ def _lookup_preset(preset: object) -> SimulationPreset:
     return PRESETS[preset]
 
 
-def _check_seed(seed: object) -> int:
+def check_seed(seed: object) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise SpotsweepError(f"Field 'seed' must be a non-negative integer (got {seed!r}); pass e.g. seed=0.")
     return int(seed)
 
 
-def _check_size(name: str, value: object, default: int) -> int:
+def check_size(name: str, value: object, default: int) -> int:
     """None means the preset default; anything but a positive integer is a user error."""
     if value is None:
         return default
@@ -295,7 +295,7 @@ def _check_size(name: str, value: object, default: int) -> int:
     return int(value)
 
 
-def _scaled_extent(spec: SimulationPreset, n_cells: int) -> tuple[float, float]:
+def scaled_extent(spec: SimulationPreset, n_cells: int) -> tuple[float, float]:
     """Keep cell density (hence cells per window) when the cell count departs from the default."""
     if n_cells == spec.n_spatial_cells:
         return spec.extent
@@ -303,7 +303,7 @@ def _scaled_extent(spec: SimulationPreset, n_cells: int) -> tuple[float, float]:
     return (spec.extent[0] * scale, spec.extent[1] * scale)
 
 
-def _allocate_types(n: int, freqs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def allocate_types(n: int, freqs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Exact largest-remainder counts, shuffled: frequencies hit the table up to rounding."""
     raw = freqs * n
     counts = np.floor(raw).astype(np.int64)
@@ -314,7 +314,7 @@ def _allocate_types(n: int, freqs: np.ndarray, rng: np.random.Generator) -> np.n
     return rng.permutation(codes)
 
 
-def _gene_model(spec: SimulationPreset, n_genes: int, rng: np.random.Generator) -> _GeneModel:
+def gene_model(spec: SimulationPreset, n_genes: int, rng: np.random.Generator) -> GeneModel:
     """Log-normal base profile + lineage and type deviations + strong markers + state loadings."""
     n_types = len(spec.cell_types)
     base = rng.normal(0.0, spec.base_log_sd, n_genes)
@@ -343,7 +343,7 @@ def _gene_model(spec: SimulationPreset, n_genes: int, rng: np.random.Generator) 
     )
     dispersion = spec.dispersion_median * np.exp(rng.normal(0.0, spec.dispersion_log_sd, n_genes))
     platform = np.exp(rng.normal(0.0, spec.platform_log_sd, n_genes))
-    return _GeneModel(type_log, loadings, dispersion, platform, marker_of)
+    return GeneModel(type_log, loadings, dispersion, platform, marker_of)
 
 
 def _sparse_normal(rng: np.random.Generator, n: int, fraction: float, sd: float) -> np.ndarray:
@@ -352,7 +352,7 @@ def _sparse_normal(rng: np.random.Generator, n: int, fraction: float, sd: float)
     return np.where(rng.random(n) < fraction, values, 0.0)
 
 
-def _state_field(spec: SimulationPreset, rng: np.random.Generator) -> _StateField:
+def state_field(spec: SimulationPreset, rng: np.random.Generator) -> _StateField:
     dims = spec.n_state_dims
     angles = rng.uniform(0.0, np.pi, dims)
     angles[0] = 0.0  # first state dimension: a gradient along x, across the layers
@@ -374,7 +374,7 @@ def _density_field(shape: tuple[int, int], sigma: float, sd: float, rng: np.rand
     return np.exp(sd * z)
 
 
-def _sample_positions(
+def sample_positions(
     spec: SimulationPreset, codes: np.ndarray, extent: tuple[float, float], rng: np.random.Generator
 ) -> np.ndarray:
     """Place each type's cells by its depth profile times a shared clustered density field.
@@ -442,7 +442,7 @@ def _hilbert_index(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _sample_counts(
-    model: _GeneModel,
+    model: GeneModel,
     codes: np.ndarray,
     states: np.ndarray,
     library: tuple[float, float],
@@ -459,7 +459,7 @@ def _sample_counts(
     data, indices, row_nnz = [], [], []
     for start in range(0, n_cells, chunk):
         block = slice(start, start + chunk)
-        mean = _expected_counts(model, codes[block], states[block], sizes[block], spatial)
+        mean = expected_counts(model, codes[block], states[block], sizes[block], spatial)
         gamma = rng.standard_gamma(shape_param, size=mean.shape, dtype=np.float32)
         counts = rng.poisson(mean * (gamma / shape_param))
         nonzero = counts > 0
@@ -481,8 +481,8 @@ def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
     return out
 
 
-def _expected_counts(
-    model: _GeneModel, codes: np.ndarray, states: np.ndarray, sizes: np.ndarray, spatial: bool
+def expected_counts(
+    model: GeneModel, codes: np.ndarray, states: np.ndarray, sizes: np.ndarray, spatial: bool
 ) -> np.ndarray:
     """Per-cell NB means: type profile shifted by state in log space, scaled to the library size."""
     log_rate = model.type_log[codes]
@@ -497,7 +497,7 @@ def _expected_counts(
     return rate
 
 
-def _parameters(
+def simulation_parameters(
     spec: SimulationPreset, seed: int, n_sp: int, n_ref: int, n_genes: int, extent: tuple[float, float]
 ) -> dict:
     """JSON- and h5ad-serialisable record of what was generated (flat lists, no nested lists of dicts)."""
@@ -525,7 +525,7 @@ def _parameters(
 
 def _assemble(
     spec: SimulationPreset,
-    model: _GeneModel,
+    model: GeneModel,
     counts: sp.csr_matrix,
     codes: np.ndarray,
     states: np.ndarray,
@@ -549,12 +549,12 @@ def _assemble(
     )
     adata = AnnData(X=counts, obs=obs, var=var)
     adata.obsm["state"] = np.ascontiguousarray(states, dtype=np.float32)
-    adata.varm["type_profile"] = _type_profiles(model).T.astype(np.float32)
+    adata.varm["type_profile"] = type_profiles(model).T.astype(np.float32)
     adata.uns["simulation"] = {**params, "modality": modality}
     return adata
 
 
-def _type_profiles(model: _GeneModel) -> np.ndarray:
+def type_profiles(model: GeneModel) -> np.ndarray:
     """Expression fractions per type at state 0 (rows sum to 1): the truth a deconvolver estimates."""
     shifted = np.exp(model.type_log - model.type_log.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)

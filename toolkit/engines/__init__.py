@@ -1,18 +1,20 @@
 """Training engines for destVI: `scvi` (stock scvi-tools/Lightning) and `fast` (a lean loop over the same module).
 
-See results/engine.md for what the fast engine keeps, what it drops, its speed and its equivalence.
+Kept apart as scvi-tools keeps model, module and training apart: `fast` is the loop, `step` one
+optimizer step (eager or compiled), `schedule` the KL warm-up, `batches` the minibatch order,
+`checkpoint` what a training saves and how it resumes (both engines), `resume` the fast engine's
+state file. See results/engine.md for what the fast engine keeps, what it drops, its speed and its
+equivalence.
 """
 
+from toolkit.engines.checkpoint import Checkpointing, TrainingStopped
 from toolkit.engines.fast import (
-    Checkpointing,
     FastTrainResult,
-    TrainingStopped,
     steps_per_run,
     train_condscvi_fast,
     train_destvi_fast,
     train_fast,
 )
-from toolkit.engines.packing import fit_many
 
 ENGINES: tuple[str, ...] = ("scvi", "fast")
 
@@ -21,7 +23,6 @@ __all__ = [
     "Checkpointing",
     "FastTrainResult",
     "TrainingStopped",
-    "fit_many",
     "steps_per_run",
     "train_condscvi_fast",
     "train_destvi_fast",

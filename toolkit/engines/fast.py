@@ -31,8 +31,9 @@ import pandas as pd
 import torch
 
 from toolkit.engines import resume
-from toolkit.engines.data import EpochSampler, registered_tensors, split_indices
-from toolkit.engines.resume import Checkpointing, Progress, TrainingStopped
+from toolkit.engines.batches import EpochSampler, registered_tensors, split_indices
+from toolkit.engines.checkpoint import Checkpointing, TrainingStopped
+from toolkit.engines.resume import Progress
 
 __all__ = [
     "Checkpointing",

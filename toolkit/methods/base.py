@@ -1,11 +1,36 @@
-"""What every method adapter returns, so that tasks, scores and the aggregate never depend on the method."""
+"""What every method adapter takes and returns, so that tasks, scores and the aggregate never depend on the method."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+
+
+class TaskSpec(Protocol):
+    """The configuration an adapter fits: what it reads of a sweep task (`toolkit.sweep.Task` is one).
+
+    A protocol, so that the adapters (science) never import the sweep machinery that expands tasks.
+    """
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def variant(self) -> str: ...
+    @property
+    def amortization(self) -> str: ...
+    @property
+    def batch_size(self) -> int | str: ...
+    @property
+    def max_epochs(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def params(self) -> dict[str, Any]:
+        """Method settings that are not swept (learning rate, warm-up, pass-through keywords)."""
+        ...
 
 
 @dataclass

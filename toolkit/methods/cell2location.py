@@ -1,7 +1,7 @@
 """Cell2location, the study's baseline: a regression model of reference signatures, then the spatial model.
 
 cell2location 0.1.5 fails to import with pyro-ppl 1.9.2 (`deep_getattr` moved); the shim below restores
-the one helper it needs (shared/notes/scvi-tools-facts.md). Absolute abundances are turned into
+the one helper it needs. Absolute abundances are turned into
 proportions by dividing by each spot's total.
 """
 
@@ -10,16 +10,54 @@ from __future__ import annotations
 import functools
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import anndata as ad
 import pandas as pd
+from pydantic import Field
 
-from toolkit.methods.base import FitResult
+from toolkit.methods.base import FitResult, TaskSpec
+from toolkit.methods.configs import Axis, OneVariantGrid, Strict
 from toolkit.methods.scvi_common import configure_scvi, history, spots_for
-from toolkit.sweep import Task
 
 REFERENCE_KIND = "c2l-regression"
+
+
+class RegressionConfig(Strict):
+    """Cell2location's reference regression model (negative binomial signatures per cell type)."""
+
+    max_epochs: int = Field(default=250, gt=0)
+    batch_size: int = Field(default=2500, gt=0)
+    lr: float = Field(default=0.002, gt=0)
+    num_samples: int = Field(default=1000, gt=0)
+    seed: int = 0
+
+
+class Cell2locationGrid(OneVariantGrid):
+    """Cell2location: the baseline of the study. batch_size 0 = all spots in one batch (its default)."""
+
+    name: Literal["cell2location"]
+    max_epochs: Axis = Field(default=[30000])
+    batch_size: Axis = Field(default=[0])
+    lr: float = Field(default=0.002, gt=0)
+    N_cells_per_location: float = Field(default=8, gt=0)
+    detection_alpha: float = Field(default=20, gt=0)
+    num_samples: int = Field(default=1000, gt=0)
+    reference: RegressionConfig = RegressionConfig()
+
+    min_batch_size: ClassVar[int] = 0
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "lr": self.lr,
+            "N_cells_per_location": self.N_cells_per_location,
+            "detection_alpha": self.detection_alpha,
+            "num_samples": self.num_samples,
+        }
+
+
+Grid = Cell2locationGrid
+"""This method's part of the sweep file (the registry in toolkit.methods collects every `Grid`)."""
 SIGNATURES = "signatures.csv"
 
 
@@ -65,7 +103,7 @@ def train_reference(reference: ad.AnnData, config: dict[str, Any], model_dir: Pa
     return elapsed
 
 
-def fit(spots: ad.AnnData, reference: ad.AnnData, model_dir: Path | None, task: Task) -> FitResult:
+def fit(spots: ad.AnnData, reference: ad.AnnData, model_dir: Path | None, task: TaskSpec) -> FitResult:
     """Fit Cell2location on the spots with the saved signatures; proportions = q05 abundances / total."""
     spatial_model = _import_cell2location().models.Cell2location
     configure_scvi()

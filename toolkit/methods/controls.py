@@ -10,15 +10,48 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from pydantic import Field, model_validator
 from scipy.optimize import nnls
 
-from toolkit.methods.base import FitResult
-from toolkit.sweep import Task
+from toolkit.methods.base import FitResult, TaskSpec
+from toolkit.methods.configs import NOT_APPLICABLE, Axis, MethodGrid
 
 REFERENCE_KIND = None
+
+
+CONTROLS = ("truth", "uniform", "reference_frequencies", "nnls")
+
+
+class ControlGrid(MethodGrid):
+    """Controls that calibrate the metrics: the best (truth) and naive answers (the kind is the variant)."""
+
+    name: Literal["control"]
+    kind: Axis = Field(default=list(CONTROLS))
+
+    @model_validator(mode="after")
+    def _check_values(self) -> ControlGrid:
+        for value in self.kind:
+            if value not in CONTROLS:
+                raise ValueError(f"control '{value}' is unknown; use {', '.join(CONTROLS)}")
+        return self
+
+    def axes(self) -> dict[str, list]:
+        return {
+            "variant": self.kind,
+            "amortization": [NOT_APPLICABLE],
+            "batch_size": [0],
+            "max_epochs": [0],
+            "seed": [0],
+        }
+
+
+Grid = ControlGrid
+"""This method's part of the sweep file (the registry in toolkit.methods collects every `Grid`)."""
 
 
 def _dense(matrix: object) -> np.ndarray:
@@ -43,7 +76,7 @@ def _nnls(spots, reference) -> np.ndarray:
     return np.where(total > 0, weights / np.where(total > 0, total, 1), 1 / weights.shape[1])
 
 
-def fit(spots, reference, model_dir, task: Task) -> FitResult:
+def fit(spots, reference, model_dir, task: TaskSpec) -> FitResult:
     types = list(reference.obs["cell_type"].astype("category").cat.categories)
     n_spots = spots.n_obs
     if task.variant == "truth":

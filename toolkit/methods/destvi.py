@@ -1,26 +1,109 @@
 """destVI through scvi-tools: a CondSCVI reference model, then DestVI on the spots.
 
-The adapter only drives scvi-tools. It also carries the workarounds recorded in
-shared/notes/scvi-tools-facts.md: `prior` must be passed to CondSCVI, the vamp prior of a normal-prior
-reference must be handed over as tensors, and `get_proportions` is wrong for latent amortization.
+The adapter only drives scvi-tools. It also carries three workarounds for scvi-tools 1.4: `prior` must
+be passed to CondSCVI, the vamp prior of a normal-prior reference must be handed over as tensors, and
+`get_proportions` is wrong for latent amortization.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anndata as ad
 import numpy as np
 import pandas as pd
+from pydantic import Field, model_validator
 
-from toolkit import checkpoint
-from toolkit.methods.base import FitResult
+from toolkit.methods.base import FitResult, TaskSpec
+from toolkit.methods.configs import Axis, Engine, MethodGrid, Strict, whole_numbers
 from toolkit.methods.scvi_common import configure_scvi, history, spots_for
-from toolkit.sweep import Task
 
 REFERENCE_KIND = "condscvi"
+
+
+class CondSCVIConfig(Strict):
+    """How the CondSCVI reference model is trained, once per dataset and configuration."""
+
+    max_epochs: int = Field(default=300, gt=0)
+    batch_size: int = Field(default=128, gt=0)
+    lr: float = Field(default=1e-3, gt=0)
+    n_latent: int = Field(default=5, gt=0)
+    n_hidden: int = Field(default=128, gt=0)
+    n_layers: int = Field(default=2, gt=0)
+    seed: int = 0
+    engine: Engine = "fast"
+    """How CondSCVI is trained: `fast` (spotsweep's lean loop, bitwise the same as stock on CPU) or `scvi`."""
+
+
+class DestVIGrid(MethodGrid):
+    """destVI: CondSCVI on the reference, then DestVI on the spots."""
+
+    name: Literal["destvi"]
+    variant: Axis = Field(default=["2022"])
+    amortization: Axis = Field(default=["both"])
+    batch_size: Axis = Field(default=[128])
+    """Spots per minibatch, or `auto` = the study's advice, min(n_spots // 10, 128), at least 1."""
+    max_epochs: Axis = Field(default=[2000])
+    lr: float = Field(default=3e-3, gt=0)
+    n_epochs_kl_warmup: int = Field(default=200, ge=0)
+    vamp_prior_p: int = Field(default=15, gt=0)
+    module_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Passed to DestVI.from_rna_model (the module), over the variant's own settings."""
+    plan_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Passed to DestVI.train(plan_kwargs=...), e.g. ct_sparsity_weight, beta_reg, eta_reg."""
+    engine: Engine = "fast"
+    """`fast`: scvi-tools' own module and loss in spotsweep's lean loop (results/engine.md); `scvi`: stock
+    DestVI.train through Lightning. Eager `fast` replays stock training exactly on CPU, only faster."""
+    compile: bool = False
+    """With engine `fast`: torch.compile the step. Faster for long runs at small batches after a one-off
+    compilation (10 s to 2 min per task), and equal to stock statistically rather than bit for bit."""
+    reference: CondSCVIConfig = CondSCVIConfig()
+
+    @model_validator(mode="after")
+    def _check_values(self) -> DestVIGrid:
+        variants = [str(value) for value in self.variant]
+        for value in variants:
+            if value not in {"2022", "current"}:
+                raise ValueError(f"variant '{value}' is unknown; use 2022 or current")
+        for value in self.amortization:
+            if value not in {"both", "latent", "proportion", "none"}:
+                raise ValueError(f"amortization '{value}' is unknown; use both, latent, proportion or none")
+            if value in {"proportion", "none"} and "current" in variants:
+                raise ValueError(
+                    f"amortization '{value}' needs the normal prior of variant 2022 (the current default is a "
+                    "mixture prior); sweep it with variant 2022 only"
+                )
+        whole_numbers("batch_size", [v for v in self.batch_size if v != "auto"], 1)
+        whole_numbers("max_epochs", self.max_epochs, 1)
+        if self.compile and self.engine != "fast":
+            raise ValueError("compile: true needs engine: fast (stock scvi-tools training is not compiled)")
+        return self
+
+    def axes(self) -> dict[str, list]:
+        return {
+            "variant": [str(value) for value in self.variant],
+            "amortization": self.amortization,
+            "batch_size": self.batch_size,
+            "max_epochs": self.max_epochs,
+            "seed": self.seed,
+        }
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "lr": self.lr,
+            "n_epochs_kl_warmup": self.n_epochs_kl_warmup,
+            "vamp_prior_p": self.vamp_prior_p,
+            "module_kwargs": self.module_kwargs,
+            "plan_kwargs": self.plan_kwargs,
+            "engine": self.engine,
+            "compile": self.compile,
+        }
+
+
+Grid = DestVIGrid
+"""This method's part of the sweep file (the registry in toolkit.methods collects every `Grid`)."""
 VARIANTS: dict[str, dict[str, Any]] = {
     # As close as the installed scvi-tools gets to the model the 2022 study ran.
     "2022": {"prior_mode": "normal", "augmentation": False},
@@ -102,11 +185,13 @@ def proportions(model: Any, amortization: str) -> pd.DataFrame:
 
 
 def fit(
-    spots: ad.AnnData, reference: ad.AnnData, model_dir: Path | None, task: Task, accelerator: str = "auto"
+    spots: ad.AnnData, reference: ad.AnnData, model_dir: Path | None, task: TaskSpec, accelerator: str = "auto"
 ) -> FitResult:
     """Fit DestVI on `spots` from the CondSCVI model saved in `model_dir`."""
     import scvi
     from scvi.model import DestVI
+
+    from toolkit.engines import checkpoint
 
     configure_scvi()
     params = task.params
@@ -154,7 +239,7 @@ def engine_device(accelerator: str) -> str:
 def _train_fast(model: Any, settings: dict[str, Any], accelerator: str, compile: bool) -> tuple[int, dict[str, Any]]:
     """DestVI.train's optimisation in the fast engine; seed=None continues the stream scvi.settings.seed
     started, so that an eager run on CPU equals stock training bit for bit."""
-    from toolkit.engines import train_destvi_fast
+    from toolkit.engines import checkpoint, train_destvi_fast
 
     with checkpoint.fast_engine() as saving:  # resume after a preemption, save every N epochs (SLURM tasks only)
         result = train_destvi_fast(

@@ -5,15 +5,42 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anndata as ad
+from pydantic import Field
 
-from toolkit.methods.base import FitResult
+from toolkit.methods.base import FitResult, TaskSpec
+from toolkit.methods.configs import Axis, OneVariantGrid, Strict
 from toolkit.methods.scvi_common import configure_scvi, history, spots_for
-from toolkit.sweep import Task
 
 REFERENCE_KIND = "rnastereoscope"
+
+
+class RNAStereoscopeConfig(Strict):
+    """Stereoscope's reference model (per-type negative binomial parameters)."""
+
+    max_epochs: int = Field(default=400, gt=0)
+    batch_size: int = Field(default=128, gt=0)
+    lr: float = Field(default=0.01, gt=0)
+    seed: int = 0
+
+
+class StereoscopeGrid(OneVariantGrid):
+    """Stereoscope (scvi-tools' external module): a second, cheap baseline."""
+
+    name: Literal["stereoscope"]
+    max_epochs: Axis = Field(default=[400])
+    batch_size: Axis = Field(default=[128])
+    lr: float = Field(default=0.01, gt=0)
+    reference: RNAStereoscopeConfig = RNAStereoscopeConfig()
+
+    def params(self) -> dict[str, Any]:
+        return {"lr": self.lr}
+
+
+Grid = StereoscopeGrid
+"""This method's part of the sweep file (the registry in toolkit.methods collects every `Grid`)."""
 
 
 def train_reference(reference: ad.AnnData, config: dict[str, Any], model_dir: Path) -> float:
@@ -34,7 +61,7 @@ def train_reference(reference: ad.AnnData, config: dict[str, Any], model_dir: Pa
     return elapsed
 
 
-def fit(spots: ad.AnnData, reference: ad.AnnData, model_dir: Path | None, task: Task) -> FitResult:
+def fit(spots: ad.AnnData, reference: ad.AnnData, model_dir: Path | None, task: TaskSpec) -> FitResult:
     import scvi
     from scvi.external import RNAStereoscope, SpatialStereoscope
 

@@ -1,7 +1,7 @@
 """One SLURM array element that runs several sweep tasks side by side on its GPU (the profile's `pack`).
 
 Why: one destVI fit uses a sliver of a modern GPU, so K fits in K worker processes share one
-(toolkit.engines.packing). Each task keeps everything it has when it runs alone: its checkpoints,
+(toolkit.backends.packing). Each task keeps everything it has when it runs alone: its checkpoints,
 its attempts log, its result or error. On USR2 (time limit, preemption) every worker saves at the end
 of its epoch and stops, then the element requeues as a whole; on the next attempt finished tasks are
 skipped and the others resume from their checkpoints.
@@ -15,8 +15,8 @@ from typing import Any
 
 import submitit
 
-from toolkit.engines import packing
-from toolkit.jobs import run_checkpointed
+from toolkit.backends import packing
+from toolkit.backends.slurm.jobs import run_checkpointed
 from toolkit.layout import OutputLayout
 from toolkit.sweep import Task
 

@@ -14,7 +14,7 @@ and time-slice the device; starting the CUDA MPS daemon on the node lets their k
 
 Stopping (SLURM time limit, preemption): the caller passes a `stop` event. Once it is set, every
 worker gets USR2 in its own main thread, the signal a lone task gets from submitit, so a fit in
-progress checkpoints at the end of its epoch exactly as it would alone (toolkit.checkpoint); a job
+progress checkpoints at the end of its epoch exactly as it would alone (toolkit.backends.preemption); a job
 not yet started should check `stop_requested()` and return at once. Workers ignore SIGTERM as
 submitit's job process does: on preemption SLURM sends it to every process of the job first.
 """

@@ -15,6 +15,8 @@ from typing import Any
 
 import submitit
 
+from toolkit.backends import preemption
+from toolkit.backends.common import finish
 from toolkit.layout import OutputLayout, read_json, write_json
 from toolkit.sweep import Task
 
@@ -56,14 +58,13 @@ def run_checkpointed(
     it requeues (submitit's, which exits with SystemExit) and `requeueing()` then says so. Such an
     exit is logged as "requeued" and re-raised, with no failure recorded.
     """
-    from toolkit import checkpoint
     from toolkit.task import run_task
 
     task = Task.from_dict(task_data)
     layout = OutputLayout(Path(out))
     attempt: dict[str, Any] = {"job": _job_id(), "start": time.time()}
     directory = layout.task_dir(task.id) / "checkpoint"
-    with checkpoint.activate(directory, every_n_epochs, grace_s) as session:
+    with preemption.activate(directory, every_n_epochs, grace_s) as session:
         try:
             try:
                 outcome = run_task(task_data, out, threads)
@@ -92,7 +93,7 @@ def run_checkpointed(
 class SweepTask(submitit.helpers.Checkpointable):
     """Run one sweep task as an array element; on USR2 (time limit, preemption) requeue the same task.
 
-    The training inside checkpoints through toolkit.checkpoint, so the requeued task resumes where the
+    The training inside checkpoints (toolkit.backends.preemption), so the requeued task resumes where the
     last checkpoint left it. Every attempt is logged in tasks/<id>/attempts.json.
     """
 
@@ -126,14 +127,11 @@ def _outcome(session: Any, outcome: str) -> dict[str, Any]:
 
 def finish_sweep(out: str, report: bool = True) -> dict[str, int]:
     """The aggregate job: mark tasks SLURM saw die as failed, then aggregate and report everything."""
-    from toolkit.aggregate import write_summary
-    from toolkit.report import write_report
-    from toolkit.status import count_states, load_tasks, record_failures, scheduled_states
+    from toolkit.backends.slurm.status import scheduled_states
+    from toolkit.status import count_states, load_tasks, record_failures
 
     layout = OutputLayout(Path(out))
     states = scheduled_states(layout, load_tasks(layout))
     record_failures(layout, states)
-    write_summary(layout.root)
-    if report:
-        write_report(layout.root)
+    finish(layout.root, report)
     return count_states(states)

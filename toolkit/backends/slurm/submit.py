@@ -17,16 +17,18 @@ from pathlib import Path
 import submitit
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from toolkit import container, slurm
+from toolkit.backends import apptainer
+from toolkit.backends.common import RunSummary, input_files, tasks_to_run
+from toolkit.backends.slurm import records
+from toolkit.backends.slurm.jobs import SweepTask, finish_sweep
+from toolkit.backends.slurm.pack import PackedSweepTask
+from toolkit.backends.slurm.profile import SlurmProfile
+from toolkit.backends.slurm.status import scheduled_states
 from toolkit.config import SweepConfig
 from toolkit.errors import SpotsweepError
-from toolkit.jobs import SweepTask, finish_sweep
-from toolkit.launch import RunSummary, input_files, tasks_to_run
 from toolkit.layout import OutputLayout
-from toolkit.pack_jobs import PackedSweepTask
 from toolkit.prepare import prepare, reference_model_id
-from toolkit.profiles import SlurmProfile
-from toolkit.status import count_states, scheduled_states
+from toolkit.status import count_states
 from toolkit.sweep import Task
 
 POLL_S = 2.0
@@ -38,8 +40,8 @@ def _python(sweep: SweepConfig, profile: SlurmProfile, layout: OutputLayout) -> 
     """The command that starts each job's python: the profile's image (else the sweep's), else a python."""
     image = profile.container or sweep.executor.container
     if image is not None:
-        binds = container.job_binds(layout.root, [*sweep.executor.binds, *profile.binds], input_files(sweep))
-        return container.python_command(Path(image), binds, slurm=True)
+        binds = apptainer.job_binds(layout.root, [*sweep.executor.binds, *profile.binds], input_files(sweep))
+        return apptainer.python_command(Path(image), binds, slurm=True)
     return profile.python or shlex.quote(sys.executable)
 
 
@@ -98,7 +100,7 @@ def _task_runner(root: str, profile: SlurmProfile) -> SweepTask | PackedSweepTas
 
 def submit(
     sweep: SweepConfig, layout: OutputLayout, to_run: list[Task], profile: SlurmProfile, parallel: int, report: bool
-) -> slurm.Submission:
+) -> records.Submission:
     """Submit prepare -> array(s) -> aggregate and record the job ids in OUT/slurm/submissions.json."""
     submitted: list[str] = []
     try:
@@ -117,7 +119,7 @@ def _submit_chain(
     parallel: int,
     report: bool,
     submitted: list[str],
-) -> slurm.Submission:
+) -> records.Submission:
     name = f"spotsweep-{sweep.name}"
     extra = dict(profile.sbatch)
     root = str(layout.root.resolve())
@@ -145,7 +147,7 @@ def _submit_chain(
 
     chunks = _chunks(to_run, profile.max_array_size * profile.pack)
     task_runner = _task_runner(root, profile)
-    arrays: list[slurm.ArrayRecord] = []
+    arrays: list[records.ArrayRecord] = []
     for chunk in chunks:
         array_executor = _executor(
             layout,
@@ -162,7 +164,7 @@ def _submit_chain(
         else:
             elements = [[task.to_dict() for task in pack] for pack in _chunks(chunk, profile.pack)]
         jobs = array_executor.map_array(task_runner, elements)
-        arrays.append(slurm.ArrayRecord(jobs[0].job_id.split("_")[0], [task.id for task in chunk], profile.pack))
+        arrays.append(records.ArrayRecord(jobs[0].job_id.split("_")[0], [task.id for task in chunk], profile.pack))
         submitted.append(arrays[-1].job_id)
 
     after = ":".join([job for job in (prepare_id, *(array.job_id for array in arrays)) if job])
@@ -177,8 +179,8 @@ def _submit_chain(
     )
     aggregate_job = aggregate_executor.submit(finish_sweep, root, report)
 
-    submission = slurm.Submission(
-        number=len(slurm.read_submissions(layout)) + 1,
+    submission = records.Submission(
+        number=len(records.read_submissions(layout)) + 1,
         time=time.time(),
         name=name,
         folder=str(layout.logs.resolve() / "slurm" / "%j"),
@@ -186,11 +188,11 @@ def _submit_chain(
         arrays=arrays,
         aggregate=aggregate_job.job_id,
     )
-    slurm.record_submission(layout, submission)
+    records.record_submission(layout, submission)
     return submission
 
 
-def wait_for(layout: OutputLayout, tasks: list[Task], submission: slurm.Submission, progress: bool = True) -> None:
+def wait_for(layout: OutputLayout, tasks: list[Task], submission: records.Submission, progress: bool = True) -> None:
     """Poll the scheduler until the aggregate job has ended, showing how the submitted tasks fare."""
     ids = {task.id for task in tasks}
     lost = 0
@@ -203,7 +205,7 @@ def wait_for(layout: OutputLayout, tasks: list[Task], submission: slurm.Submissi
     with Progress(*columns, TimeElapsedColumn(), transient=False, disable=not progress) as bar:
         handle = bar.add_task("tasks", total=len(ids), running=0, failed=0)
         while True:
-            aggregate = slurm.query({submission.aggregate: f"{submission.name}-aggregate"}).get(submission.aggregate)
+            aggregate = records.query({submission.aggregate: f"{submission.name}-aggregate"}).get(submission.aggregate)
             states = [s for s in scheduled_states(layout, tasks) if s.task.id in ids]
             counts = count_states(states)
             bar.update(
@@ -231,7 +233,7 @@ def wait_for(layout: OutputLayout, tasks: list[Task], submission: slurm.Submissi
 
 def _submit_or_explain(
     sweep: SweepConfig, layout: OutputLayout, to_run: list[Task], profile: SlurmProfile, parallel: int, report: bool
-) -> slurm.Submission:
+) -> records.Submission:
     """`submit`, with sbatch's refusals and a missing SLURM turned into one sentence each."""
     try:
         return submit(sweep, layout, to_run, profile, parallel, report)

@@ -12,8 +12,9 @@ Neither the input nor the output has to fit in memory. Two kinds of passes over 
    spatially ordered input is read once; unordered input is read once per group.
 
 Memory is therefore the budget plus one wave of chunks, however many cells there are; a tree reduction
-would instead hold several partial copies of every block. `toolkit.pseudospots.build_pseudospots` gives
-the same spots in memory from the same kernels.
+would instead hold several partial copies of every block. `in_memory.build_pseudospots` gives the same
+spots in memory from the same kernels. Where the chunks are computed is the `Scheduler` the caller
+gives (`dask_cluster`): this module never decides it.
 """
 
 from __future__ import annotations
@@ -22,129 +23,42 @@ import ctypes
 import itertools
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import dask
 import numpy as np
 import zarr
 from dask.delayed import Delayed, delayed
 
+from toolkit.data.checks import check_coordinates, check_counts, check_labels
 from toolkit.data.readers import LazyCells
 from toolkit.errors import SpotsweepError
-from toolkit.pseudospots import (
+from toolkit.layout import write_dir_atomically
+from toolkit.provenance import package_version
+from toolkit.pseudospots.dask_cluster import Scheduler, use_scheduler
+from toolkit.pseudospots.grid import (
     EDGE_RULES,
     EdgeRule,
     Grid,
     GridSubset,
     RowSums,
     add_into,
-    assemble_spots,
-    check_coordinates,
-    check_counts,
-    check_labels,
     check_some_spots,
     check_window,
     local_rows,
-    package_version,
-    provenance,
-    replace_dir,
     select_genes,
-    storable_obsm,
     sum_counts,
     sum_types,
 )
+from toolkit.pseudospots.store import assemble_spots, provenance, storable_obsm
 
-SchedulerKind = Literal["threads", "local", "slurm"]
-SCHEDULERS: tuple[str, ...] = ("threads", "local", "slurm")
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of output sums held at once
 _STORE_CHUNK_BYTES = 1 << 23  # rows of X per Zarr chunk: about 8 MiB
 _BLOCK_BYTES = 1 << 25  # rows of X in one accumulator (one task): about 32 MiB
-
-
-# --- where the work runs --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Scheduler:
-    """Where the chunks are computed: `threads` (default, this process), `local` (a dask.distributed
-    LocalCluster on this node) or `slurm` (a dask_jobqueue.SLURMCluster, for grids too large for a node).
-
-    `cluster_options` are keyword arguments for LocalCluster or SLURMCluster (queue, account, cores,
-    memory, walltime, job_extra_directives, ...): a plain dict until the sweeps' cluster profiles
-    (toolkit.profiles) can be passed here. With `slurm` the input and output paths must be on a file
-    system that the compute nodes share.
-    """
-
-    kind: SchedulerKind = "threads"
-    n_workers: int | None = None
-    cluster_options: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.kind not in SCHEDULERS:
-            raise SpotsweepError(f"scheduler '{self.kind}' is unknown; use {', '.join(SCHEDULERS)}.")
-        if self.n_workers is not None and self.n_workers < 1:
-            raise SpotsweepError(f"--workers must be at least 1, got {self.n_workers}; give a positive number.")
-
-
-def load_cluster_options(path: Path | None) -> dict[str, Any]:
-    """Keyword arguments for LocalCluster or SLURMCluster from a YAML (or JSON) mapping; {} without a file."""
-    if path is None:
-        return {}
-    import yaml
-
-    path = Path(path)
-    try:
-        options = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise SpotsweepError(f"{path}: cannot read the cluster options ({exc}); give a YAML mapping.") from None
-    if not isinstance(options, dict):
-        raise SpotsweepError(f"{path}: the cluster options must be a mapping of keyword to value, like cores: 8.")
-    return options
-
-
-def make_cluster(scheduler: Scheduler) -> Any:
-    """The (unscaled for SLURM) dask cluster of a `local` or `slurm` scheduler."""
-    options = dict(scheduler.cluster_options)
-    if scheduler.kind == "local":
-        from distributed import LocalCluster
-
-        options.setdefault("threads_per_worker", 1)
-        if scheduler.n_workers is not None:
-            options["n_workers"] = scheduler.n_workers
-        return LocalCluster(**options)
-    from dask_jobqueue import SLURMCluster
-
-    try:
-        return SLURMCluster(**options)
-    except (TypeError, ValueError) as exc:
-        raise SpotsweepError(
-            f"cluster options {options}: SLURMCluster refuses them ({exc}); fix the options."
-        ) from None
-
-
-@contextmanager
-def use_scheduler(scheduler: Scheduler) -> Iterator[Any]:
-    """Run the enclosed dask computations on `scheduler`; yields the distributed Client, or None for threads."""
-    if scheduler.kind == "threads":
-        with dask.config.set(scheduler="threads", num_workers=scheduler.n_workers):
-            yield None
-        return
-    from distributed import Client
-
-    cluster = make_cluster(scheduler)
-    try:
-        if scheduler.kind == "slurm":
-            cluster.scale(scheduler.n_workers or 1)
-        with Client(cluster) as client:
-            if scheduler.kind == "slurm":
-                client.wait_for_workers(1)  # waves are sized by the workers present: wait for the first job
-            yield client
-    finally:
-        cluster.close()
 
 
 # --- per-chunk kernels (module level so that distributed workers can unpickle them) ---------------
@@ -419,7 +333,7 @@ def build_spots_store(
         _write_skeleton(skeleton, tmp)
         done.update(n_spots=len(spot_keys), n_genes=len(genes_out), n_used=int(cell_counts.sum()))
 
-    replace_dir(out, write, overwrite=overwrite)
+    write_dir_atomically(out, write, overwrite=overwrite)
     return BuildSummary(
         out=out,
         n_cells_in=cells.n_cells,

@@ -1,31 +1,28 @@
-"""Training checkpoints that survive SLURM preemption and time limits, and resume exactly.
+"""Training checkpoints, the training side: what a running training saves and how it resumes.
 
-Why: a DestVI run of thousands of epochs on a cluster can be preempted or hit its time limit. The
-job runner (toolkit.jobs.SweepTask) activates checkpointing for the task it runs; the method adapter
-passes `**checkpoint.train_kwargs()` to scvi's `model.train(...)`, which adds a Lightning callback and,
-after a requeue, `ckpt_path` of the last checkpoint; with the fast engine it trains inside
-`with checkpoint.fast_engine() as saving:` and passes `checkpoint=saving`. Outside an active task both
-are empty and training is unchanged.
+Whoever runs a task opens a `CheckpointSession` (`use_session`); inside it stock scvi-tools training
+gets a Lightning callback from `train_kwargs()` and the fast engine a `Checkpointing` from
+`fast_engine()`. Outside a session both are empty and training is unchanged. The session owner decides
+when to stop (it sets `stop_requested`, e.g. on SLURM's USR2: toolkit.backends.preemption) and what
+happens once a stopped training has saved (`hand_over`, e.g. requeue): training never imports the
+scheduler.
 
 The callback saves a full Lightning checkpoint (weights, optimizer, loop counters) plus the random
-number generators and scvi's history at the end of every N-th epoch. USR2 (submitit's signal for time
-limit and preemption) is deferred to the end of the current epoch: the state is saved there, then
-submitit's own handler runs (`checkpoint()` -> `scontrol requeue` -> exit). If the epoch does not end
-within `grace_s`, the handler runs anyway and the task resumes from the last periodic checkpoint.
-Resumption at an epoch boundary with the generators restored gives, on CPU, the same numbers as an
-uninterrupted run (tests/test_checkpoint.py checks bit equality).
+generators and scvi's history at the end of every N-th epoch, and at the end of the epoch in which a
+stop was requested. Resuming at an epoch boundary with the generators restored gives, on CPU, the same
+numbers as an uninterrupted run (tests/test_checkpoint.py checks bit equality). Both engines store the
+generators in one format (`rng_state`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,67 +31,102 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-log = logging.getLogger(__name__)
-
 CHECKPOINT_NAME = "last.ckpt"
-"""The file of the default training (`train_kwargs()`); `train_kwargs(name)` writes `<name>.ckpt`."""
+"""The file of stock training (`train_kwargs()`); `train_kwargs(name)` writes `<name>.ckpt`."""
 FAST_CHECKPOINT_NAME = "last.pt"
 """The same for the fast engine (`fast_engine()`; `fast_engine(name)` writes `<name>.pt`)."""
 STATE_KEY = "spotsweep.EpochCheckpoint"
 
 
+def _nothing() -> None:
+    """The default hand-over: nothing to do after a stopped training has saved."""
+
+
 @dataclass
-class _Session:
-    """What the running task asked for, and what happened (read by the job runner afterwards)."""
+class CheckpointSession:
+    """What the running task asked for, and what happened (read by its runner afterwards)."""
 
     directory: Path
     every_n_epochs: int
-    grace_s: float
-    previous_usr2: Any = None
-    previous_sigterm: Any = None
-    timer: threading.Timer | None = None
+    hand_over: Callable[[], None] = _nothing
+    """Called once a training stopped on request has saved (the runner's requeue: it may raise SystemExit)."""
+    sigterm_handler: Callable[..., Any] | None = None
+    """The runner's SIGTERM handler, kept in force while Lightning trains (which would replace it)."""
     stop_requested: bool = False
-    stop_deadline: float = 0.0
     training: object | None = None
-    """What is training now (a Lightning callback or the fast engine's Checkpointing): USR2 waits for it."""
+    """What is training now (the Lightning callback or the fast engine's Checkpointing); None between."""
     resumed_from_epoch: int | None = None
     saved_epoch: int | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
 
+    def record(self, event: str, epochs_done: int) -> None:
+        """Note a "resumed" or "saved" event, for the runner's record of the attempt."""
+        if event == "resumed":
+            self.resumed_from_epoch = epochs_done
+            self.events.append({"event": "resumed", "from_epoch": epochs_done, "time": time.time()})
+        else:
+            self.saved_epoch = epochs_done
+            self.events.append({"event": "saved", "epochs_done": epochs_done, "time": time.time()})
 
-_session: _Session | None = None
+
+_session: CheckpointSession | None = None
 
 
-def latest(directory: Path, name: str = "last") -> Path | None:
-    """The checkpoint to resume from, if a previous attempt left one."""
-    path = Path(directory) / f"{name}.ckpt"
-    return path if path.is_file() else None
+def current() -> CheckpointSession | None:
+    """The open session, or None when nobody asked for checkpoints."""
+    return _session
 
 
 @contextlib.contextmanager
-def activate(directory: Path, every_n_epochs: int, grace_s: float = 60.0) -> Iterator[_Session]:
-    """Within this block, `train_kwargs()` checkpoints into `directory` and USR2 waits for an epoch end."""
+def use_session(session: CheckpointSession) -> Iterator[CheckpointSession]:
+    """Within this block, trainings checkpoint into `session.directory`."""
     global _session
-    session = _Session(Path(directory), every_n_epochs, grace_s)
     session.directory.mkdir(parents=True, exist_ok=True)
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    if in_main_thread:
-        session.previous_usr2 = signal.getsignal(signal.SIGUSR2)
-        session.previous_sigterm = signal.getsignal(signal.SIGTERM)
-        signal.signal(signal.SIGUSR2, _on_usr2)
     _session = session
     try:
         yield session
     finally:
         _session = None
-        if session.timer is not None:
-            session.timer.cancel()
-        if in_main_thread:
-            signal.signal(signal.SIGUSR2, session.previous_usr2 or signal.SIG_DFL)
+
+
+@dataclass
+class Checkpointing:
+    """Where and when the fast engine saves its state, and how it is asked to stop.
+
+    `path` is resumed from when it exists. A save happens every `every_n_epochs` completed epochs
+    (0: never periodically), at the end of training (a requeue while scoring then restores the
+    trained model) and when `stop_requested()` returns True at an epoch end, after which the
+    engine raises `TrainingStopped` for the caller to requeue. `on_event(name, epochs_done)` hears
+    of every "saved" and "resumed", for the job's record of its attempts.
+    """
+
+    path: Path
+    every_n_epochs: int = 0
+    stop_requested: Callable[[], bool] | None = None
+    on_event: Callable[[str, int], None] | None = None
+
+    def notify(self, event: str, epochs_done: int) -> None:
+        if self.on_event is not None:
+            self.on_event(event, epochs_done)
+
+
+class TrainingStopped(Exception):
+    """Training saved its state and stopped early because `stop_requested()` said so."""
+
+    def __init__(self, epochs_done: int, path: Path):
+        super().__init__(f"training stopped after {epochs_done} epochs; state saved to {path}")
+        self.epochs_done = epochs_done
+        self.path = path
+
+
+def latest(directory: Path, name: str = "last") -> Path | None:
+    """The stock-training checkpoint to resume from, if a previous attempt left one."""
+    path = Path(directory) / f"{name}.ckpt"
+    return path if path.is_file() else None
 
 
 def train_kwargs(name: str = "last") -> dict[str, Any]:
-    """Extra keyword arguments for scvi's `model.train()`: empty unless a task activated checkpointing.
+    """Extra keyword arguments for scvi's `model.train()`: empty outside a session.
 
     `name` tells apart several trainings of one task (each resumes from its own checkpoint). If the
     adapter passes callbacks of its own, it must merge the lists.
@@ -106,100 +138,60 @@ def train_kwargs(name: str = "last") -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def fast_engine(name: str = "last") -> Iterator[Any]:
-    """The fast engine's `Checkpointing` for the active task, or None outside one.
+def fast_engine(name: str = "last") -> Iterator[Checkpointing | None]:
+    """The fast engine's `Checkpointing` for the open session, or None outside one.
 
     The engine saves into `<name>.pt` every N epochs, resumes from it, and stops at the end of the
-    epoch in which USR2 arrived; the stop is then handed to submitit's handler (requeue), as the
-    Lightning callback does for stock training.
+    epoch in which a stop was requested; the session's `hand_over` then runs, as after the Lightning
+    callback's save.
     """
     session = _session
     if session is None:
         yield None
         return
-    from toolkit.engines import Checkpointing, TrainingStopped
-
-    def record(event: str, epochs_done: int) -> None:
-        if event == "resumed":
-            session.resumed_from_epoch = epochs_done
-            session.events.append({"event": "resumed", "from_epoch": epochs_done, "time": time.time()})
-        else:
-            session.saved_epoch = epochs_done
-            session.events.append({"event": "saved", "epochs_done": epochs_done, "time": time.time()})
-
     saving = Checkpointing(
-        session.directory / f"{name}.pt", session.every_n_epochs, lambda: session.stop_requested, record
+        session.directory / f"{name}.pt", session.every_n_epochs, lambda: session.stop_requested, session.record
     )
     session.training = saving
     try:
         yield saving
     except TrainingStopped:
         session.training = None
-        _hand_over(signal.SIGUSR2, None)
+        session.hand_over()
         raise
     finally:
         session.training = None
 
 
-def _hand_over(signum: int, frame: Any) -> None:
-    """Run the handler that was installed before ours (submitit's: checkpoint, requeue, exit)."""
-    previous = _session.previous_usr2 if _session else None
-    if _session is not None and _session.timer is not None:
-        _session.timer.cancel()
-    if callable(previous):
-        previous(signum, frame)
+# --- the random generators, one format for both engines ---------------------------------------------
 
 
-def _on_usr2(signum: int, frame: Any) -> None:
-    session = _session
-    if session is None or session.training is None:
-        _hand_over(signum, frame)  # not training: nothing to save beyond what is on disk
-        return
-    if not session.stop_requested:
-        session.stop_requested = True
-        session.stop_deadline = time.monotonic() + session.grace_s
-        session.events.append({"event": "stop-requested", "time": time.time()})
-        log.warning("USR2: saving a checkpoint at the end of this epoch, then requeueing")
-        session.timer = _resignal_after(session, session.grace_s)
-    elif time.monotonic() >= session.stop_deadline:
-        log.warning("USR2: the epoch did not end within %.0f s; requeueing from the last checkpoint", session.grace_s)
-        _hand_over(signum, frame)
-
-
-def _resignal_after(session: _Session, seconds: float) -> threading.Timer:
-    """Deliver USR2 again after the grace period, so a very long epoch cannot outlast the time limit
-    (only while the same session is active: the signal's default action would kill the process)."""
-
-    def resignal() -> None:
-        if _session is session:
-            os.kill(os.getpid(), signal.SIGUSR2)
-
-    timer = threading.Timer(seconds, resignal)
-    timer.daemon = True
-    timer.start()
-    return timer
-
-
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
+    """torch's, numpy's and Python's global generators (and CUDA's once used), as tensors and plain
+    values: a checkpoint holding them loads with `torch.load(weights_only=True)`."""
     numpy_state = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
         "python": random.getstate(),
     }
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Put back what `rng_state` saved."""
     torch.set_rng_state(state["torch"])
     name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    np.random.set_state((name, np.asarray(keys).astype(np.uint32), *rest))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- the Lightning callback of stock training ---------------------------------------------------------
 
 
 def _history(trainer: Any) -> dict[str, dict[str, list]]:
@@ -225,7 +217,7 @@ def _restore_history(trainer: Any, saved: dict[str, dict[str, list]]) -> None:
 class EpochCheckpoint(Callback):
     """Save the whole training state every N epochs and when asked to stop; restore it on resume."""
 
-    def __init__(self, session: _Session, path: Path):
+    def __init__(self, session: CheckpointSession, path: Path):
         self.session = session
         self.path = path
         self._loaded: dict[str, Any] | None = None
@@ -237,7 +229,7 @@ class EpochCheckpoint(Callback):
 
     # -- what goes into the checkpoint -------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": _rng_state(), "history": self._pending_history or {}}
+        return {"rng": rng_state(), "history": self._pending_history or {}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._loaded = state_dict
@@ -247,32 +239,29 @@ class EpochCheckpoint(Callback):
         self.session.training = self
         self._keep_sigterm_handler(trainer)
         if self._loaded is not None:
-            _set_rng_state(self._loaded["rng"])
+            set_rng_state(self._loaded["rng"])
             # Lightning made this epoch's data iterator before this hook, drawing its shuffling seed
             # from the generator as it was before the restore; make it again from the restored one.
             fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
             if fetcher is not None:
                 iter(fetcher)
             _restore_history(trainer, self._loaded["history"])
-            self.session.resumed_from_epoch = int(trainer.current_epoch)
-            self.session.events.append(
-                {"event": "resumed", "from_epoch": self.session.resumed_from_epoch, "time": time.time()}
-            )
+            self.session.record("resumed", int(trainer.current_epoch))
             self._loaded = None
 
     def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
-        if callable(self.session.previous_sigterm):
+        if self.session.sigterm_handler is not None:
             trainer._signal_connector.received_sigterm = False
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        if callable(self.session.previous_sigterm):
+        if self.session.sigterm_handler is not None:
             trainer._signal_connector.received_sigterm = False
         completed = int(trainer.current_epoch) + 1
         if self.session.stop_requested or completed % self.session.every_n_epochs == 0:
             self._save(trainer, completed, self._epoch_row(trainer))
         if self.session.stop_requested:
             self.session.training = None
-            _hand_over(signal.SIGUSR2, None)
+            self.session.hand_over()
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         """A final checkpoint: a requeue while scoring then restores the trained model, not epoch 0."""
@@ -284,15 +273,15 @@ class EpochCheckpoint(Callback):
 
     # -- helpers -------------------------------------------------------------------------------------
     def _keep_sigterm_handler(self, trainer: Any) -> None:
-        """Put back the SIGTERM handler the job had before Lightning replaced it.
+        """Put back the runner's SIGTERM handler, which Lightning replaced.
 
         submitit ignores SIGTERM: on preemption USR2 follows it (and we checkpoint), on scancel SIGKILL
         does. Lightning would instead stop training at the next batch, so that a preemption ends the
-        task as a failure before USR2 arrives. Only a Python handler is put back: without one (no
-        submitit), Lightning's behaviour stays.
+        task as a failure before USR2 arrives. Without a runner's handler, Lightning's behaviour stays.
         """
-        if callable(self.session.previous_sigterm) and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self.session.previous_sigterm)
+        handler = self.session.sigterm_handler
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, handler)
             trainer._signal_connector.received_sigterm = False
 
     @staticmethod
@@ -315,5 +304,4 @@ class EpochCheckpoint(Callback):
         trainer.save_checkpoint(str(tmp))
         os.replace(tmp, path)
         self._pending_history = None
-        self.session.saved_epoch = completed
-        self.session.events.append({"event": "saved", "epochs_done": completed, "time": time.time()})
+        self.session.record("saved", completed)

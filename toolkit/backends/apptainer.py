@@ -1,10 +1,11 @@
-"""Running jobs inside an Apptainer image: the command submitit starts each job with, and what it records.
+"""Running jobs inside an Apptainer image: the command line submitit starts each job with.
 
-On the launcher side: `python_command` (what submitit runs instead of the host python), `job_binds`
-(the host paths a job needs inside), `slurm_binds` (what `scontrol requeue` needs inside), `image_digest`
-(sha256 of the .sif, cached by path, size and mtime), `image_labels` and `require_apptainer`.
-Inside a job: `runtime_info` (image, digest, labels) for provenance, `runtime_facts` for checks.
-The image itself is built from containers/Apptainer.def by hpc/apptainer/build.sh (`make image`).
+The launcher's half of containers (any backend can use it): `python_command` (what submitit runs
+instead of the host python), `job_binds` (the host paths a job needs inside), `slurm_binds` (what
+`scontrol requeue` needs inside), `image_digest` (sha256 of the .sif, cached by path, size and mtime),
+`image_labels` and `require_apptainer`. The job's half (which image it runs in, for provenance) is
+`toolkit.provenance.container_runtime`. The image is built from containers/Apptainer.def by
+hpc/apptainer/build.sh (`make image`).
 """
 
 from __future__ import annotations
@@ -13,20 +14,15 @@ import contextlib
 import hashlib
 import json
 import os
-import platform
 import shlex
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 from toolkit.errors import SpotsweepError
+from toolkit.provenance import DIGEST_ENV
 
-DIGEST_ENV = "SPOTSWEEP_IMAGE_SHA256"
-"""Set in every job by `python_command`: the image file's digest, which the job cannot read itself."""
-LABELS_IN_IMAGE = Path("/.singularity.d/labels.json")
 INSTALL_HINT = "on a cluster `module load apptainer`; on Debian 12 run hpc/apptainer/install.sh"
 _GLIBC = ("linux-vdso", "libc.so", "libm.so", "libresolv.so", "libpthread.so", "libdl.so", "librt.so", "ld-linux")
 
@@ -190,50 +186,3 @@ def image_labels(image: Path | str) -> dict[str, str]:
         reason = exc.stderr.strip()
         raise SpotsweepError(f"{image}: apptainer cannot read it ({reason}); rebuild it with `make image`.") from None
     return json.loads(done.stdout)["data"]["attributes"]["labels"]
-
-
-def _os_release() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/etc/os-release").read_text().splitlines():
-            if line.startswith("PRETTY_NAME="):
-                return line.split("=", 1)[1].strip('"')
-    return platform.platform()
-
-
-def runtime_facts() -> dict[str, Any]:
-    """Where this process runs: image (None on the host), interpreter, OS and where toolkit was imported from."""
-    import toolkit
-
-    return {
-        "image": os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER"),
-        "python": sys.executable,
-        "python_version": platform.python_version(),
-        "os": _os_release(),
-        "toolkit": str(Path(toolkit.__file__).parent),
-        "labels_in_image": LABELS_IN_IMAGE.exists(),
-    }
-
-
-def runtime_info() -> dict[str, Any] | None:
-    """Provenance of the image this process runs in (None on the host): path, digest and its main labels."""
-    image = os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER")
-    if not image:
-        return None
-    labels: dict[str, str] = {}
-    with contextlib.suppress(OSError, ValueError):
-        labels = json.loads(LABELS_IN_IMAGE.read_text())
-    keep = (
-        "spotsweep.version",
-        "spotsweep.revision",
-        "spotsweep.inputs-sha256",
-        "spotsweep.base",
-        "spotsweep.torch",
-        "spotsweep.scvi-tools",
-        "org.label-schema.build-date",
-    )
-    return {
-        "image": image,
-        "sha256": os.environ.get(DIGEST_ENV),
-        "labels": {key: labels[key] for key in keep if key in labels},
-        "os": _os_release(),
-    }

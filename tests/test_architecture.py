@@ -1,0 +1,103 @@
+"""The layout holds: the import contracts (pyproject) pass and catch a break, the benchmarks still import,
+and the task ids of every sweep file in sweeps/ stay what they were (results on disk keep their names)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from toolkit.launch import load_sweep
+from toolkit.prepare import reference_model_id
+from toolkit.sweep import expand
+
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+PINNED = REPO / "tests" / "pinned" / "sweep_ids.json"
+
+
+def _lint_imports(package_parent: Path) -> subprocess.CompletedProcess:
+    """lint-imports with the project's contracts over the `toolkit` package found in `package_parent`."""
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache", str(REPO / "pyproject.toml")],
+        cwd=package_parent,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(package_parent)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_the_import_contracts_hold() -> None:
+    done = _lint_imports(REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 broken" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "line", "contract"),
+    [
+        ("metrics.py", "import submitit", "Science never imports"),
+        ("methods/destvi.py", "import toolkit.sweep", "Science never imports"),
+        ("backends/local.py", "import toolkit.backends.slurm.records", "local and SLURM never import each other"),
+        ("config.py", "import toolkit.launch", "Layers"),
+    ],
+)
+def test_a_broken_contract_fails_the_lint(tmp_path: Path, module: str, line: str, contract: str) -> None:
+    shutil.copytree(REPO / "toolkit", tmp_path / "toolkit", ignore=shutil.ignore_patterns("__pycache__"))
+    with open(tmp_path / "toolkit" / module, "a") as handle:
+        handle.write(f"\n{line}  # noqa\n")
+    done = _lint_imports(tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    broken = [row for row in done.stdout.splitlines() if row.endswith("BROKEN")]
+    assert any(contract in row for row in broken), done.stdout
+
+
+@pytest.mark.parametrize("script", sorted(p.stem for p in (REPO / "tests" / "benchmarks").glob("*.py")))
+def test_every_benchmark_script_imports(script: str) -> None:
+    """pytest does not collect tests/benchmarks; importing them here keeps a move from breaking them unseen
+    (the scripts that are run by hand each have a main())."""
+    module = importlib.import_module(f"tests.benchmarks.{script}")
+    if script.startswith(("bench_", "equivalence_")):
+        assert hasattr(module, "main"), f"tests/benchmarks/{script}.py has no main()"
+
+
+def test_task_and_reference_ids_of_every_sweep_file_are_pinned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An id is the name of a result on disk: a change re-runs finished studies. Regenerate the pin only
+    on purpose (and say so in the README's upgrade notes)."""
+    monkeypatch.chdir(REPO)  # sweep files name their inputs relative to the repository
+    pinned = json.loads(PINNED.read_text())
+    now = {}
+    for path in sorted((REPO / "sweeps").glob("*.yaml")):
+        tasks = expand(load_sweep(path.relative_to(REPO)))
+        models = sorted({model for task in tasks if (model := reference_model_id(task))})
+        now[path.name] = {"tasks": [task.id for task in tasks], "reference_models": models}
+    for name, ids in pinned.items():
+        assert now.get(name) == ids, f"the ids of sweeps/{name} changed"
+    assert set(now) <= set(pinned), f"pin the ids of {sorted(set(now) - set(pinned))} in {PINNED}"
+
+
+def test_an_unknown_executor_kind_names_the_registered_backends(tmp_path: Path, tiny_sweep_data: dict) -> None:
+    import yaml
+
+    from toolkit.errors import SpotsweepError
+
+    tiny_sweep_data["executor"] = {"kind": "kubernetes"}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(tiny_sweep_data))
+    with pytest.raises(SpotsweepError, match=r"sweep.yaml: executor.kind 'kubernetes' is unknown; use local or slurm"):
+        load_sweep(path)
+
+
+def test_every_registered_method_has_a_grid_named_after_it() -> None:
+    from toolkit.methods import ADAPTERS, adapter
+
+    for name in ADAPTERS:
+        grid = adapter(name).Grid
+        assert grid.model_fields["name"].annotation.__args__ == (name,)

@@ -1,0 +1,53 @@
+"""What every backend shares: the summary a run returns, which tasks to run, the inputs to bind, the finish."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from toolkit.status import TaskState
+
+if TYPE_CHECKING:
+    from toolkit.config import SweepConfig
+    from toolkit.sweep import Task
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    submitted: int
+    skipped: int
+    states: dict[str, int]
+    seconds: float
+    jobs: dict[str, str] = field(default_factory=dict)
+    """On a scheduler: the job ids of this submission (prepare, tasks, aggregate); empty when local."""
+    waited: bool = True
+    """False when `run` returned right after submitting (the states are those at submission)."""
+
+
+def input_files(sweep: SweepConfig) -> list[Path]:
+    """The sweep's input files (data, cell tables, annotations, label maps), whose folders a containerised
+    job must see."""
+    return [
+        Path(path)
+        for dataset in sweep.datasets
+        for given in (dataset.spatial, dataset.reference)
+        if given is not None
+        for path in given.paths().values()
+    ]
+
+
+def tasks_to_run(states: list[TaskState], retry_failed: bool) -> list[Task]:
+    """Never-started and interrupted tasks; failed ones only when asked. Pending/running ones never."""
+    wanted = {"missing", "started"} | ({"failed"} if retry_failed else set())
+    return [state.task for state in states if state.state in wanted]
+
+
+def finish(out: str | Path, report: bool = True) -> None:
+    """Once every task has ended: the summary (NetCDF + Zarr), then the report."""
+    from toolkit.aggregate import write_summary
+    from toolkit.report import write_report
+
+    write_summary(Path(out))
+    if report:
+        write_report(Path(out))
