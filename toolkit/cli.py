@@ -198,6 +198,49 @@ def run(
 
 
 @app.command()
+def plan(
+    sweep: Annotated[Path, typer.Argument(help="Sweep file (YAML), e.g. sweeps/starmap-189.yaml.")],
+    out: Annotated[
+        Optional[Path], typer.Option(help="Output folder to count done tasks in (default: the sweep's).")
+    ] = None,
+) -> None:
+    """A dry run: the tasks, their spots, steps and estimated hours, and what is done already. Writes nothing."""
+    from toolkit.launch import load_sweep
+    from toolkit.plan import SOURCES, plan_sweep
+
+    config = load_sweep(sweep)
+    result = plan_sweep(config, out)
+    table = Table("task", "spots", "batch", "epochs", "steps", "trains as", "CPU h", "state")
+    for planned in result.tasks:
+        hours = planned.hours("cpu")
+        table.add_row(
+            planned.task.id,
+            str(planned.n_spots),
+            str(planned.batch_size) if planned.steps else "-",
+            str(planned.task.max_epochs),
+            f"{planned.steps:,}",
+            planned.mode,
+            "-" if not planned.steps else ("not measured" if hours is None else f"{hours:.2f}"),
+            planned.state,
+        )
+    console.print(table)
+    for name, counts in result.axis_counts().items():
+        console.print(f"{name}: " + ", ".join(f"{value} ({n})" for value, n in counts.items()), soft_wrap=True)
+    done = sum(planned.state == "done" for planned in result.tasks)
+    steps = sum(planned.steps for planned in result.tasks if planned.state != "done")
+    cpu, unmeasured = result.total_hours("cpu")
+    spots = ", ".join(f"{name} {n:,}" for name, n in result.spots.items())
+    console.print(
+        f"{config.name}: {len(result.tasks)} tasks ({done} done), spots {spots}; to run: {steps:,} optimizer steps, "
+        f"about {cpu:.1f} CPU hours"
+        + (f" plus {unmeasured} tasks without a measured figure" if unmeasured else "")
+        + f"; GPU hours: {SOURCES['gpu'].split(': ')[0]}.",
+        soft_wrap=True,
+    )
+    console.print(f"CPU figures: {SOURCES['cpu']}.", soft_wrap=True)
+
+
+@app.command()
 def status(out: OutDir) -> None:
     """Show each task's state (done, failed with reason and log, running, pending, ...), counts and SLURM jobs."""
     from toolkit.launch import describe_jobs, sweep_states

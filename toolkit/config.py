@@ -24,8 +24,35 @@ else:
     """One entry of a sweep's `methods:`: the grid of whichever registered method its `name` says."""
 
 
+def when_set(default: Any = None, **kwargs: Any) -> Any:
+    """A field added after task ids were fixed: part of a task's id only when the sweep sets it.
+
+    A task's id hashes its dataset's settings; a new field at its default must not re-key every finished
+    task and reference model (tests/test_architecture.py pins the ids of every file in sweeps/).
+    """
+    return Field(default=default, json_schema_extra={"identity": "when-set"}, **kwargs)
+
+
+def identity(model: BaseModel) -> dict[str, Any]:
+    """The settings as hashed into task ids: every field, except `when_set` ones left at their default."""
+    dumped: dict[str, Any] = {}
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if extra.get("identity") == "when-set" and value == field.default:
+            continue
+        dumped[name] = (
+            identity(value) if isinstance(value, BaseModel) else model.model_dump(mode="json", include={name})[name]
+        )
+    return dumped
+
+
 class SimulationConfig(Strict):
-    """A synthetic tissue from `toolkit.data.synthetic` (sizes default to the preset's)."""
+    """A synthetic tissue from `toolkit.data.synthetic` (sizes default to the preset's).
+
+    `atlas` is written chunk by chunk into Zarr (millions of cells, `n_spatial_cells`, default 10 million)
+    and its reference is the merfish-like reference of the same seed.
+    """
 
     preset: str = "starmap-like"
     seed: int = 0
@@ -38,13 +65,8 @@ class SimulationConfig(Strict):
     def _known_preset(cls, value: str) -> str:
         from toolkit.data.synthetic import PRESETS
 
-        if value == "atlas":
-            raise ValueError(
-                "preset 'atlas' is too large to simulate in memory: write it with `spotsweep simulate --preset atlas "
-                "--out DIR`, then point spatial at DIR/cells.zarr and reference at DIR/reference.h5ad"
-            )
-        if value not in PRESETS:
-            raise ValueError(f"preset '{value}' is unknown; use one of {', '.join(sorted(PRESETS))}")
+        if value not in (*PRESETS, "atlas"):
+            raise ValueError(f"preset '{value}' is unknown; use one of {', '.join(sorted((*PRESETS, 'atlas')))}")
         return value
 
 
@@ -79,8 +101,44 @@ class InputConfig(Strict):
 InputField = Annotated[InputConfig | None, BeforeValidator(_path_or_mapping)]
 
 
+class SubsetConfig(Strict):
+    """Part of the pseudospot grid, in the full grid's own indices (as `spotsweep build --columns/--rows/--bbox`).
+
+    Whole windows are kept or dropped, never clipped, so a kept spot equals the full grid's spot (the
+    blog's 57-spot STARmap subset is `columns: [0, 1, 2]`). `bbox` keeps the windows whose centre lies in
+    [xmin, xmax] x [ymin, ymax].
+    """
+
+    columns: list[int] | None = Field(default=None, min_length=1)
+    rows: list[int] | None = Field(default=None, min_length=1)
+    bbox: tuple[float, float, float, float] | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> SubsetConfig:
+        if self.columns is None and self.rows is None and self.bbox is None:
+            raise ValueError("keeps everything; give columns, rows or bbox (or remove subset)")
+        if self.bbox is not None and (self.bbox[0] > self.bbox[2] or self.bbox[1] > self.bbox[3]):
+            raise ValueError(
+                f"bbox {list(self.bbox)} is not [xmin, ymin, xmax, ymax] with xmin <= xmax and ymin <= ymax"
+            )
+        return self
+
+    def grid_subset(self) -> Any:
+        """As the pseudospot builders take it."""
+        from toolkit.pseudospots import GridSubset
+
+        columns = None if self.columns is None else tuple(self.columns)
+        rows = None if self.rows is None else tuple(self.rows)
+        return GridSubset(columns, rows, self.bbox)
+
+
 class DatasetConfig(Strict):
-    """Single-cell-resolution spatial cells plus a single-cell reference, binned into pseudospots."""
+    """Where a dataset's pseudospots come from, and its single-cell reference.
+
+    One source: `simulate` (a synthetic tissue and its reference), `spatial` cells + `reference` files
+    binned at `window`, or `spots` (a store `spotsweep build` wrote) + `reference`. `subset` keeps part of
+    the grid, with any source.
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     simulate: SimulationConfig | None = None
@@ -90,18 +148,29 @@ class DatasetConfig(Strict):
     edge_rule: Literal["half-open", "li2022"] = "half-open"
     allow_missing_cell_types: bool = False
     """Go on when spatial cell types are absent from the reference (they stay in the truth's denominator)."""
+    spots: Path | None = when_set()
+    """A pseudospot store written by `spotsweep build` (its window, edge rule and genes come with it)."""
+    subset: SubsetConfig | None = when_set()
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetConfig:
-        from_files = self.spatial is not None or self.reference is not None
-        if self.simulate is None and not from_files:
-            raise ValueError("needs either 'simulate' or both 'spatial' and 'reference' files")
-        if self.simulate is not None and from_files:
-            raise ValueError("has both 'simulate' and input files; keep one of them")
-        if from_files and (self.spatial is None or self.reference is None):
-            raise ValueError("needs both 'spatial' and 'reference' files")
-        if from_files and self.window is None:
+        sources = [name for name in ("simulate", "spatial", "spots") if getattr(self, name) is not None]
+        if not sources:
+            if self.reference is not None:
+                raise ValueError("needs its spots too: 'spatial' cells (with a 'window') or a 'spots' store")
+            raise ValueError(
+                "needs either 'simulate', or 'spatial' and 'reference' files, or a 'spots' store and 'reference'"
+            )
+        if len(sources) > 1:
+            raise ValueError(f"has both '{sources[0]}' and '{sources[1]}'; keep one of them")
+        if self.simulate is not None and self.reference is not None:
+            raise ValueError("has both 'simulate' and a 'reference' file; keep one of them")
+        if self.simulate is None and self.reference is None:
+            raise ValueError(f"needs a 'reference' file beside '{sources[0]}'")
+        if self.spatial is not None and self.window is None:
             raise ValueError("needs a pseudospot 'window' size when it reads files")
+        if self.spots is not None and self.window is not None:
+            raise ValueError("sets a 'window', but a 'spots' store has its own; remove window")
         return self
 
 
@@ -129,6 +198,19 @@ class ExecutorConfig(Strict):
         return self
 
 
+class PrepareConfig(Strict):
+    """Where Dask builds the pseudospot grids (never part of a task's id: the grid is the same anywhere)."""
+
+    scheduler: Literal["threads", "local", "slurm"] = "threads"
+    """threads (this process), local (a dask.distributed LocalCluster) or slurm (workers as SLURM jobs,
+    with the keyword arguments the cluster profile's `dask` block maps to)."""
+    workers: int | None = Field(default=None, gt=0)
+    memory_mib: int = Field(default=1024, gt=0)
+    """Memory for the spots' sums held at once."""
+    cluster_options: dict[str, Any] = Field(default_factory=dict)
+    """Extra keyword arguments for LocalCluster or dask_jobqueue.SLURMCluster (over the profile's)."""
+
+
 class SweepConfig(Strict):
     """A whole study: datasets x method grid, run by one executor into one output folder."""
 
@@ -137,6 +219,7 @@ class SweepConfig(Strict):
     datasets: list[DatasetConfig] = Field(min_length=1)
     methods: list[MethodConfig] = Field(min_length=1)
     executor: ExecutorConfig = ExecutorConfig()
+    prepare: PrepareConfig = PrepareConfig()
 
     @model_validator(mode="after")
     def _unique_datasets(self) -> SweepConfig:
@@ -209,7 +292,7 @@ def parse_sweep(data: Any, source: str) -> SweepConfig:
 
 
 def check_inputs_exist(sweep: SweepConfig, source: str) -> None:
-    """Missing input files are found now, not inside a job on a compute node."""
+    """Missing input files, and a `spots` path that is no spot store, are found now, not inside a job."""
     for index, dataset in enumerate(sweep.datasets):
         for field in ("spatial", "reference"):
             given: InputConfig | None = getattr(dataset, field)
@@ -220,6 +303,19 @@ def check_inputs_exist(sweep: SweepConfig, source: str) -> None:
                         f"{source}: {where} points to '{path}', which does not exist; "
                         "fix the path (relative paths are read from the current directory)."
                     )
+        if dataset.spots is not None:
+            check_spot_store(dataset.spots, f"{source}: datasets[{index}].spots")
+
+
+def check_spot_store(path: Path, where: str) -> None:
+    """`path` is a pseudospot store: an AnnData Zarr folder whose uns holds how `spotsweep build` made it."""
+    fix = f"build one with `spotsweep build CELLS --window SIZE --out {path}`, or fix the path"
+    if not Path(path).exists():
+        raise SpotsweepError(f"{where} points to '{path}', which does not exist; {fix}.")
+    if not (Path(path) / "uns" / "pseudospots").is_dir():
+        raise SpotsweepError(
+            f"{where} points to '{path}', which is not a pseudospot store (it has no uns/pseudospots); {fix}."
+        )
 
 
 def load_sweep(path: Path | str) -> SweepConfig:

@@ -42,6 +42,10 @@ class OutputLayout:
     def report(self) -> Path:
         return self.root / "report"
 
+    def progress(self, name: str) -> Path:
+        """Where a running stage or task reports how far it is (`prepare`, or a task id)."""
+        return self.root / "progress" / f"{name}.json"
+
     def dataset_dir(self, dataset: str) -> Path:
         return self.root / "data" / dataset
 

@@ -1,53 +1,83 @@
 """The prepare stage: inputs -> pseudospots and reference AnnData on disk -> trained reference models.
 
 It runs once per sweep before the tasks (as its own job), so that many tasks starting together find
-their inputs ready. Each product is written atomically and reused when present; the reference model is
-keyed by a hash of everything it depends on and guarded by a file lock, so concurrent callers train it
-once.
+their inputs ready. Every grid is built by the out-of-core Dask builder (toolkit.pseudospots.out_of_core)
+on the scheduler it is given, whatever the source: a simulated tissue, files of any size, an `atlas`
+written chunk by chunk; a `spots:` store from `spotsweep build` is taken as it is (subset, shared genes).
+Each product is written atomically and reused when present; the reference model is keyed by a hash of
+everything it depends on and guarded by a file lock, so concurrent callers train it once.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anndata as ad
+import numpy as np
 from filelock import FileLock
 
 from toolkit.config import DatasetConfig, InputConfig, SweepConfig
+from toolkit.data.readers import LazyCells
 from toolkit.errors import SpotsweepError
 from toolkit.layout import OutputLayout, read_json, write_atomically, write_dir_atomically, write_json
 from toolkit.methods import adapter
-from toolkit.pseudospots import build_pseudospots, write_spots
+from toolkit.pseudospots import read_spots, write_spots
+from toolkit.pseudospots.dask_cluster import Scheduler
 from toolkit.sweep import Task, content_hash
 
+Say = Callable[[str], None]
+"""Where prepare reports its stages (a progress line for the launcher; silent by default)."""
 
-def _load_inputs(dataset: DatasetConfig) -> tuple[ad.AnnData, ad.AnnData, float]:
-    """(reference, spatial cells, window) from a simulation or from AnnData files."""
-    if dataset.simulate is not None:
-        from toolkit.data.synthetic import PRESETS, simulate
 
-        sim = dataset.simulate
-        reference, cells = simulate(
-            sim.preset,
-            sim.seed,
-            n_spatial_cells=sim.n_spatial_cells,
-            n_reference_cells=sim.n_reference_cells,
-            n_genes=sim.n_genes,
-        )
-        return reference, cells, dataset.window or PRESETS[sim.preset].window
-    reference = _read(dataset.reference)
-    cells = _read(dataset.spatial)
-    return reference, cells, float(dataset.window)
+def _silent(message: str) -> None:
+    """The default `say`."""
 
 
 def _read(given: InputConfig) -> ad.AnnData:
     """Any supported layout into the canonical AnnData (obs['cell_type'], obsm['spatial'])."""
     from toolkit.data.readers import read_cells
 
-    options = given.model_dump(exclude={"path"})
-    return read_cells(given.path, **options)
+    return read_cells(given.path, **given.model_dump(exclude={"path"}))
+
+
+def _open(given: InputConfig) -> LazyCells:
+    """The spatial cells as Dask arrays: AnnData stores stay on disk, other layouts are read first."""
+    from toolkit.data.readers import open_cells
+
+    return open_cells(given.path, **given.model_dump(exclude={"path"}))
+
+
+def _simulated_inputs(dataset: DatasetConfig, layout: OutputLayout, say: Say) -> tuple[ad.AnnData, LazyCells, float]:
+    """(reference, cells, window) of a synthetic tissue; an atlas is written chunk by chunk first."""
+    from toolkit.data.readers import lazy_from_anndata, open_cells
+    from toolkit.data.synthetic import PRESETS, simulate
+
+    sim = dataset.simulate
+    assert sim is not None
+    if sim.preset == "atlas":
+        from toolkit.data.atlas import BASE_PRESET, write_atlas
+
+        store = layout.dataset_dir(dataset.name) / "cells.zarr"
+        if not store.exists():
+            say(f"{dataset.name}: writing the atlas tissue chunk by chunk")
+            write_atlas(store, sim.n_spatial_cells, sim.seed, n_genes=sim.n_genes)
+        say(f"{dataset.name}: simulating the {BASE_PRESET} reference")
+        reference, _ = simulate(
+            BASE_PRESET, sim.seed, n_spatial_cells=1000, n_reference_cells=sim.n_reference_cells, n_genes=sim.n_genes
+        )
+        return reference, open_cells(store), dataset.window or PRESETS[BASE_PRESET].window
+    say(f"{dataset.name}: simulating the {sim.preset} tissue and its reference")
+    reference, cells = simulate(
+        sim.preset,
+        sim.seed,
+        n_spatial_cells=sim.n_spatial_cells,
+        n_reference_cells=sim.n_reference_cells,
+        n_genes=sim.n_genes,
+    )
+    return reference, lazy_from_anndata(cells, source=dataset.name), dataset.window or PRESETS[sim.preset].window
 
 
 def _canonical_reference(reference: ad.AnnData, genes: list[str]) -> ad.AnnData:
@@ -58,27 +88,104 @@ def _canonical_reference(reference: ad.AnnData, genes: list[str]) -> ad.AnnData:
     return reference
 
 
-def prepare_dataset(dataset: DatasetConfig, layout: OutputLayout) -> None:
-    """Write the reference (shared genes) and the pseudospots of one dataset, unless already there."""
-    if layout.spots(dataset.name).exists() and layout.reference(dataset.name).exists():
-        return
-    reference, cells, window = _load_inputs(dataset)
-    genes = list(cells.var_names[cells.var_names.isin(reference.var_names)])
+def _shared_genes(dataset: DatasetConfig, spatial_genes: Any, reference: ad.AnnData) -> list[str]:
+    genes = [str(gene) for gene in spatial_genes if gene in set(reference.var_names)]
     if not genes:
         raise SpotsweepError(
             f"dataset '{dataset.name}': the spatial data and the reference share no gene names; "
             "check that both use the same gene identifiers."
         )
-    reference = _canonical_reference(reference, genes)
-    spots = build_pseudospots(cells[:, genes], window, edge_rule=dataset.edge_rule, source=dataset.name)
-    missing = sorted(set(spots.uns["pseudospots"]["cell_types"]) - set(reference.obs["cell_type"].cat.categories))
+    return genes
+
+
+def _check_types(dataset: DatasetConfig, spot_types: list[str], reference: ad.AnnData) -> None:
+    missing = sorted(set(spot_types) - set(reference.obs["cell_type"].cat.categories))
     if missing and not dataset.allow_missing_cell_types:
         raise SpotsweepError(
             f"dataset '{dataset.name}': the spatial cell types {', '.join(missing)} are absent from the "
             "reference; map the labels onto the reference's, remove those cells, or set allow_missing_cell_types."
         )
-    write_atomically(layout.reference(dataset.name), lambda tmp: reference.write_h5ad(tmp))
+
+
+def _spots_from_store(dataset: DatasetConfig, reference: ad.AnnData, layout: OutputLayout) -> tuple[list, list]:
+    """A store of `spotsweep build`, cut to the subset and to the genes shared with the reference:
+    (its cell types, the genes kept)."""
+    assert dataset.spots is not None
+    spots = read_spots(dataset.spots)
+    built = dict(spots.uns["pseudospots"])
+    genes = _shared_genes(dataset, spots.var_names, reference)
+    keep = np.ones(spots.n_obs, dtype=bool)
+    if dataset.subset is not None:
+        subset = dataset.subset.grid_subset()
+        grid = spots.obs[["grid_x", "grid_y"]].to_numpy()
+        keep = subset.keeps(grid, float(built["window"]), tuple(built.get("origin", (0.0, 0.0))))
+        if not keep.any():
+            raise SpotsweepError(
+                f"{dataset.spots}: the subset {subset.describe()} contains no spots of this store; choose grid "
+                "columns, rows or a box that its spots cover (datasets[].subset)."
+            )
+    spots = spots[keep, genes].copy()
+    spots.uns["pseudospots"] = {
+        **built,
+        "store": str(dataset.spots),
+        "store_subset": {} if dataset.subset is None else dataset.subset.grid_subset().describe(),
+        "n_spots": int(spots.n_obs),
+        "n_genes": len(genes),
+    }
     write_spots(spots, layout.spots(dataset.name))
+    return [str(name) for name in built["cell_types"]], genes
+
+
+def _spots_from_cells(
+    dataset: DatasetConfig, layout: OutputLayout, scheduler: Scheduler | None, memory_mib: int, say: Say
+) -> tuple[ad.AnnData, list, list]:
+    """Cells (simulated or read) summed by the out-of-core builder: (reference, cell types, genes kept)."""
+    from toolkit.pseudospots.out_of_core import build_spots_store
+
+    if dataset.simulate is not None:
+        reference, cells, window = _simulated_inputs(dataset, layout, say)
+    else:
+        assert dataset.spatial is not None and dataset.reference is not None and dataset.window is not None
+        say(f"{dataset.name}: reading the reference and opening the cells")
+        reference, cells, window = _read(dataset.reference), _open(dataset.spatial), float(dataset.window)
+    genes = _shared_genes(dataset, cells.genes, reference)
+    kind = (scheduler or Scheduler()).kind
+    say(f"{dataset.name}: building the grid of {cells.n_cells:,} cells at window {window:g} (Dask, {kind})")
+    build_spots_store(
+        cells,
+        layout.spots(dataset.name),
+        window,
+        edge_rule=dataset.edge_rule,
+        genes=genes,
+        subset=None if dataset.subset is None else dataset.subset.grid_subset(),
+        overwrite=True,
+        scheduler=scheduler,
+        memory_budget=memory_mib << 20,
+    )
+    return reference, list(cells.cell_types), genes
+
+
+def prepare_dataset(
+    dataset: DatasetConfig,
+    layout: OutputLayout,
+    scheduler: Scheduler | None = None,
+    *,
+    memory_mib: int = 1024,
+    say: Say = _silent,
+) -> None:
+    """Write the pseudospots and the reference (shared genes) of one dataset, unless already there."""
+    if layout.spots(dataset.name).exists() and layout.reference(dataset.name).exists():
+        return
+    if dataset.spots is not None:
+        assert dataset.reference is not None
+        say(f"{dataset.name}: reading the reference and the spot store {dataset.spots}")
+        reference = _read(dataset.reference)
+        spot_types, genes = _spots_from_store(dataset, reference, layout)
+    else:
+        reference, spot_types, genes = _spots_from_cells(dataset, layout, scheduler, memory_mib, say)
+    reference = _canonical_reference(reference, genes)
+    _check_types(dataset, spot_types, reference)
+    write_atomically(layout.reference(dataset.name), lambda tmp: reference.write_h5ad(tmp))
 
 
 def reference_model_id(task: Task) -> str | None:
@@ -89,7 +196,7 @@ def reference_model_id(task: Task) -> str | None:
     return f"{kind}-{content_hash({'dataset': task.dataset_config, 'reference': task.reference_config})}"
 
 
-def ensure_reference_model(task: Task, layout: OutputLayout) -> Path | None:
+def ensure_reference_model(task: Task, layout: OutputLayout, say: Say = _silent) -> Path | None:
     """Train the task's reference model once; callers arriving together wait on a lock and reuse it."""
     model_id = reference_model_id(task)
     if model_id is None:
@@ -100,6 +207,8 @@ def ensure_reference_model(task: Task, layout: OutputLayout) -> Path | None:
         if not (model_dir / "training.json").exists():
             reference = ad.read_h5ad(layout.reference(task.dataset))
             seconds: dict[str, float] = {}
+            epochs = (task.reference_config or {}).get("max_epochs")
+            say(f"{task.dataset}: training the {model_id.split('-')[0]} reference model ({epochs} epochs)")
 
             def train(tmp: Path) -> None:
                 seconds["train"] = adapter(task.method).train_reference(reference, task.reference_config, tmp)
@@ -113,16 +222,39 @@ def reference_train_time(model_dir: Path | None) -> float:
     return 0.0 if model_dir is None else float(read_json(model_dir / "training.json")["train_time_s"])
 
 
-def prepare(sweep_data: dict[str, Any], tasks_data: list[dict[str, Any]], out: str) -> dict[str, int]:
-    """The prepare job: every dataset, then every distinct reference model the tasks need."""
+def prepare(
+    sweep_data: dict[str, Any],
+    tasks_data: list[dict[str, Any]],
+    out: str,
+    cluster_options: dict[str, Any] | None = None,
+) -> dict[str, int]:
+    """The prepare job: every dataset, then every distinct reference model the tasks need.
+
+    The grids are built on the sweep's Dask scheduler (`prepare:` in the sweep file); `cluster_options`
+    are the keyword arguments the backend adds for it (the SLURM profile's `dask` block), under the
+    sweep's own. Each stage is written to OUT/progress/prepare.json for the launcher to show.
+    """
     sweep = SweepConfig.model_validate(sweep_data)
     layout = OutputLayout(Path(out))
+    settings = sweep.prepare
+    scheduler = Scheduler(settings.scheduler, settings.workers, {**(cluster_options or {}), **settings.cluster_options})
+    say = stage_reporter(layout)
     for dataset in sweep.datasets:
-        prepare_dataset(dataset, layout)
+        prepare_dataset(dataset, layout, scheduler, memory_mib=settings.memory_mib, say=say)
     models = {}
     for task in map(Task.from_dict, tasks_data):
         if reference_model_id(task) is not None:
             models.setdefault(reference_model_id(task), task)
     for task in models.values():
-        ensure_reference_model(task, layout)
+        ensure_reference_model(task, layout, say)
+    say("prepared")
     return {"datasets": len(sweep.datasets), "reference_models": len(models)}
+
+
+def stage_reporter(layout: OutputLayout) -> Say:
+    """`say` that writes the current stage to OUT/progress/prepare.json (the launcher polls it)."""
+
+    def say(message: str) -> None:
+        write_json(layout.progress("prepare"), {"stage": message, "time": time.time()})
+
+    return say

@@ -2,7 +2,9 @@
 
 The id is a pure function of what determines the result (dataset, reference training, method settings),
 so resubmitting a sweep finds the tasks it already finished, and two sweeps that share a configuration
-share its result directory.
+share its result directory. What is hashed is what the sweep set plus the defaults of the fields that
+existed when ids were fixed; a field added since (`config.when_set`) counts only when it is set, so the
+schema can grow without re-keying finished studies (tests/test_architecture.py pins the ids).
 """
 
 from __future__ import annotations
@@ -11,10 +13,9 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from toolkit.config import SweepConfig
+from toolkit.config import SweepConfig, identity
 
 SWEPT_SETTINGS = ("dataset", "method", "variant", "amortization", "batch_size", "max_epochs", "seed")
 """The settings that become named dimensions of the aggregate dataset, in this order."""
@@ -75,7 +76,7 @@ def expand(sweep: SweepConfig) -> list[Task]:
             method=grid.name,
             **point,
             params=grid.params(),
-            dataset_config=dataset.model_dump(mode="json"),
+            dataset_config=identity(dataset),
             reference_config=grid.reference_config(),
         )
         for dataset in sweep.datasets

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,23 @@ def _layout(seed: int, n_cells: int, n_genes: int, tile_cells: int, progress: An
         start = stop
         progress(1)
     return {"codes": codes, "positions": positions, "states": states, "extent": whole}
+
+
+def atlas_positions(seed: int = 0, n_cells: int | None = None, tile_cells: int | None = None) -> Iterator[np.ndarray]:
+    """The atlas' cell positions tile by tile, exactly as `write_atlas` places them, without states or
+    counts: what counting its windows needs (`spotsweep plan`)."""
+    spec = lookup_preset(BASE_PRESET)
+    seed = check_seed(seed)
+    n_cells = check_size("n_spatial_cells", n_cells, DEFAULT_CELLS)
+    tile_cells = check_size("tile_cells", tile_cells, spec.n_spatial_cells)
+    columns, _, sizes = tile_grid(n_cells, tile_cells)
+    tile_extent = scaled_extent(spec, int(sizes[0]))
+    extent = np.asarray(tile_extent)
+    for tile, (size, rng) in enumerate(zip(sizes, np.random.default_rng([seed, 1]).spawn(len(sizes)), strict=True)):
+        tile_codes = allocate_types(int(size), spec.spatial_frequencies, rng)
+        yield (
+            sample_positions(spec, tile_codes, tile_extent, rng) + extent * (tile % columns, tile // columns)
+        ).astype(np.float32)
 
 
 def _fill_counts(store: str, start: int, stop: int, seed: int, n_genes: int) -> int:

@@ -266,6 +266,17 @@ def simulate(
     return reference, spatial
 
 
+def spatial_positions(preset: str, seed: int = 0, n_spatial_cells: int | None = None) -> np.ndarray:
+    """The spatial cells' positions exactly as `simulate` places them, without drawing any expression:
+    what counting a tissue's windows needs (`spotsweep plan`)."""
+    spec = lookup_preset(preset)
+    seed = check_seed(seed)
+    n_sp = check_size("n_spatial_cells", n_spatial_cells, spec.n_spatial_cells)
+    _, _, sp_layout_rng, *_ = np.random.default_rng(seed).spawn(6)
+    codes = allocate_types(n_sp, spec.spatial_frequencies, sp_layout_rng)
+    return sample_positions(spec, codes, scaled_extent(spec, n_sp), sp_layout_rng)
+
+
 def lookup_preset(preset: object) -> SimulationPreset:
     if preset == "atlas":
         raise SpotsweepError(

@@ -1,0 +1,175 @@
+"""`spotsweep plan`: what a sweep costs before it runs. Validates, trains nothing, writes nothing.
+
+For every task: its spots (windows counted from the cells' coordinates alone: a simulated tissue's
+positions are drawn without any expression, a file's coordinates read without its counts), its batch
+size as it will run (`auto` resolved), its optimizer steps and an estimate of its time from a table of
+measured milliseconds per step. Where no figure was measured (a GPU here, Cell2location) the estimate
+says so instead of guessing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit.config import DatasetConfig, InputConfig, SweepConfig
+from toolkit.layout import OutputLayout
+from toolkit.pseudospots.grid import Grid
+from toolkit.status import task_state
+from toolkit.sweep import SWEPT_SETTINGS, Task, expand
+
+MS_PER_STEP: dict[str, dict[str, dict[int, float]]] = {
+    "cpu": {
+        "scvi": {8: 11.36, 32: 16.06, 128: 34.52},
+        "fast": {8: 6.80, 32: 10.86, 128: 29.40},
+        "fast+compile": {8: 3.18, 32: 8.00, 128: 19.26},
+    },
+    "gpu": {},
+}
+"""destVI milliseconds per optimizer step by engine and batch size. CPU: this project's 2-core machine
+(2 threads), real STARmap (189 spots x 1,019 genes), idle, 2026-11-25 (results/engine.md,
+`python -m tests.benchmarks.bench_engine --threads 2`). GPU: not measured yet (tests/benchmarks, issue
+"On the GPU"). Between and beyond the measured batch sizes: a power law through the nearest two."""
+SOURCES = {
+    "cpu": "destVI ms/step measured on 2 CPU threads, real STARmap 1,019 genes (results/engine.md, 2026-11-25)",
+    "gpu": "no GPU figures measured yet: GPU hours left blank",
+}
+
+
+@dataclass(frozen=True)
+class PlannedTask:
+    task: Task
+    n_spots: int
+    batch_size: int
+    steps: int
+    state: str
+    mode: str
+    """How it trains: scvi, fast, fast+compile for destVI; the method's name otherwise."""
+
+    def hours(self, device: str) -> float | None:
+        per_step = ms_per_step(device, self.mode, self.batch_size)
+        return None if per_step is None else self.steps * per_step / 3.6e6
+
+
+@dataclass(frozen=True)
+class Plan:
+    sweep: SweepConfig
+    tasks: list[PlannedTask]
+    spots: dict[str, int]
+
+    def axis_counts(self) -> dict[str, dict[str, int]]:
+        """How many tasks take each value of each swept setting."""
+        return {
+            name: dict(Counter(str(planned.task.settings[name]) for planned in self.tasks)) for name in SWEPT_SETTINGS
+        }
+
+    def total_hours(self, device: str, todo_only: bool = True) -> tuple[float, int]:
+        """(estimated hours of the tasks with a figure, how many tasks have none)."""
+        chosen = [t for t in self.tasks if t.state != "done" or not todo_only]
+        hours = [t.hours(device) for t in chosen if t.steps]
+        return sum(h for h in hours if h is not None), sum(h is None for h in hours)
+
+
+def ms_per_step(device: str, mode: str, batch_size: int) -> float | None:
+    """The measured figure, interpolated (or extended) as a power law in the batch size."""
+    table = MS_PER_STEP.get(device, {}).get(mode)
+    if not table:
+        return None
+    sizes = sorted(table)
+    if batch_size in table or len(sizes) == 1:
+        return table.get(batch_size, table[sizes[0]])
+    low, high = (sizes[0], sizes[1]) if batch_size < sizes[0] else (sizes[-2], sizes[-1])
+    for a, b in itertools.pairwise(sizes):
+        if a <= batch_size <= b:
+            low, high = a, b
+    slope = math.log(table[high] / table[low]) / math.log(high / low)
+    return table[low] * (batch_size / low) ** slope
+
+
+def _grid(dataset: DatasetConfig, window: float) -> Grid:
+    subset = dataset.subset.grid_subset() if dataset.subset is not None else None
+    return Grid(float(window), edge_rule=dataset.edge_rule, **({"subset": subset} if subset else {}))
+
+
+def _count_windows(grid: Grid, chunks: Any) -> int:
+    keys: set[int] = set()
+    for xy in chunks:
+        cell_keys, keep = grid.cell_keys(np.asarray(xy, dtype=float))
+        keys.update(np.unique(cell_keys[keep]).tolist())
+    return len(keys)
+
+
+def _file_coordinates(given: InputConfig) -> np.ndarray:
+    """The cells' coordinates, read without their counts."""
+    import pandas as pd
+
+    from toolkit.data.readers import open_cells
+
+    if given.cells_table is not None:
+        table = pd.read_csv(given.cells_table, sep=None, engine="python")
+        return table[[given.x_key or "x", given.y_key or "y"]].to_numpy(dtype=float)
+    return np.asarray(open_cells(given.path, **given.model_dump(exclude={"path"})).xy.compute())
+
+
+def count_spots(dataset: DatasetConfig) -> int:
+    """The dataset's spots, from coordinates only."""
+    if dataset.spots is not None:
+        import anndata as ad
+        import zarr
+
+        group = zarr.open_group(str(dataset.spots), mode="r")
+        obs = ad.io.read_elem(group["obs"])
+        built = ad.io.read_elem(group["uns"]["pseudospots"])
+        if dataset.subset is None:
+            return len(obs)
+        grid = obs[["grid_x", "grid_y"]].to_numpy()
+        return int(dataset.subset.grid_subset().keeps(grid, float(built["window"]), (0.0, 0.0)).sum())
+    if dataset.simulate is not None:
+        sim = dataset.simulate
+        if sim.preset == "atlas":
+            from toolkit.data.atlas import BASE_PRESET, atlas_positions
+            from toolkit.data.synthetic import PRESETS
+
+            grid = _grid(dataset, dataset.window or PRESETS[BASE_PRESET].window)
+            return _count_windows(grid, atlas_positions(sim.seed, sim.n_spatial_cells))
+        from toolkit.data.synthetic import PRESETS, spatial_positions
+
+        grid = _grid(dataset, dataset.window or PRESETS[sim.preset].window)
+        return _count_windows(grid, [spatial_positions(sim.preset, sim.seed, sim.n_spatial_cells)])
+    assert dataset.spatial is not None and dataset.window is not None
+    return _count_windows(_grid(dataset, dataset.window), [_file_coordinates(dataset.spatial)])
+
+
+def _mode(task: Task) -> str:
+    if task.method != "destvi":
+        return task.method
+    engine = task.params.get("engine", "fast")
+    return f"{engine}+compile" if engine == "fast" and task.params.get("compile") else engine
+
+
+def _steps(task: Task, n_spots: int) -> tuple[int, int]:
+    """(batch size as it runs, optimizer steps) of one task."""
+    if task.method == "control":
+        return 0, 0
+    from toolkit.methods.destvi import resolve_batch_size  # the study's rule for `auto`
+
+    batch = resolve_batch_size(task.batch_size, n_spots) or n_spots  # Cell2location's 0: every spot at once
+    return batch, math.ceil(n_spots / batch) * int(task.max_epochs)
+
+
+def plan_sweep(sweep: SweepConfig, out: Path | None = None) -> Plan:
+    """Every task with its spots, batch, steps and state (from `out`, the sweep's output by default)."""
+    spots = {dataset.name: count_spots(dataset) for dataset in sweep.datasets}
+    layout = OutputLayout(Path(out or sweep.output))
+    planned = []
+    for task in expand(sweep):
+        batch, steps = _steps(task, spots[task.dataset])
+        state = task_state(layout, task).state if layout.root.exists() else "missing"
+        planned.append(PlannedTask(task, spots[task.dataset], batch, steps, state, _mode(task)))
+    return Plan(sweep, planned, spots)
