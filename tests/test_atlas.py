@@ -16,7 +16,6 @@ import zarr
 from typer.testing import CliRunner
 
 from toolkit.cli import app
-from toolkit.config import parse_sweep
 from toolkit.data.atlas import write_atlas
 from toolkit.data.synthetic import PRESETS
 from toolkit.errors import SpotsweepError
@@ -86,14 +85,6 @@ def test_same_seed_same_store_other_seed_other(atlas: tuple[Path, dict], tmp_pat
     assert again["total_counts"] == atlas[1]["total_counts"] != other["total_counts"]
 
 
-def test_existing_output_and_in_memory_use_are_refused(atlas: tuple[Path, dict], tmp_path: Path) -> None:
+def test_existing_output_is_refused(atlas: tuple[Path, dict]) -> None:
     with pytest.raises(SpotsweepError, match="already exists"):
         write_atlas(atlas[0], seed=3, **SIZES)
-    sweep = {
-        "name": "a",
-        "output": str(tmp_path),
-        "datasets": [{"name": "big", "simulate": {"preset": "atlas"}}],
-        "methods": [{"name": "control"}],
-    }
-    with pytest.raises(SpotsweepError, match=r"sweep.yaml: .*spotsweep simulate --preset atlas"):
-        parse_sweep(sweep, "sweep.yaml")

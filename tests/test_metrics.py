@@ -295,6 +295,8 @@ def test_grid_ssim_identical_is_one() -> None:
     assert (grid_ssim(truth, toy(5, spots=30), grid) < 1).all()
     with pytest.raises(SpotsweepError, match="window"):
         grid_ssim(truth, truth, grid, win_size=4)
+    narrow = pd.DataFrame({"x": np.arange(30) % 2, "y": np.arange(30) // 2}, index=truth.index)
+    assert grid_ssim(truth, truth, narrow).isna().all()  # two grid columns: no SSIM window fits, no failure
 
 
 def test_state_agreement_rotation() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,10 +81,37 @@ def _fill_frame(target: np.ndarray, at: tuple[int, ...], frame: dict, rows: dict
     target[at][np.ix_(r, c)] = values
 
 
-def _true_proportions(layout: OutputLayout, datasets: list[str]) -> dict[str, pd.DataFrame]:
-    """Each prepared dataset's true proportions (spots x cell types), read from its pseudospots."""
+def _prepared_spots(layout: OutputLayout, datasets: list[str]) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
+    """Each prepared dataset's true proportions (spots x cell types) and how its grid was built."""
+    truths, grids = {}, {}
+    for name in datasets:
+        if layout.spots(name).exists():
+            spots = read_spots(layout.spots(name))
+            truths[name] = spots.obsm["proportions"]
+            grids[name] = dict(spots.uns["pseudospots"])
+    return truths, grids
+
+
+def _grid_variables(grids: dict[str, dict], datasets: list[str]) -> dict[str, Any]:
+    """Per dataset: window, edge rule, subset and spot store, as the pseudospots record them."""
+
+    def text(value: Any) -> str:
+        return json.dumps({k: np.asarray(v).tolist() for k, v in dict(value).items()}) if value is not None else ""
+
+    rows = [grids.get(name, {}) for name in datasets]
     return {
-        name: read_spots(layout.spots(name)).obsm["proportions"] for name in datasets if layout.spots(name).exists()
+        "spots_window": ("dataset", [float(r.get("window", np.nan)) for r in rows], {"long_name": "pseudospot window"}),
+        "spots_edge_rule": ("dataset", [str(r.get("edge_rule", "")) for r in rows], {"long_name": "window edge rule"}),
+        "spots_subset": (
+            "dataset",
+            [text(r.get("store_subset") or r.get("subset")) for r in rows],
+            {"long_name": "part of the grid kept (JSON of columns, rows, bbox; {} for all)"},
+        ),
+        "spots_store": (
+            "dataset",
+            [str(r.get("store", "")) for r in rows],
+            {"long_name": "spot store the spots came from"},
+        ),
     }
 
 
@@ -126,7 +154,7 @@ def _aggregate(layout: OutputLayout) -> xr.Dataset:
     results = {s.task.id: read_json(layout.result(s.task.id)) for s in states if s.state == "done"}
 
     grid = _Grid([task.settings for task in tasks])
-    truths = _true_proportions(layout, grid.coords["dataset"])
+    truths, built = _prepared_spots(layout, grid.coords["dataset"])
     predicted_types = {c for r in results.values() for c in r["proportions"]["columns"]}
     # Cell types the methods predict (all the truth's where nothing finished yet); every spot of the truth.
     type_names = sorted(predicted_types or {c for t in truths.values() for c in t.columns})
@@ -194,6 +222,7 @@ def _aggregate(layout: OutputLayout) -> xr.Dataset:
             {"long_name": "true cell-type proportion of the pseudospot", "units": "1"},
         ),
     }
+    data_vars.update(_grid_variables(built, grid.coords["dataset"]))
     for name, attrs in SCALARS.items():
         data_vars[name] = (dims, scalars[name], attrs)
     for m in METRICS:

@@ -301,13 +301,16 @@ def grid_ssim(
     The benchmark's SSIM ignores where spots are; this one uses scikit-image's
     ``structural_similarity`` (data_range 1, uniform window, sample covariance) on maps in which
     grid cells without a spot are 0. ``win_size`` defaults to the largest odd size <= 7 that fits
-    the grid's shorter side.
+    the grid's shorter side; a grid narrower than 3 windows (a two-column subset) has no such size,
+    and then every value is NaN rather than the task failing over a metric the benchmark lacks.
     """
     truth, predicted = _aligned(truth, predicted)
     xs, ys = _grid_positions(grid, truth.index)
     shape = (int(xs.max()) + 1, int(ys.max()) + 1)
     short = min(shape)
     if win_size is None:
+        if short < 3:
+            return pd.Series(np.nan, index=pd.Index(truth.columns.copy(), name="cell_type"), name="ssim_grid")
         win_size = min(7, short if short % 2 else short - 1)
     if win_size < 3 or win_size % 2 == 0 or win_size > short:
         raise SpotsweepError(

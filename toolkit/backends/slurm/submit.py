@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from toolkit.backends import apptainer
 from toolkit.backends.common import RunSummary, input_files, tasks_to_run
 from toolkit.backends.slurm import records
+from toolkit.backends.slurm.dask import cluster_options
 from toolkit.backends.slurm.jobs import SweepTask, finish_sweep
 from toolkit.backends.slurm.pack import PackedSweepTask
 from toolkit.backends.slurm.profile import SlurmProfile
@@ -138,8 +139,12 @@ def _submit_chain(
             additional_parameters=extra,
             **gpus,
         )
+        dask_options = None
+        if sweep.prepare.scheduler == "slurm":  # the grid's Dask workers as jobs with the profile's resources
+            binds = [*sweep.executor.binds, *(str(p.resolve().parent) for p in input_files(sweep)), root]
+            dask_options = cluster_options(profile, binds)
         prepare_job = prepare_executor.submit(
-            prepare, sweep.model_dump(mode="json"), [task.to_dict() for task in to_run], root
+            prepare, sweep.model_dump(mode="json"), [task.to_dict() for task in to_run], root, dask_options
         )
         prepare_id = prepare_job.job_id
         submitted.append(prepare_id)

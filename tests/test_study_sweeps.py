@@ -1,0 +1,238 @@
+"""Every study of the blog is a sweep file: subsets, spot stores, the atlas through Dask, and a dry run.
+
+Real data where the study used it (STARmap slice 1 and Li et al.'s pseudospots), real prepare stages
+and real (tiny) sweeps; the plans of the study files answer in seconds without training anything.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from tests.conftest import REPO, STARMAP, TINY_SWEEP
+from toolkit.cli import app
+from toolkit.config import identity, parse_sweep
+from toolkit.data.synthetic import simulate
+from toolkit.errors import SpotsweepError
+from toolkit.launch import load_sweep, run_sweep
+from toolkit.layout import OutputLayout, read_json
+from toolkit.plan import ms_per_step, plan_sweep
+from toolkit.prepare import prepare_dataset
+from toolkit.pseudospots import build_pseudospots, read_spots
+from toolkit.sweep import expand
+
+LI2022 = STARMAP / "li2022" / "simulated"
+STUDIES = ("starmap-189", "starmap-57", "starmap-like", "merfish")
+
+
+@pytest.fixture(autouse=True)
+def _repository_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sweep files name their inputs relative to the repository root, as the README runs them."""
+    monkeypatch.chdir(REPO)
+
+
+# --- the study files -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_plan_of_each_study_answers_without_training(study: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["plan", f"sweeps/{study}.yaml", "--out", str(tmp_path / "none")])
+    assert result.exit_code == 0, result.output
+    assert f"{study}: " in result.output and "optimizer steps" in result.output and "CPU hours" in result.output
+    assert not (tmp_path / "none").exists()  # a dry run writes nothing
+
+
+def test_the_plans_count_the_studys_spots_and_steps() -> None:
+    spots = {name: plan_sweep(load_sweep(f"sweeps/{name}.yaml")).spots[name] for name in ("starmap-189", "starmap-57")}
+    assert spots == {"starmap-189": 189, "starmap-57": 57}
+    plan = plan_sweep(load_sweep("sweeps/starmap-57.yaml"))
+    auto = [p for p in plan.tasks if p.task.batch_size == "auto"]
+    assert auto and {p.batch_size for p in auto} == {5}  # min(57 // 10, 128)
+    batch4 = next(p for p in plan.tasks if p.task.batch_size == 4)
+    assert batch4.steps == 15 * 2500  # ceil(57 / 4) steps per epoch
+    merfish = plan_sweep(load_sweep("sweeps/merfish.yaml"))
+    assert 26_000 < merfish.spots["merfish"] < 28_000  # the study's 27,395 spots of 40 um
+    assert {(p.task.batch_size, p.task.max_epochs) for p in merfish.tasks if p.task.method == "destvi"} >= {
+        (512, 5000),
+        (1024, 10000),
+    }
+
+
+def test_estimates_follow_the_measured_table() -> None:
+    assert ms_per_step("cpu", "fast", 8) == pytest.approx(6.80)
+    assert ms_per_step("cpu", "fast", 8) < ms_per_step("cpu", "fast", 16) < ms_per_step("cpu", "fast", 32)
+    assert ms_per_step("cpu", "fast", 1024) > ms_per_step("cpu", "fast", 128)
+    assert ms_per_step("gpu", "fast", 8) is None  # not measured: left blank, never guessed
+
+
+# --- subsets ---------------------------------------------------------------------------------------
+
+
+def test_the_57_spot_subset_built_by_a_sweep_is_li_et_als_first_three_columns(tmp_path: Path) -> None:
+    dataset = load_sweep("sweeps/starmap-57.yaml").datasets[0]
+    prepare_dataset(dataset, OutputLayout(tmp_path))
+    spots = read_spots(OutputLayout(tmp_path).spots(dataset.name))
+    assert spots.n_obs == 57 and set(spots.obs["grid_x"]) == {0, 1, 2}
+    assert list(spots.uns["pseudospots"]["subset"]["columns"]) == [0, 1, 2]
+    li = pd.read_csv(LI2022 / "combined_spatial_count.txt", sep="\t")
+    where = pd.read_csv(LI2022 / "combined_Locations.txt", sep="\t")
+    first_three = li[where["x"].isin([0, 1, 2]).to_numpy()]
+    genes = [gene for gene in li.columns if gene in set(spots.var_names)]
+    assert len(genes) >= 880  # Li et al.'s 882 genes, less what slice 2 names otherwise (Nkx2-1)
+    np.testing.assert_array_equal(np.asarray(spots[:, genes].X), first_three[genes].to_numpy())
+    np.testing.assert_array_equal(
+        spots.obs[["grid_x", "grid_y"]].to_numpy(), where[where["x"].isin([0, 1, 2])][["x", "y"]].to_numpy()
+    )
+
+
+def _tiny_files(folder: Path) -> tuple[Path, Path]:
+    """The tiny tissue's cells and reference as .h5ad files."""
+    reference, cells = simulate("starmap-like", 1, n_spatial_cells=500, n_reference_cells=600, n_genes=60)
+    folder.mkdir(parents=True, exist_ok=True)
+    cells.write_h5ad(folder / "cells.h5ad")
+    reference.write_h5ad(folder / "reference.h5ad")
+    return folder / "cells.h5ad", folder / "reference.h5ad"
+
+
+def _controls_sweep(tmp_path: Path, datasets: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "name": "stores",
+        "output": str(tmp_path / "out"),
+        "datasets": datasets,
+        "methods": [
+            {"name": "control", "kind": ["truth", "nnls"]},
+            {**copy.deepcopy(TINY_SWEEP["methods"][0]), "amortization": "both", "batch_size": 8},
+        ],
+        "executor": {"kind": "local", "max_parallel": 2, "timeout_min": 20},
+    }
+
+
+def test_a_spot_store_and_a_subset_run_as_sweeps_and_agree_with_the_files(tmp_path: Path) -> None:
+    cells, reference = _tiny_files(tmp_path / "inputs")
+    store = tmp_path / "inputs" / "spots.zarr"
+    built = CliRunner().invoke(app, ["build", str(cells), "--window", "750", "--out", str(store), "--no-progress"])
+    assert built.exit_code == 0, built.output
+    files = {"spatial": str(cells), "reference": str(reference), "window": 750}
+    data = _controls_sweep(
+        tmp_path,
+        [
+            {"name": "files", **files},
+            {"name": "store", "spots": str(store), "reference": str(reference)},
+            {"name": "files-cols", **files, "subset": {"columns": [1, 2]}},
+            {"name": "store-cols", "spots": str(store), "reference": str(reference), "subset": {"columns": [1, 2]}},
+        ],
+    )
+    summary = run_sweep(parse_sweep(data, "stores"), report=False)
+    assert summary.states["done"] == 4 * 3 and summary.states["failed"] == 0
+    layout = OutputLayout(tmp_path / "out")
+    spots = {name: read_spots(layout.spots(name)) for name in ("files", "store", "files-cols", "store-cols")}
+    for a, b in (("files", "store"), ("files-cols", "store-cols")):
+        np.testing.assert_array_equal(np.asarray(spots[a].X), np.asarray(spots[b].X))
+        pd.testing.assert_frame_equal(spots[a].obsm["cell_counts"], spots[b].obsm["cell_counts"])
+    assert set(spots["store-cols"].obs["grid_x"]) == {1, 2}
+    assert spots["store"].uns["pseudospots"]["store"] == str(store)
+    scores = {}
+    for task in expand(parse_sweep(data, "stores")):
+        result = read_json(layout.result(task.id))
+        scores[(task.dataset, task.method, task.variant)] = result["scores"]["means"]
+    for method, variant in (("control", "nnls"), ("destvi", "2022")):
+        assert scores[("files", method, variant)] == scores[("store", method, variant)]
+        assert scores[("files-cols", method, variant)] == scores[("store-cols", method, variant)]
+    from toolkit.aggregate import aggregate
+
+    summary = aggregate(layout.root)
+    subsets = dict(zip(summary["dataset"].values, summary["spots_subset"].values, strict=True))
+    assert json.loads(subsets["files-cols"]) == json.loads(subsets["store-cols"]) == {"columns": [1, 2]}
+    assert json.loads(subsets["files"]) == {} and summary["spots_window"].values.tolist() == [750.0] * 4
+
+
+def test_an_atlas_sweep_goes_through_the_out_of_core_builder(tmp_path: Path) -> None:
+    dataset = {
+        "name": "atlas",
+        "simulate": {
+            "preset": "atlas",
+            "seed": 2,
+            "n_spatial_cells": 200_000,
+            "n_reference_cells": 2000,
+            "n_genes": 40,
+        },
+    }
+    data = _controls_sweep(tmp_path, [dataset])
+    data["methods"] = data["methods"][:1]
+    summary = run_sweep(parse_sweep(data, "atlas"), report=False)
+    assert summary.states == {"done": 2, "failed": 0, "started": 0, "missing": 0}
+    layout = OutputLayout(tmp_path / "out")
+    spots = read_spots(layout.spots("atlas"))
+    assert spots.uns["pseudospots"]["engine"] == "dask"
+    cells = ad.read_zarr(layout.dataset_dir("atlas") / "cells.zarr")
+    assert cells.n_obs == 200_000
+    in_memory = build_pseudospots(cells[:, list(spots.var_names)], 40.0)
+    np.testing.assert_array_equal(np.asarray(spots.X), np.asarray(in_memory.X))
+    pd.testing.assert_frame_equal(spots.obsm["cell_counts"], in_memory.obsm["cell_counts"])
+    assert plan_sweep(parse_sweep(data, "atlas")).spots["atlas"] == spots.n_obs
+
+
+# --- ids and bad input -----------------------------------------------------------------------------
+
+
+def test_a_new_field_counts_in_an_id_only_when_set(tiny_sweep_data: dict) -> None:
+    plain = parse_sweep(tiny_sweep_data, "t")
+    assert "subset" not in identity(plain.datasets[0]) and "spots" not in identity(plain.datasets[0])
+    tiny_sweep_data["datasets"][0]["subset"] = {"columns": [0]}
+    cut = parse_sweep(tiny_sweep_data, "t")
+    assert identity(cut.datasets[0])["subset"]["columns"] == [0]
+    assert {t.id for t in expand(plain)}.isdisjoint({t.id for t in expand(cut)})
+
+
+@pytest.mark.parametrize(
+    ("dataset", "expected"),
+    [
+        (
+            {"spots": "{tmp}/cells.h5ad"},
+            r"datasets\[0\].spots points to '.*cells.h5ad', which is not a pseudospot store",
+        ),
+        ({"spots": "{tmp}/nowhere.zarr"}, r"datasets\[0\].spots points to '.*nowhere.zarr', which does not exist"),
+        ({"spatial": "{tmp}/cells.h5ad", "window": 750, "subset": {}}, r"subset' keeps everything; give columns"),
+        ({"spots": "{tmp}/x.zarr", "window": 40}, r"a 'spots' store has its own; remove window"),
+    ],
+)
+def test_bad_dataset_sources_are_one_sentence(tmp_path: Path, dataset: dict, expected: str) -> None:
+    _, reference = _tiny_files(tmp_path)
+    entry = {
+        "name": "d",
+        "reference": str(reference),
+        **{k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in dataset.items()},
+    }
+    data = _controls_sweep(tmp_path, [entry])
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(SpotsweepError, match=expected):
+        load_sweep(path)
+
+
+def test_a_subset_with_no_cells_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    cells, reference = _tiny_files(tmp_path)
+    data = _controls_sweep(
+        tmp_path,
+        [{"name": "d", "spatial": str(cells), "reference": str(reference), "window": 750, "subset": {"columns": [99]}}],
+    )
+    with pytest.raises(SpotsweepError, match=r"cells.h5ad: the subset \{'columns': \[99\]\} contains no cells; choose"):
+        prepare_dataset(parse_sweep(data, "s").datasets[0], OutputLayout(tmp_path / "out"))
+    assert not OutputLayout(tmp_path / "out").spots("d").exists()
+
+
+def test_prepare_reports_its_stages(tmp_path: Path, tiny_sweep_data: dict) -> None:
+    from toolkit.prepare import prepare
+
+    sweep = parse_sweep(tiny_sweep_data, "t")
+    prepare(sweep.model_dump(mode="json"), [t.to_dict() for t in expand(sweep)], str(tmp_path))
+    assert json.loads((tmp_path / "progress" / "prepare.json").read_text())["stage"] == "prepared"
