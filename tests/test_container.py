@@ -299,8 +299,8 @@ def test_sweep_tasks_run_inside_the_image(
 def test_preempted_task_inside_the_image_requeues_and_resumes(image: Path, tmp_path: Path) -> None:
     """submitit's preemption (SIGTERM then USR2) reaches the task inside `apptainer exec`: it saves at the
     end of its epoch, SLURM requeues the same array element, and the image's python resumes from there."""
+    from toolkit.backends.checkpointed import read_attempts
     from toolkit.backends.slurm import records as slurm
-    from toolkit.backends.slurm.jobs import read_attempts
     from toolkit.backends.slurm.submit import wait_for
     from toolkit.engines import checkpoint
 

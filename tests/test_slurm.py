@@ -30,8 +30,8 @@ from typer.testing import CliRunner
 
 from tests.conftest import REPO, TINY_SWEEP
 from tests.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
+from toolkit.backends.checkpointed import read_attempts
 from toolkit.backends.slurm import records as slurm
-from toolkit.backends.slurm.jobs import read_attempts
 from toolkit.backends.slurm.submit import wait_for
 from toolkit.cli import app
 from toolkit.config import SweepConfig, parse_sweep

@@ -20,8 +20,8 @@ import yaml
 
 from tests.conftest import REPO, TINY_SWEEP
 from tests.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
+from toolkit.backends.checkpointed import read_attempts
 from toolkit.backends.slurm import records as slurm
-from toolkit.backends.slurm.jobs import read_attempts
 from toolkit.backends.slurm.submit import wait_for
 from toolkit.config import parse_sweep
 from toolkit.engines import checkpoint

@@ -244,12 +244,16 @@ def plan(
 def status(out: OutDir) -> None:
     """Show each task's state (done, failed with reason and log, running, pending, ...), counts and SLURM jobs."""
     from toolkit.launch import describe_jobs, sweep_states
-    from toolkit.status import count_states
+    from toolkit.layout import OutputLayout
+    from toolkit.status import count_states, read_progress
 
     states = sweep_states(out)
-    table = Table("task", "state", "job", "reason / log")
+    layout = OutputLayout(out)
+    table = Table("task", "state", "job", "progress", "reason / log")
     for state in states:
-        table.add_row(state.task.id, state.state, state.job, f"{state.reason}  {state.log}".strip())
+        progress = read_progress(layout, state.task.id) if state.state in ("running", "started") else None
+        where = progress.describe() if progress else ""
+        table.add_row(state.task.id, state.state, state.job, where, f"{state.reason}  {state.log}".strip())
     console.print(table)
     console.print(", ".join(f"{n} {k}" for k, n in count_states(states).items()))
     for line in describe_jobs(out):

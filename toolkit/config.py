@@ -184,6 +184,9 @@ class ExecutorConfig(Strict):
     max_parallel: int | None = Field(default=None, gt=0)
     """Tasks running at once; on SLURM it overrides the profile's array_parallelism."""
     timeout_min: float = Field(default=120, gt=0)
+    checkpoint_every_epochs: int = Field(default=50, gt=0)
+    """Local tasks save their training state every N epochs: a sweep stopped half way resumes each task
+    there (on SLURM the profile's checkpoint_every_epochs applies)."""
     container: Path | None = None
     """An Apptainer image (.sif) to run every job in; None runs them on the host."""
     binds: list[str] = Field(default_factory=list)

@@ -79,3 +79,47 @@ def count_states(states: list[TaskState]) -> dict[str, int]:
     """Counts of the file-based states always, of pending and running where there are any."""
     counts = Counter(state.state for state in states)
     return {name: counts.get(name, 0) for name in ALL_STATES if name in STATES or counts.get(name)}
+
+
+@dataclass(frozen=True)
+class TaskProgress:
+    """How far a running task's training is (OUT/progress/<task id>.json), and when it should end."""
+
+    epoch: int
+    max_epochs: int
+    seconds_per_epoch: float | None
+    updated: float
+
+    @property
+    def seconds_left(self) -> float | None:
+        if self.seconds_per_epoch is None:
+            return None
+        return max(0.0, (self.max_epochs - self.epoch) * self.seconds_per_epoch - (time.time() - self.updated))
+
+    def describe(self) -> str:
+        text = f"epoch {self.epoch}/{self.max_epochs}"
+        left = self.seconds_left
+        if left is not None:
+            end = time.strftime("%H:%M", time.localtime(time.time() + left))
+            text += f", about {left / 60:.0f} min left (ends ~{end})" if left >= 60 else f", ends ~{end}"
+        return text
+
+
+def read_progress(layout: OutputLayout, task_id: str) -> TaskProgress | None:
+    """The task's last progress report, or None (not training yet, or no report readable)."""
+    try:
+        report = read_json(layout.progress(task_id))
+        epochs = report["epoch"] - report["attempt_first_epoch"]
+        elapsed = report["time"] - report["attempt_start"]
+        rate = elapsed / epochs if epochs > 0 and elapsed > 0 else None
+        return TaskProgress(int(report["epoch"]), int(report["max_epochs"]), rate, float(report["time"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def read_stage(layout: OutputLayout) -> str:
+    """The prepare job's current stage ('' before it reports one)."""
+    try:
+        return str(read_json(layout.progress("prepare"))["stage"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""

@@ -2,7 +2,10 @@
 array task on a cluster, through submitit's LocalExecutor.
 
 At most `max_parallel` tasks run at once so that a laptop is not oversubscribed; each gets its share
-of the cores as torch threads. Optionally every job runs inside an Apptainer image.
+of the cores as torch threads. Tasks run the same checkpointed body as SLURM's (backends.checkpointed):
+they save their training every `checkpoint_every_epochs`, so a sweep stopped half way and run again
+resumes each task where it was. The prepare job's stage and each running task's epoch are shown as
+they go. Optionally every job runs inside an Apptainer image.
 """
 
 from __future__ import annotations
@@ -10,19 +13,20 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import submitit
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from toolkit.backends import apptainer
+from toolkit.backends.checkpointed import run_checkpointed
 from toolkit.backends.common import RunSummary, finish, input_files, tasks_to_run
 from toolkit.config import ExecutorConfig, SweepConfig
 from toolkit.errors import SpotsweepError
 from toolkit.layout import OutputLayout
 from toolkit.prepare import prepare
-from toolkit.status import TaskState, count_states, task_state
+from toolkit.status import TaskState, count_states, read_progress, read_stage, task_state
 from toolkit.sweep import Task
-from toolkit.task import run_task
 
 POLL_S = 0.5
 
@@ -68,24 +72,61 @@ def _wait(job: submitit.Job, what: str) -> None:
         raise SpotsweepError(f"the {what} job failed ({last.strip()}); its log is in {job.paths.stderr}.") from None
 
 
-def _run_tasks(executor: submitit.Executor, tasks: list[Task], layout: OutputLayout, parallel: int) -> None:
-    """Keep at most `parallel` task processes running; show progress; never raise for a failed task."""
+def _never() -> bool:
+    """A local task is never requeued: it is simply run again, and resumes from its checkpoint."""
+    return False
+
+
+def run_local_task(task_data: dict, out: str, threads: int, every_n_epochs: int) -> str:
+    """One task in its own process, with checkpoints every N epochs, its attempts and progress recorded."""
+    return run_checkpointed(task_data, out, threads, every_n_epochs, grace_s=60.0, requeueing=_never)
+
+
+def _epoch_text(layout: OutputLayout, task: Task) -> str:
+    progress = read_progress(layout, task.id)
+    return "starting" if progress is None else progress.describe()
+
+
+def _run_tasks(
+    executor: submitit.Executor, tasks: list[Task], layout: OutputLayout, parallel: int, every_n_epochs: int
+) -> None:
+    """Keep at most `parallel` task processes running; show each one's epoch; never raise for a failed task."""
     threads = max(1, (os.cpu_count() or 1) // parallel)
-    queue, running = list(tasks), []
-    columns = (TextColumn("tasks"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failed"))
+    queue: list[Task] = list(tasks)
+    running: dict[Any, tuple[Task, Any]] = {}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"))
     with Progress(*columns, TimeElapsedColumn(), transient=False) as progress:
-        bar = progress.add_task("tasks", total=len(tasks), failed=0)
+        overall = progress.add_task("tasks", total=len(tasks), note="0 failed")
         failed = 0
         while queue or running:
             while queue and len(running) < parallel:
                 task = queue.pop(0)
-                running.append(executor.submit(run_task, task.to_dict(), str(layout.root), threads))
+                job = executor.submit(run_local_task, task.to_dict(), str(layout.root), threads, every_n_epochs)
+                row = progress.add_task(f"  {task.id}", total=None, note="starting")
+                running[job] = (task, row)
             time.sleep(POLL_S)
-            for job in [job for job in running if job.done()]:
-                running.remove(job)
+            for job, (task, row) in list(running.items()):
+                if not job.done():
+                    progress.update(row, note=_epoch_text(layout, task))
+                    continue
+                del running[job]
+                progress.remove_task(row)
                 if job.exception() is not None:
                     failed += 1
-                progress.update(bar, advance=1, failed=failed)
+                progress.update(overall, advance=1, note=f"{failed} failed")
+
+
+def _wait_for_prepare(job: submitit.Job, layout: OutputLayout) -> None:
+    """Wait for the prepare job, showing the stage it reports (simulating, building the grid, training...)."""
+    with Progress(TextColumn("prepare: {task.fields[stage]}"), TimeElapsedColumn(), transient=False) as progress:
+        row = progress.add_task("prepare", total=None, stage="starting")
+        while not job.done():
+            stage = read_stage(layout)
+            if stage:
+                progress.update(row, stage=stage)
+            time.sleep(POLL_S)
+        progress.update(row, stage=read_stage(layout) or "done")
+    _wait(job, "prepare")
 
 
 def run(
@@ -106,8 +147,9 @@ def run(
         prepare_job = executor.submit(
             prepare, sweep.model_dump(mode="json"), [task.to_dict() for task in to_run], str(layout.root)
         )
-        _wait(prepare_job, "prepare")
-        _run_tasks(executor, to_run, layout, max_parallel or sweep.executor.max_parallel or default_parallel())
+        _wait_for_prepare(prepare_job, layout)
+        parallel = max_parallel or sweep.executor.max_parallel or default_parallel()
+        _run_tasks(executor, to_run, layout, parallel, sweep.executor.checkpoint_every_epochs)
     states = [task_state(layout, task) for task in tasks]
     finish(layout.root, report)
     return RunSummary(

@@ -58,9 +58,15 @@ class CheckpointSession:
     resumed_from_epoch: int | None = None
     saved_epoch: int | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
+    on_epoch: Callable[[int], None] | None = None
+    """Hears every completed epoch (the runner's progress report); None: nobody listens."""
 
     def record(self, event: str, epochs_done: int) -> None:
-        """Note a "resumed" or "saved" event, for the runner's record of the attempt."""
+        """Note an "epoch", "resumed" or "saved" event, for the runner's progress and record of the attempt."""
+        if event == "epoch":
+            if self.on_epoch is not None:
+                self.on_epoch(epochs_done)
+            return
         if event == "resumed":
             self.resumed_from_epoch = epochs_done
             self.events.append({"event": "resumed", "from_epoch": epochs_done, "time": time.time()})
@@ -97,7 +103,7 @@ class Checkpointing:
     (0: never periodically), at the end of training (a requeue while scoring then restores the
     trained model) and when `stop_requested()` returns True at an epoch end, after which the
     engine raises `TrainingStopped` for the caller to requeue. `on_event(name, epochs_done)` hears
-    of every "saved" and "resumed", for the job's record of its attempts.
+    of every completed "epoch", "saved" and "resumed", for the job's progress and record of its attempts.
     """
 
     path: Path
@@ -257,6 +263,7 @@ class EpochCheckpoint(Callback):
         if self.session.sigterm_handler is not None:
             trainer._signal_connector.received_sigterm = False
         completed = int(trainer.current_epoch) + 1
+        self.session.record("epoch", completed)
         if self.session.stop_requested or completed % self.session.every_n_epochs == 0:
             self._save(trainer, completed, self._epoch_row(trainer))
         if self.session.stop_requested:

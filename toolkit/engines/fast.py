@@ -291,7 +291,9 @@ def _checkpoint_epoch(
     meta: dict[str, Any],
     start: float,
 ) -> None:
-    """Save every N epochs; on a stop request save and raise TrainingStopped (the caller requeues)."""
+    """Report the epoch; save every N epochs; on a stop request save and raise TrainingStopped (the caller
+    requeues)."""
+    checkpoint.notify("epoch", progress.epoch)
     stop = checkpoint.stop_requested is not None and checkpoint.stop_requested()
     every = checkpoint.every_n_epochs
     if stop or (every and progress.epoch % every == 0):

@@ -6,88 +6,14 @@ plain data (task dicts, paths) and import the heavy libraries inside.
 
 from __future__ import annotations
 
-import os
-import shutil
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import submitit
 
-from toolkit.backends import preemption
+from toolkit.backends.checkpointed import run_checkpointed
 from toolkit.backends.common import finish
-from toolkit.layout import OutputLayout, read_json, write_json
-from toolkit.sweep import Task
-
-SIGTERM_WAIT_S = 120
-"""After Lightning stops on SIGTERM, how long to wait for the USR2 of a preemption (scancel kills sooner)."""
-
-
-def _job_id() -> str:
-    array, index = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if array and index:
-        return f"{array}_{index}"
-    return os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID", "")
-
-
-def attempts_file(layout: OutputLayout, task_id: str) -> Path:
-    return layout.task_dir(task_id) / "attempts.json"
-
-
-def read_attempts(layout: OutputLayout, task_id: str) -> list[dict[str, Any]]:
-    path = attempts_file(layout, task_id)
-    return read_json(path) if path.exists() else []
-
-
-def _log_attempt(layout: OutputLayout, task_id: str, attempt: dict[str, Any]) -> None:
-    write_json(attempts_file(layout, task_id), [*read_attempts(layout, task_id), attempt])
-
-
-def run_checkpointed(
-    task_data: dict[str, Any],
-    out: str,
-    threads: int | None,
-    every_n_epochs: int,
-    grace_s: float,
-    requeueing: Callable[[], bool],
-) -> str:
-    """Run one task with training checkpoints active and log the attempt in tasks/<id>/attempts.json.
-
-    USR2 saves the training state at the end of the epoch, then the previous USR2 handler runs;
-    it requeues (submitit's, which exits with SystemExit) and `requeueing()` then says so. Such an
-    exit is logged as "requeued" and re-raised, with no failure recorded.
-    """
-    from toolkit.task import run_task
-
-    task = Task.from_dict(task_data)
-    layout = OutputLayout(Path(out))
-    attempt: dict[str, Any] = {"job": _job_id(), "start": time.time()}
-    directory = layout.task_dir(task.id) / "checkpoint"
-    with preemption.activate(directory, every_n_epochs, grace_s) as session:
-        try:
-            try:
-                outcome = run_task(task_data, out, threads)
-            except SystemExit as exc:
-                if type(exc).__name__ != "SIGTERMException" or requeueing():
-                    raise
-                # Lightning stopped on SIGTERM: a preemption sends USR2 next (which requeues and
-                # exits from inside this sleep); a scancel sends SIGKILL. Either way, do not report.
-                for _ in range(SIGTERM_WAIT_S):
-                    time.sleep(1)
-                raise
-        except SystemExit:
-            if requeueing():
-                layout.error(task.id).unlink(missing_ok=True)  # run_task recorded the exit as a failure
-                _log_attempt(layout, task.id, {**attempt, **_outcome(session, "requeued")})
-            raise
-        except BaseException:
-            _log_attempt(layout, task.id, {**attempt, **_outcome(session, "failed")})
-            raise
-    if outcome == "done":
-        _log_attempt(layout, task.id, {**attempt, **_outcome(session, "done")})
-        shutil.rmtree(directory, ignore_errors=True)
-    return outcome
+from toolkit.layout import OutputLayout
 
 
 class SweepTask(submitit.helpers.Checkpointable):
@@ -114,15 +40,6 @@ class SweepTask(submitit.helpers.Checkpointable):
         return run_checkpointed(
             task_data, self.out, self.threads, self.every_n_epochs, self.grace_s, lambda: self._requeueing
         )
-
-
-def _outcome(session: Any, outcome: str) -> dict[str, Any]:
-    return {
-        "end": time.time(),
-        "outcome": outcome,
-        "resumed_from_epoch": session.resumed_from_epoch,
-        "checkpoint_epoch": session.saved_epoch,
-    }
 
 
 def finish_sweep(out: str, report: bool = True) -> dict[str, int]:

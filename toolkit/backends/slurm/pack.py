@@ -16,7 +16,7 @@ from typing import Any
 import submitit
 
 from toolkit.backends import packing
-from toolkit.backends.slurm.jobs import run_checkpointed
+from toolkit.backends.checkpointed import run_checkpointed
 from toolkit.layout import OutputLayout
 from toolkit.sweep import Task
 

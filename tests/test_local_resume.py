@@ -1,0 +1,76 @@
+"""A local sweep stopped half way resumes each task from its last checkpoint, as a requeued SLURM task does.
+
+The launcher and its task processes are killed (SIGKILL, no chance to clean up) once the one destVI task
+has saved a checkpoint; the rerun resumes that task from the saved epoch, and on CPU the result equals an
+uninterrupted run bit for bit. Progress files show the epoch while it trains.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import REPO, TINY_SWEEP
+from toolkit.backends.checkpointed import read_attempts
+from toolkit.config import parse_sweep
+from toolkit.launch import run_sweep
+from toolkit.layout import OutputLayout, read_json
+from toolkit.sweep import expand
+
+
+def _one_task_sweep(out: Path) -> dict:
+    data = copy.deepcopy(TINY_SWEEP)
+    data["output"] = str(out)
+    data["methods"][0].update({"amortization": "both", "batch_size": 8, "max_epochs": 300})
+    data["executor"] = {"kind": "local", "max_parallel": 1, "timeout_min": 20, "checkpoint_every_epochs": 10}
+    return data
+
+
+def test_a_killed_local_sweep_resumes_its_task_from_the_checkpoint(tmp_path: Path) -> None:
+    data = _one_task_sweep(tmp_path / "stopped")
+    (task,) = expand(parse_sweep(data, "t"))
+    layout = OutputLayout(tmp_path / "stopped")
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump(data))
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "toolkit", "run", str(sweep_file)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # the launcher and the task processes it starts: one group to kill
+    )
+    checkpoint = layout.task_dir(task.id) / "checkpoint" / "last.pt"
+    seen_progress = None
+    try:
+        deadline = time.monotonic() + 600
+        while not checkpoint.exists():
+            assert launcher.poll() is None, "the run ended before its task saved a checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+            if layout.progress(task.id).exists():
+                seen_progress = read_json(layout.progress(task.id))
+            time.sleep(0.2)
+    finally:
+        os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.wait()
+    assert not layout.result(task.id).exists()
+    assert seen_progress is not None and seen_progress["max_epochs"] == 300 and seen_progress["epoch"] >= 1
+
+    summary = run_sweep(parse_sweep(data, "t"), report=False)
+    assert summary.states["done"] == 1
+    (attempt,) = read_attempts(layout, task.id)  # the killed attempt could not log; the resumed one did
+    assert attempt["outcome"] == "done" and attempt["resumed_from_epoch"] >= 10
+    assert not layout.progress(task.id).exists()  # a finished task leaves no progress report
+
+    whole = _one_task_sweep(tmp_path / "whole")
+    run_sweep(parse_sweep(whole, "t"), report=False)
+    resumed = read_json(layout.result(task.id))
+    uninterrupted = read_json(OutputLayout(tmp_path / "whole").result(task.id))
+    assert resumed["proportions"] == uninterrupted["proportions"]  # bit for bit on CPU
+    assert resumed["n_steps"] == uninterrupted["n_steps"]
