@@ -42,7 +42,7 @@ image: $(STAMP)
 
 # ruff, then the import contracts of pyproject.toml ([tool.importlinter]: layers, science apart, peers).
 lint: $(STAMP)
-	$(BIN)/ruff check toolkit tests
+	$(BIN)/ruff check toolkit tests results
 	$(BIN)/lint-imports --no-cache
 
 clean-demo:

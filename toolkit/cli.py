@@ -98,6 +98,7 @@ def build(
         Optional[str], typer.Option(help="Keep windows centred in XMIN,YMIN,XMAX,YMAX (coordinates' unit).")
     ] = None,
     allow_non_integer: Annotated[bool, typer.Option(help="The values are not raw counts: sum them anyway.")] = False,
+    table: Annotated[str, typer.Option(help="SpatialData store: the table of cells.")] = "table",
     scheduler: Annotated[str, typer.Option(help="threads, local (dask.distributed) or slurm.")] = "threads",
     workers: Annotated[Optional[int], typer.Option(help="Threads, local workers or SLURM workers.")] = None,
     cluster_options: Annotated[
@@ -133,6 +134,7 @@ def build(
         annotations=annotations,
         labels=labels,
         allow_non_integer=allow_non_integer,
+        table=table,
     )
     summary = build_spots_store(
         source,
@@ -275,6 +277,21 @@ def report(out: OutDir) -> None:
     from toolkit.report import write_report
 
     console.print(f"wrote {write_report(out)}")
+
+
+@app.command()
+def export(
+    out: OutDir,
+    task: Annotated[
+        str, typer.Argument(help="A task id (or an unambiguous start of one), as `spotsweep status` lists.")
+    ],
+    to: Annotated[Path, typer.Option(help="The SpatialData store to write (a .zarr folder).")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing store.")] = False,
+) -> None:
+    """Write one configuration's predicted and true proportions as a SpatialData store (windows + table)."""
+    from toolkit.export import export_task
+
+    console.print(f"wrote {export_task(out, task, to, overwrite=overwrite)}: open it with spatialdata.read_zarr")
 
 
 def _read_table(path: Path, what: str) -> pd.DataFrame:

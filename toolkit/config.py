@@ -90,6 +90,8 @@ class InputConfig(Strict):
     labels: dict[str, str] | Path | None = None
     """Rename cell types (old -> new), e.g. onto the reference's names."""
     allow_non_integer: bool = False
+    table: str = when_set("table")
+    """For a SpatialData store: the table of cells (spatialdata-io names it `table`)."""
 
     def paths(self) -> dict[str, Path]:
         named = {"path": self.path, "cells_table": self.cells_table, "annotations": self.annotations}

@@ -38,51 +38,80 @@ def _grid_image(values: np.ndarray, grid_x: np.ndarray, grid_y: np.ndarray) -> n
 
 
 def _label(config: dict) -> str:
-    return f"{config['variant']} {config['amortization']}\nbatch {config['batch_size']}, {config['max_epochs']} ep"
+    if config["method"] == "destvi":
+        return f"destVI {config['amortization']}\nbatch {config['batch_size']}\n{config['max_epochs']} epochs"
+    return f"{config['method']}\n{config['variant']}"
+
+
+def _map_order(config: dict) -> tuple:
+    """The study's column order: Cell2location, then destVI amortization both, latent, ... by batch size."""
+    method_rank = {"cell2location": 0, "destvi": 1}.get(config["method"], 2)
+    amortization_rank = {"both": 0, "latent": 1}.get(config["amortization"], 2)
+    batch = config["batch_size"]
+    batch_rank = (1, 0) if batch == "auto" else (0, int(batch))
+    return (method_rank, amortization_rank, config["max_epochs"], batch_rank, str(config["variant"]))
 
 
 def proportion_maps(summary: xr.Dataset, dataset: str, path: Path) -> bool:
-    """Rows: cell types; columns: truth, then each finished configuration (first seed)."""
+    """Rows: cell types; columns: the truth, then every trained configuration that finished (first seed),
+    in the study's order. Controls are left out: they are reference levels, not maps to compare."""
     data = summary.sel(dataset=dataset).isel(seed=0)
+    seed = int(summary.seed.values[0])
     table = data["status"].to_dataframe().reset_index()
-    done = table[table["status"] == "done"].to_dict("records")
+    done = [c for c in table[table["status"] == "done"].to_dict("records") if c["method"] != "control"]
     if not done:
         return False
+    done.sort(key=_map_order)
     truth = data["true_proportion"]
     spots = truth.dropna("spot", how="all").spot.values
     grid_x, grid_y = summary.grid_x.sel(spot=spots).values, summary.grid_y.sel(spot=spots).values
     types = list(summary.cell_type.values)
-    columns = [("truth", truth)] + [
-        (
-            _label(c),
-            data["proportion"].sel(
-                {k: c[k] for k in ("method", "variant", "amortization", "batch_size", "max_epochs")}
-            ),
-        )
-        for c in done
-    ]
+    keys = ("method", "variant", "amortization", "batch_size", "max_epochs")
+    columns = [("truth", truth)] + [(_label(c), data["proportion"].sel({k: c[k] for k in keys})) for c in done]
+    grid_x, grid_y = grid_x - grid_x.min(), grid_y - grid_y.min()
+    sideways = grid_y.max() > grid_x.max()  # a tall grid (STARmap's cortex) is drawn lying down
+    if sideways:
+        grid_x, grid_y = grid_y, grid_x
     aspect = (grid_y.max() + 1) / (grid_x.max() + 1)
-    panel = 1.0  # inches per map's width
+    panel = 1.1  # inches per map's width
+    label_width = 0.09 * max(len(str(name)) for name in types) + 0.2  # room for the whole cell-type name
     fig, axes = plt.subplots(
         len(types),
-        len(columns),
-        figsize=(panel * len(columns) + 2.5, panel * aspect * len(types) + 0.8),
+        len(columns) + 1,
+        figsize=(label_width + panel * len(columns) + 1.2, panel * aspect * len(types) + 1.4),
         squeeze=False,
         layout="constrained",
+        gridspec_kw={"width_ratios": [label_width / panel] + [1] * len(columns)},
     )
     image = None
-    for col, (title, values) in enumerate(columns):
-        axes[0, col].set_title(title, fontsize=8)
+    for row, cell_type in enumerate(types):
+        axes[row, 0].axis("off")
+        axes[row, 0].text(
+            1.0, 0.5, str(cell_type), ha="right", va="center", fontsize=8, transform=axes[row, 0].transAxes
+        )
+    for col, (title, values) in enumerate(columns, start=1):
+        axes[0, col].set_title(title, fontsize=7)
         for row, cell_type in enumerate(types):
             ax = axes[row, col]
             spot_values = values.sel(cell_type=cell_type, spot=spots).values
-            image = ax.imshow(_grid_image(spot_values, grid_x, grid_y), vmin=0, vmax=1, cmap="viridis", origin="lower")
+            image = ax.imshow(
+                _grid_image(spot_values, grid_x, grid_y),
+                vmin=0,
+                vmax=1,
+                cmap="viridis",
+                origin="lower",
+            )
             ax.set_xticks([])
             ax.set_yticks([])
-            if col == 0:
-                ax.set_ylabel(cell_type, fontsize=8, rotation=0, ha="right", va="center")
-    fig.suptitle(f"{dataset}: cell-type proportions on the spot grid (truth vs. each configuration)", fontsize=10)
-    fig.colorbar(image, ax=axes, shrink=0.25, aspect=30, label="proportion of the spot's cells")
+    window = float(summary["spots_window"].sel(dataset=dataset)) if "spots_window" in summary else float("nan")
+    scale = f"one pixel = one spot, a window of {window:g} data units; " if np.isfinite(window) else ""
+    fig.suptitle(
+        f"{dataset}: cell-type proportions on the spot grid, truth and each configuration (seed {seed})",
+        fontsize=10,
+    )
+    axes_text = "grid y to the right, grid x up" if sideways else "grid x to the right, grid y up"
+    fig.supxlabel(f"{scale}{axes_text} (the data's coordinate axes)", fontsize=8)
+    fig.colorbar(image, ax=axes[:, 1:], shrink=0.6, aspect=30, label="proportion of the spot's cells")
     _save(fig, path)
     return True
 

@@ -7,6 +7,8 @@ as dask arrays (`LazyCells`) so that an AnnData Zarr or h5ad store larger than m
 chunk of cells. Layouts:
 
 - AnnData `.h5ad` or `.zarr`: counts in X or a named layer, coordinates in an obsm key or two obs columns;
+- a SpatialData Zarr store (what spatialdata-io's MERSCOPE, Xenium and CosMx readers write): the table
+  named by `table`, coordinates from its obsm['spatial'] or its shapes' centroids (toolkit.data.spatialdata);
 - a Vizgen MERSCOPE output folder: `cell_by_gene.csv` + `cell_metadata.csv` (center_x/center_y in um),
   `Blank-*` control columns dropped; cell types come from an annotation table;
 - a counts CSV (first column the cell id, one column per gene) plus a cell table CSV (cell id, x, y,
@@ -29,11 +31,12 @@ import pandas as pd
 import scipy.sparse as sp
 
 from toolkit.data.checks import check_coordinates, check_counts
+from toolkit.data.spatialdata import DEFAULT_TABLE, is_spatialdata, read_spatialdata
 from toolkit.errors import SpotsweepError
 
 CELL_TYPE = "cell_type"
 SPATIAL = "spatial"
-Format = Literal["h5ad", "zarr", "merscope", "counts-csv"]
+Format = Literal["h5ad", "zarr", "spatialdata", "merscope", "counts-csv"]
 _CSV_ROWS = 20_000  # cells parsed at a time: bounds the dense text-to-numbers step
 _CHUNK_ELEMENTS = 1 << 23  # cells x genes per dask chunk (32 MiB of float32)
 
@@ -121,6 +124,8 @@ def detect_format(path: Path, cells_table: Path | None = None) -> Format:
         return "merscope"
     if name.endswith(".h5ad"):
         return "h5ad"
+    if path.is_dir() and is_spatialdata(path):
+        return "spatialdata"
     if name.endswith(".zarr") or (path.is_dir() and ((path / ".zgroup").exists() or (path / "zarr.json").exists())):
         return "zarr"
     if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt", ".txt.gz")):
@@ -130,8 +135,8 @@ def detect_format(path: Path, cells_table: Path | None = None) -> Format:
             )
         return "counts-csv"
     raise SpotsweepError(
-        f"{path}: unknown layout; give an AnnData .h5ad or .zarr, a MERSCOPE folder with cell_by_gene.csv, "
-        "or a counts CSV with --cells-table."
+        f"{path}: unknown layout; give an AnnData .h5ad or .zarr, a SpatialData .zarr store, a MERSCOPE folder "
+        "with cell_by_gene.csv, or a counts CSV with --cells-table."
     )
 
 
@@ -147,6 +152,7 @@ def read_cells(
     annotations: Path | None = None,
     labels: LabelMap = None,
     allow_non_integer: bool = False,
+    table: str = DEFAULT_TABLE,
 ) -> ad.AnnData:
     """The canonical AnnData of any supported layout (see the module docstring), in memory.
 
@@ -157,6 +163,8 @@ def read_cells(
     kind = detect_format(path, cells_table)
     if kind in ("h5ad", "zarr"):
         cells = read_anndata(path, layer=layer, spatial_key=spatial_key, x_key=x_key, y_key=y_key)
+    elif kind == "spatialdata":
+        cells = read_spatialdata(path, table=table, layer=layer)
     elif kind == "merscope":
         cells = read_merscope(path, allow_non_integer=allow_non_integer)
     else:
@@ -395,6 +403,7 @@ def open_cells(
     annotations: Path | None = None,
     labels: LabelMap = None,
     allow_non_integer: bool = False,
+    table: str = DEFAULT_TABLE,
 ) -> LazyCells:
     """Any supported layout as `LazyCells`; AnnData Zarr/h5ad stores stay on disk, the rest are read first."""
     path = Path(path)
@@ -412,6 +421,7 @@ def open_cells(
         annotations=annotations,
         labels=labels,
         allow_non_integer=allow_non_integer,
+        table=table,
     )
     return lazy_from_anndata(cells, chunk_cells=chunk_cells, source=str(path))
 

@@ -1,0 +1,53 @@
+"""Turn a finished (or partly finished) study run into what is committed: a slim summary.nc and its report.
+
+    .venv/bin/python results/study-2022/collect.py results/study-2022/starmap-57 [...]
+
+For each experiment folder (the output of `spotsweep run sweeps/<experiment>.yaml`): aggregate every
+task (done or not), then keep what the findings and figures need: every metric per cell type, runtimes,
+statuses, the true proportions and the predicted proportions of the first seed (the one the maps show);
+the per-spot metric arrays and the other seeds' proportions are dropped and the file is compressed, so
+the repository stays light. Then `spotsweep report` draws the figures from that file alone.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from toolkit.aggregate import write_summary
+from toolkit.layout import OutputLayout, write_atomically
+from toolkit.report import write_report
+
+
+def slim(dataset: xr.Dataset) -> xr.Dataset:
+    """Drop per-spot metrics; keep the proportions of the first seed only."""
+    dataset = dataset.drop_vars([name for name in dataset.data_vars if str(name).endswith("_spot")])
+    first = dataset.seed.values[0]
+    dataset["proportion"] = dataset["proportion"].where(dataset.seed == first)
+    dataset.attrs["slimmed"] = (
+        "per-spot metrics dropped; proportions of the first seed only (results/study-2022/collect.py)"
+    )
+    return dataset
+
+
+def collect(folder: Path) -> None:
+    layout = OutputLayout(folder)
+    summary = slim(write_summary(folder))
+    encoding = {
+        name: {"zlib": True, "complevel": 6}
+        for name in summary.data_vars
+        if np.issubdtype(summary[name].dtype, np.floating)
+    }
+    write_atomically(layout.summary, lambda tmp: summary.to_netcdf(tmp, engine="h5netcdf", encoding=encoding))
+    shutil.rmtree(layout.summary.with_suffix(".zarr"), ignore_errors=True)  # the full copy: not committed
+    write_report(folder)
+    print(f"{folder}: {layout.summary.stat().st_size / 2**20:.1f} MiB summary, report in {layout.report}")
+
+
+if __name__ == "__main__":
+    for argument in sys.argv[1:] or ["results/study-2022/starmap-57"]:
+        collect(Path(argument))
