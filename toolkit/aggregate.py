@@ -10,6 +10,8 @@ from __future__ import annotations
 import gc
 import itertools
 import json
+import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,10 +22,10 @@ import pandas as pd
 import xarray as xr
 
 import toolkit
-from toolkit.layout import OutputLayout, read_json, write_atomically, write_dir_atomically
+from toolkit.layout import CorruptFile, OutputLayout, read_json, write_atomically, write_dir_atomically, write_json
 from toolkit.metrics import METRICS
 from toolkit.pseudospots import read_spots
-from toolkit.status import load_tasks, task_state
+from toolkit.status import TaskState, load_tasks, task_state
 from toolkit.sweep import SWEPT_SETTINGS
 
 SCALARS: dict[str, dict[str, str]] = {
@@ -148,10 +150,31 @@ def aggregate(root: Path) -> xr.Dataset:
         return _aggregate(OutputLayout(Path(root)))
 
 
+def _read_results(layout: OutputLayout, states: list[TaskState]) -> tuple[dict[str, Any], list[TaskState]]:
+    """Every done task's result. One that cannot be parsed (cut short) is moved aside, not deleted, and
+    recorded as the task's failure, so that the summary says so and `run --retry-failed` redoes it."""
+    results: dict[str, Any] = {}
+    checked = []
+    for state in states:
+        if state.state == "done":
+            try:
+                results[state.task.id] = read_json(layout.result(state.task.id))
+            except CorruptFile as exc:
+                aside = exc.path.with_name(f"result.corrupt-{int(time.time())}.json")
+                os.replace(exc.path, aside)
+                reason = f"{exc.path} was not valid JSON (cut short?); kept as {aside.name}; --retry-failed redoes it"
+                write_json(
+                    layout.error(state.task.id), {"task_id": state.task.id, "status": "failed", "reason": reason}
+                )
+                state = TaskState(state.task, "failed", reason=reason, log=str(aside))
+        checked.append(state)
+    return results, checked
+
+
 def _aggregate(layout: OutputLayout) -> xr.Dataset:
     tasks = load_tasks(layout)
     states = [task_state(layout, task) for task in tasks]
-    results = {s.task.id: read_json(layout.result(s.task.id)) for s in states if s.state == "done"}
+    results, states = _read_results(layout, states)
 
     grid = _Grid([task.settings for task in tasks])
     truths, built = _prepared_spots(layout, grid.coords["dataset"])

@@ -162,7 +162,7 @@ def run(
     sweep: Annotated[Path, typer.Argument(help="Sweep file (YAML), e.g. sweeps/demo.yaml.")],
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default: the sweep file's 'output').")] = None,
     retry_failed: Annotated[bool, typer.Option(help="Also rerun tasks that failed before.")] = False,
-    max_parallel: Annotated[Optional[int], typer.Option(help="Tasks running at once (SLURM: array %N).")] = None,
+    max_parallel: Annotated[Optional[int], typer.Option(min=1, help="Tasks running at once (SLURM: array %N).")] = None,
     executor: Annotated[Optional[str], typer.Option(help="local or slurm (default: the sweep file's).")] = None,
     profile: Annotated[
         Optional[Path], typer.Option(help="SLURM cluster profile, e.g. hpc/profiles/gpu-cluster.yaml.")

@@ -79,6 +79,7 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600: colleagues on a shared disk could not read results
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -99,6 +100,7 @@ def write_dir_atomically(path: Path, write: Callable[[Path], None], *, overwrite
     old = None
     try:
         write(tmp)
+        os.chmod(tmp, _DIR_MODE)  # mkdtemp makes 0700
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
             os.replace(path, old / path.name)
@@ -116,8 +118,32 @@ def write_json(path: Path, payload: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    """orjson parses task results several times faster than the standard library (aggregating 10,000)."""
-    return orjson.loads(path.read_bytes())
+    """orjson parses task results several times faster than the standard library (aggregating 10,000).
+
+    A file that is not JSON (truncated by a full disk, edited by hand) is a `CorruptFile` naming it.
+    """
+    try:
+        return orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise CorruptFile(path, str(exc)) from None
+
+
+class CorruptFile(SpotsweepError):
+    """A JSON file of the output folder that cannot be parsed."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: not valid JSON ({reason}); it was cut short or edited: move it aside or delete it.")
+        self.path = Path(path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+_DIR_MODE = 0o777 & ~_umask()
 
 
 def _jsonable(value: Any) -> Any:

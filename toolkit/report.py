@@ -213,6 +213,8 @@ def _results_table(summary: xr.Dataset, dataset: str) -> pd.DataFrame:
     """One row per configuration (mean over seeds): accuracy score over the configurations, the four
     mean metrics; ranked by accuracy score (Li et al.: rank on each metric, N for the best, divided by N)."""
     names = [n for n in MEAN_METRICS if n in summary]
+    if not names:  # no task finished: nothing to rank
+        return pd.DataFrame()
     frame = summary[names].sel(dataset=dataset).to_dataframe().reset_index().dropna(subset=names, how="all")
     if frame.empty:
         return frame

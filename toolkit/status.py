@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from toolkit.errors import SpotsweepError
-from toolkit.layout import OutputLayout, read_json, write_json
+from toolkit.layout import CorruptFile, OutputLayout, read_json, write_json
 from toolkit.sweep import Task
 
 STATES = ("done", "failed", "started", "missing")
@@ -35,7 +35,10 @@ def task_state(layout: OutputLayout, task: Task) -> TaskState:
     if layout.result(task.id).exists():
         return TaskState(task, "done")
     if layout.error(task.id).exists():
-        error = read_json(layout.error(task.id))
+        try:
+            error = read_json(layout.error(task.id))
+        except CorruptFile as exc:
+            return TaskState(task, "failed", reason=str(exc), log=str(layout.error(task.id)))
         last_line = error["reason"].strip().splitlines()[-1] if error.get("reason") else ""
         return TaskState(task, "failed", reason=last_line, log=error.get("log") or str(layout.error(task.id)))
     if (layout.task_dir(task.id) / "started.json").exists():
@@ -50,7 +53,14 @@ def load_tasks(layout: OutputLayout) -> list[Task]:
             f"{layout.root}: no sweep.json here, so this is not a sweep output folder; "
             "give the folder that `spotsweep run` wrote (the sweep file's 'output')."
         )
-    return [Task.from_dict(item) for item in read_json(layout.sweep_file)["tasks"]]
+    try:
+        recorded = read_json(layout.sweep_file)
+        return [Task.from_dict(item) for item in recorded["tasks"]]
+    except (CorruptFile, KeyError, TypeError) as exc:
+        raise SpotsweepError(
+            f"{layout.sweep_file}: cannot read the sweep's task list ({exc}); run `spotsweep run SWEEP_FILE` "
+            "again, which rewrites it (finished tasks are kept and skipped)."
+        ) from None
 
 
 def record_failures(layout: OutputLayout, states: list[TaskState]) -> int:
