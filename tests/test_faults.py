@@ -103,3 +103,77 @@ def test_results_and_folders_are_readable_by_colleagues(controls_run: tuple[dict
 def test_max_parallel_zero_is_refused(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["run", "sweeps/demo.yaml", "--max-parallel", "0"])
     assert result.exit_code == 2 and "max-parallel" in result.output
+
+
+# --- hostile input: one sentence each, before anything runs ------------------------------------------
+
+
+def cli(args: list[str], capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+    """`spotsweep ARGS` in this process, as a user runs it: (exit status, what it printed)."""
+    import sys
+
+    from toolkit.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["spotsweep", *args])
+    with pytest.raises(SystemExit) as ended:
+        main()
+    printed = capsys.readouterr()
+    return int(ended.value.code or 0), printed.out + printed.err
+
+
+def _write(tmp_path: Path, data: dict) -> Path:
+    import yaml
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_a_yaml_tag_is_named_as_a_tag_not_as_bad_syntax(tmp_path: Path, capsys, monkeypatch) -> None:
+    path = tmp_path / "sweep.yaml"
+    path.write_text('name: x\noutput: !!python/object/apply:os.system ["echo hi"]\n')
+    status, printed = cli(["run", str(path)], capsys, monkeypatch)
+    assert status == 2 and "the YAML tag at line 2" in printed and "remove the tag" in printed
+
+
+def test_a_newline_in_a_path_never_reaches_a_job_script(tmp_path: Path, capsys, monkeypatch) -> None:
+    data = _controls(tmp_path / "out")
+    data["output"] = f"{tmp_path}/out\nsrun touch {tmp_path}/pwned"
+    status, printed = cli(["run", str(_write(tmp_path, data))], capsys, monkeypatch)
+    assert status == 2 and "newline or another control character" in printed
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_an_output_that_is_a_file_is_refused(tmp_path: Path, capsys, monkeypatch) -> None:
+    (tmp_path / "taken").write_text("mine")
+    data = _controls(tmp_path / "taken")
+    status, printed = cli(["run", str(_write(tmp_path, data))], capsys, monkeypatch)
+    assert status == 2 and "the output is an existing file" in printed
+    status, printed = cli(["simulate", "--out", str(tmp_path / "taken")], capsys, monkeypatch)
+    assert status == 2 and "--out is an existing file" in printed
+    assert (tmp_path / "taken").read_text() == "mine"
+
+
+def test_a_sweep_of_a_million_tasks_is_refused_at_once(tmp_path: Path, capsys, monkeypatch) -> None:
+    data = _controls(tmp_path / "out")
+    data["methods"] = [{**TINY_SWEEP["methods"][0], "seed": list(range(1000)), "batch_size": list(range(1, 1001))}]
+    status, printed = cli(["run", str(_write(tmp_path, data))], capsys, monkeypatch)
+    assert status == 2
+    assert "has 2,000,000 tasks, more than the limit of 10,000" in printed and "--max-tasks" in printed
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_window_too_small_for_the_coordinates_is_one_sentence() -> None:
+    from toolkit.data.synthetic import simulate
+    from toolkit.pseudospots import build_pseudospots
+
+    _, cells = simulate("starmap-like", 1, n_spatial_cells=200, n_reference_cells=50, n_genes=20)
+    with pytest.raises(SpotsweepError, match="more than 2\\^31 windows of 1e-300"):
+        build_pseudospots(cells, 1e-300)
+
+
+def test_missing_predictions_are_not_scored_as_zero(tmp_path: Path, capsys, monkeypatch) -> None:
+    (tmp_path / "truth.csv").write_text("spot,A,B\ns1,0.5,0.5\ns2,1,0\ns3,0,1\n")
+    (tmp_path / "pred.csv").write_text("spot,A,B\ns1,0.4,0.6\ns2,,0.1\ns3,0.1,0.9\n")
+    status, printed = cli(["score", str(tmp_path / "truth.csv"), str(tmp_path / "pred.csv")], capsys, monkeypatch)
+    assert status == 2 and "1 predictions are missing (NaN), such as spot s2, column A" in printed

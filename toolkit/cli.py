@@ -42,6 +42,8 @@ def simulate(
     n_genes: Annotated[Optional[int], typer.Option(help="Genes (default: the preset's).")] = None,
 ) -> None:
     """Generate a synthetic single-cell reference and a single-cell-resolution spatial section."""
+    if out.exists() and not out.is_dir():
+        raise SpotsweepError(f"{out}: --out is an existing file, not a folder; give a folder to write into.")
     from toolkit.data.synthetic import simulate as generate
     from toolkit.layout import write_atomically
 
@@ -172,13 +174,16 @@ def run(
         typer.Option("--wait/--no-wait", help="SLURM: wait with a progress bar (default when interactive)."),
     ] = None,
     container: Annotated[Optional[Path], typer.Option(help="Run every job inside this Apptainer image (.sif).")] = None,
+    max_tasks: Annotated[int, typer.Option(min=1, help="Refuse a sweep of more tasks than this.")] = 10_000,
 ) -> None:
     """Run every task of a sweep not done yet (local processes or one SLURM array), then aggregate and report."""
     from toolkit.launch import load_sweep, run_sweep, with_executor
 
     config = with_executor(load_sweep(sweep), executor, profile, container)
     waiting = sys.stdout.isatty() if wait is None else wait
-    summary = run_sweep(config, out, retry_failed=retry_failed, max_parallel=max_parallel, wait=waiting)
+    summary = run_sweep(
+        config, out, retry_failed=retry_failed, max_parallel=max_parallel, wait=waiting, max_tasks=max_tasks
+    )
     root = out or config.output
     states = ", ".join(f"{n} {k}" for k, n in summary.states.items() if n)
     if summary.jobs:
@@ -207,10 +212,11 @@ def plan(
     ] = None,
 ) -> None:
     """A dry run: the tasks, their spots, steps and estimated hours, and what is done already. Writes nothing."""
-    from toolkit.launch import load_sweep
+    from toolkit.launch import check_size, load_sweep
     from toolkit.plan import SOURCES, plan_sweep
 
     config = load_sweep(sweep)
+    check_size(config)
     result = plan_sweep(config, out)
     table = Table("task", "spots", "batch", "epochs", "steps", "trains as", "CPU h", "state")
     for planned in result.tasks:
@@ -324,6 +330,13 @@ def score(
 
     truth_table = _read_table(truth, "truth")
     predicted_table = _read_table(predicted, "predicted")
+    missing = predicted_table.isna().to_numpy()
+    if missing.any():
+        spot, column = predicted_table.index[missing.any(axis=1)][0], predicted_table.columns[missing.any(axis=0)][0]
+        raise SpotsweepError(
+            f"{predicted}: {int(missing.sum())} predictions are missing (NaN), such as spot {spot}, column {column}; "
+            "fill them or drop those spots (a missing value is not a zero)."
+        )
     predicted_table.columns = [str(c).removeprefix(strip_prefix) for c in predicted_table.columns]
     if label_map is not None:
         mapping = _read_table(label_map, "label map")

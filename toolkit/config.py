@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from toolkit.errors import SpotsweepError
 from toolkit.methods import grids
@@ -22,6 +30,17 @@ if TYPE_CHECKING:
 else:
     MethodConfig = Annotated[Union[grids()], Field(discriminator="name")]  # noqa: UP007
     """One entry of a sweep's `methods:`: the grid of whichever registered method its `name` says."""
+
+
+def _plain_path(value: Any) -> Any:
+    """A path that is safe to write into a job script: no newline or other control character."""
+    if value is not None and any(ord(ch) < 32 or ord(ch) == 127 for ch in str(value)):
+        raise ValueError(f"{str(value)!r} holds a newline or another control character; write the path on one line")
+    return value
+
+
+PlainPath = Annotated[Path, AfterValidator(_plain_path)]
+"""A path of a sweep file: it may reach an sbatch script or an `apptainer exec` line, so it is one plain line."""
 
 
 def when_set(default: Any = None, **kwargs: Any) -> Any:
@@ -78,15 +97,15 @@ def _path_or_mapping(value: Any) -> Any:
 class InputConfig(Strict):
     """One input file (or folder) and how to read it into the canonical AnnData (toolkit.data.readers)."""
 
-    path: Path
-    cells_table: Path | None = None
+    path: PlainPath
+    cells_table: PlainPath | None = None
     """For a counts CSV: the table of cell id, x, y, cell type."""
     cell_type_key: str = "cell_type"
     layer: str | None = None
     spatial_key: str = "spatial"
     x_key: str | None = None
     y_key: str | None = None
-    annotations: Path | None = None
+    annotations: PlainPath | None = None
     labels: dict[str, str] | Path | None = None
     """Rename cell types (old -> new), e.g. onto the reference's names."""
     allow_non_integer: bool = False
@@ -150,7 +169,7 @@ class DatasetConfig(Strict):
     edge_rule: Literal["half-open", "li2022"] = "half-open"
     allow_missing_cell_types: bool = False
     """Go on when spatial cell types are absent from the reference (they stay in the truth's denominator)."""
-    spots: Path | None = when_set()
+    spots: PlainPath | None = when_set()
     """A pseudospot store written by `spotsweep build` (its window, edge rule and genes come with it)."""
     subset: SubsetConfig | None = when_set()
 
@@ -181,7 +200,7 @@ class ExecutorConfig(Strict):
 
     kind: str = Field(default="local", pattern=r"^[a-z][a-z0-9_-]*$")
     """The backend that runs the tasks: one of toolkit.backends.BACKENDS (local, slurm); the launcher checks it."""
-    profile: Path | None = None
+    profile: PlainPath | None = None
     """For kind slurm: a cluster profile such as hpc/profiles/gpu-cluster.yaml (partition, GPUs, ...)."""
     max_parallel: int | None = Field(default=None, gt=0)
     """Tasks running at once; on SLURM it overrides the profile's array_parallelism."""
@@ -189,9 +208,9 @@ class ExecutorConfig(Strict):
     checkpoint_every_epochs: int = Field(default=50, gt=0)
     """Local tasks save their training state every N epochs: a sweep stopped half way resumes each task
     there (on SLURM the profile's checkpoint_every_epochs applies)."""
-    container: Path | None = None
+    container: PlainPath | None = None
     """An Apptainer image (.sif) to run every job in; None runs them on the host."""
-    binds: list[str] = Field(default_factory=list)
+    binds: list[Annotated[str, AfterValidator(_plain_path)]] = Field(default_factory=list)
     """Extra `apptainer --bind` specs (host[:container]) the jobs need, e.g. input data folders."""
 
     @model_validator(mode="after")
@@ -220,7 +239,7 @@ class SweepConfig(Strict):
     """A whole study: datasets x method grid, run by one executor into one output folder."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    output: Path
+    output: PlainPath
     datasets: list[DatasetConfig] = Field(min_length=1)
     methods: list[MethodConfig] = Field(min_length=1)
     executor: ExecutorConfig = ExecutorConfig()
@@ -323,6 +342,19 @@ def check_spot_store(path: Path, where: str) -> None:
         )
 
 
+def yaml_problem(path: Path, exc: Exception) -> str:
+    """One sentence for a YAML file that does not load: a tag (which could build objects) or bad syntax."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}" if mark else ""
+    if isinstance(exc, yaml.constructor.ConstructorError) and "tag" in str(exc):
+        tag = str(getattr(exc, "problem", "")).strip()
+        return (
+            f"{path}: the YAML tag{where} ({tag}) is not allowed: sweep files and profiles take plain values "
+            "only (a tag could run code); remove the tag."
+        )
+    return f"{path}: not valid YAML{where}; fix the syntax there."
+
+
 def load_sweep(path: Path | str) -> SweepConfig:
     """Read, validate and check a sweep file; every problem is one SpotsweepError sentence."""
     path = Path(path)
@@ -331,9 +363,7 @@ def load_sweep(path: Path | str) -> SweepConfig:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise SpotsweepError(f"{path}: not valid YAML{where}; fix the syntax there.") from None
+        raise SpotsweepError(yaml_problem(path, exc)) from None
     sweep = parse_sweep(data, str(path))
     check_inputs_exist(sweep, str(path))
     return sweep

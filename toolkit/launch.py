@@ -8,6 +8,7 @@ task list (sweep.json), pick the backend, and ask every backend what it knows of
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import ModuleType
 
@@ -17,7 +18,7 @@ from toolkit.config import ExecutorConfig, SweepConfig
 from toolkit.errors import SpotsweepError
 from toolkit.layout import OutputLayout, write_json
 from toolkit.status import TaskState, load_tasks
-from toolkit.sweep import Task, expand
+from toolkit.sweep import Task, count_tasks, expand
 
 __all__ = ["RunSummary", "load_sweep", "record_sweep", "run_sweep", "sweep_states", "with_executor"]
 
@@ -36,6 +37,30 @@ def load_sweep(path: Path | str) -> SweepConfig:
     sweep = read(path)
     backend_for(sweep.executor.kind, f"{path}: executor.kind")
     return sweep
+
+
+MAX_TASKS = 10_000
+"""A larger sweep is refused unless asked for (`--max-tasks`): a typo in a grid can mean millions."""
+
+
+def check_size(sweep: SweepConfig, max_tasks: int = MAX_TASKS) -> int:
+    """The sweep's task count, or one sentence when it is over the limit (no prompt: batch jobs have no terminal)."""
+    n_tasks = count_tasks(sweep)
+    if n_tasks > max_tasks:
+        raise SpotsweepError(
+            f"sweep '{sweep.name}' has {n_tasks:,} tasks, more than the limit of {max_tasks:,}; check its grids "
+            f"(`spotsweep plan`), or pass --max-tasks {n_tasks} to run them all."
+        )
+    return n_tasks
+
+
+def check_output(root: Path) -> None:
+    """The output folder can be written: not a file, not on a read-only file system."""
+    if root.exists() and not root.is_dir():
+        raise SpotsweepError(f"{root}: the output is an existing file, not a folder; give another output (--out).")
+    probe = root if root.exists() else next((p for p in root.parents if p.exists()), Path("."))
+    if not os.access(probe, os.W_OK):
+        raise SpotsweepError(f"{root}: cannot write here ({probe} is read-only for this user); give another --out.")
 
 
 def record_sweep(sweep: SweepConfig, tasks: list[Task], layout: OutputLayout) -> None:
@@ -59,6 +84,7 @@ def run_sweep(
     max_parallel: int | None = None,
     report: bool = True,
     wait: bool = True,
+    max_tasks: int = MAX_TASKS,
 ) -> RunSummary:
     """Run every task of the sweep that is not done yet, then aggregate (and report).
 
@@ -67,6 +93,8 @@ def run_sweep(
     runner = backend_for(sweep.executor.kind)
     runner.check(sweep.executor)
     layout = OutputLayout(Path(out or sweep.output))
+    check_size(sweep, max_tasks)
+    check_output(layout.root)
     tasks = expand(sweep)
     record_sweep(sweep, tasks, layout)
     return runner.run(

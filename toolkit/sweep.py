@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
@@ -83,3 +84,9 @@ def expand(sweep: SweepConfig) -> list[Task]:
         for grid in sweep.methods
         for point in grid.points()
     ]
+
+
+def count_tasks(sweep: SweepConfig) -> int:
+    """How many tasks `expand` would make, without making them (a grid can be astronomically large)."""
+    per_dataset = sum(math.prod(len(values) for values in grid.axes().values()) for grid in sweep.methods)
+    return len(sweep.datasets) * per_dataset

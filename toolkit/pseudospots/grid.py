@@ -37,7 +37,13 @@ def window_indices(
     `half-open` keeps every cell ([k*w, (k+1)*w)); `li2022` reproduces Li et al.'s benchmark, whose
     strict bounds on both sides drop a cell lying exactly on a grid line.
     """
-    scaled = (np.asarray(xy, dtype=float)[:, :2] - np.asarray(origin, dtype=float)) / window
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = (np.asarray(xy, dtype=float)[:, :2] - np.asarray(origin, dtype=float)) / window
+    if len(scaled) and not (np.abs(scaled) < _OFFSET).all():  # int64 would wrap round into nonsense keys
+        raise SpotsweepError(
+            f"coordinates lie more than 2^31 windows of {window:g} from the origin {tuple(origin)}; "
+            "use a larger window or check the coordinate unit."
+        )
     grid = np.floor(scaled).astype(np.int64)
     keep = np.ones(len(grid), dtype=bool)
     if edge_rule == "li2022":

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from toolkit.config import yaml_problem
 from toolkit.errors import SpotsweepError
 
 
@@ -106,9 +107,7 @@ def load_profile(path: Path | str) -> SlurmProfile:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise SpotsweepError(f"{path}: not valid YAML{where}; fix the syntax there.") from None
+        raise SpotsweepError(yaml_problem(path, exc)) from None
     profile = parse_profile(data, str(path))
     if profile.container is not None and not Path(profile.container).is_file():
         raise SpotsweepError(
