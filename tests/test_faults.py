@@ -45,11 +45,11 @@ def controls_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Output
 def test_a_sweep_in_which_every_task_fails_still_reports(tmp_path: Path) -> None:
     data = copy.deepcopy(TINY_SWEEP)
     data["output"] = str(tmp_path)
-    data["methods"][0].update({"amortization": "both", "batch_size": 8, "plan_kwargs": {"no_such_option": 1}})
+    data["methods"][0].update({"amortization": "both", "batch_size": 8, "plan_kwargs": {"optimizer": "Nadam2"}})
     summary = run_sweep(parse_sweep(data, "t"))
     assert summary.states["failed"] == 1 and summary.states["done"] == 0
     page = (tmp_path / "report" / "index.md").read_text()
-    assert "1 tasks are not done" in page and "no_such_option" in page
+    assert "1 tasks are not done" in page and "Optimizer not understood" in page
     result = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 0, result.output
 
@@ -177,3 +177,19 @@ def test_missing_predictions_are_not_scored_as_zero(tmp_path: Path, capsys, monk
     (tmp_path / "pred.csv").write_text("spot,A,B\ns1,0.4,0.6\ns2,,0.1\ns3,0.1,0.9\n")
     status, printed = cli(["score", str(tmp_path / "truth.csv"), str(tmp_path / "pred.csv")], capsys, monkeypatch)
     assert status == 2 and "1 predictions are missing (NaN), such as spot s2, column A" in printed
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"module_kwargs": {"amortisation": "both"}}, "module_kwargs 'amortisation' is not an argument of scvi-tools"),
+        ({"module_kwargs": {"n_latent": 3}}, "module_kwargs 'n_latent' comes from the CondSCVI reference"),
+        ({"plan_kwargs": {"beta_regg": 1.0}}, "plan_kwargs 'beta_regg' is neither a training-plan option nor a loss"),
+        ({"plan_kwargs": {"lr": 0.1}}, "plan_kwargs 'lr' is set from this grid's own key"),
+    ],
+)
+def test_pass_through_keywords_are_checked_before_anything_trains(kwargs: dict, expected: str) -> None:
+    data = copy.deepcopy(TINY_SWEEP)
+    data["methods"][0].update(kwargs)
+    with pytest.raises(SpotsweepError, match=expected):
+        parse_sweep(data, "sweep.yaml")

@@ -79,6 +79,7 @@ class DestVIGrid(MethodGrid):
         whole_numbers("max_epochs", self.max_epochs, 1)
         if self.compile and self.engine != "fast":
             raise ValueError("compile: true needs engine: fast (stock scvi-tools training is not compiled)")
+        check_pass_through(self.module_kwargs, self.plan_kwargs)
         return self
 
     def axes(self) -> dict[str, list]:
@@ -111,6 +112,68 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "current": {},
 }
 REFERENCE_PRIOR = "normal"  # CondSCVI's own default, passed explicitly: from_rna_model reads it
+
+
+FROM_REFERENCE = frozenset(
+    {
+        "n_spots",
+        "n_labels",
+        "n_batch",
+        "n_hidden",
+        "n_layers",
+        "n_latent",
+        "n_genes",
+        "decoder_state_dict",
+        "px_decoder_state_dict",
+        "px_r",
+        "mean_vprior",
+        "var_vprior",
+        "mp_vprior",
+    }
+)
+"""DestVI module arguments that `from_rna_model` takes from the CondSCVI reference: not the user's to set."""
+SET_BY_THE_ADAPTER = frozenset({"lr", "n_epochs_kl_warmup", "kl_weight", "n_obs"})
+"""Plan and loss keywords the adapter passes itself (from the grid's own keys)."""
+
+
+def check_pass_through(module_kwargs: dict, plan_kwargs: dict) -> None:
+    """module_kwargs and plan_kwargs against what the installed scvi-tools accepts, before anything trains:
+    a misspelt key would otherwise fail every task of the sweep an hour in."""
+    if not module_kwargs and not plan_kwargs:
+        return  # nothing to check, and no need to import scvi-tools (slow) while reading a sweep file
+    import inspect
+
+    import scvi
+    from scvi.module import MRDeconv
+    from scvi.train import TrainingPlan
+
+    def names(function: Any) -> set[str]:
+        skip = {"self", "module", "tensors", "inference_outputs", "generative_outputs", "loss_kwargs", "kwargs"}
+        return set(inspect.signature(function).parameters) - skip
+
+    version = f"scvi-tools {scvi.__version__}"
+    module_names = names(MRDeconv.__init__) - FROM_REFERENCE
+    for key in module_kwargs:
+        if key == "amortization":
+            raise ValueError("module_kwargs 'amortization' would override the swept one; sweep it with amortization:")
+        if key in FROM_REFERENCE:
+            raise ValueError(
+                f"module_kwargs '{key}' comes from the CondSCVI reference; set it under reference: instead"
+            )
+        if key not in module_names:
+            raise ValueError(
+                f"module_kwargs '{key}' is not an argument of {version}'s DestVI module; use one of "
+                f"{', '.join(sorted(module_names))}"
+            )
+    plan_names = (names(TrainingPlan.__init__) | names(MRDeconv.loss)) - SET_BY_THE_ADAPTER
+    for key in plan_kwargs:
+        if key in SET_BY_THE_ADAPTER:
+            raise ValueError(f"plan_kwargs '{key}' is set from this grid's own key; set it there instead")
+        if key not in plan_names:
+            raise ValueError(
+                f"plan_kwargs '{key}' is neither a training-plan option nor a loss keyword of {version}'s DestVI; "
+                f"use one of {', '.join(sorted(plan_names))}"
+            )
 
 
 def auto_batch_size(n_spots: int) -> int:
