@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,58 @@ def test_pass_through_keywords_are_checked_before_anything_trains(kwargs: dict, 
     data["methods"][0].update(kwargs)
     with pytest.raises(SpotsweepError, match=expected):
         parse_sweep(data, "sweep.yaml")
+
+
+# --- processes that meet: nothing done twice ---------------------------------------------------------
+
+
+def test_a_second_run_is_refused_and_a_killed_launchers_task_is_not_trained_twice(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import REPO
+    from toolkit.backends.checkpointed import read_attempts
+
+    data = copy.deepcopy(TINY_SWEEP)
+    data["output"] = str(tmp_path / "out")
+    data["methods"][0].update({"amortization": "both", "batch_size": 8, "max_epochs": 400})
+    data["executor"] = {"kind": "local", "max_parallel": 1, "timeout_min": 20}
+    (task,) = expand(parse_sweep(data, "t"))
+    layout = OutputLayout(tmp_path / "out")
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "toolkit", "run", str(_write(tmp_path, data))],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while not layout.progress(task.id).exists():
+            assert launcher.poll() is None and time.monotonic() < deadline, "the task never started training"
+            time.sleep(0.2)
+        with pytest.raises(SpotsweepError, match="another `spotsweep run` is working in this output folder"):
+            run_sweep(parse_sweep(data, "t"))
+        launcher.kill()  # the launcher alone: its task process trains on, an orphan
+        launcher.wait()
+        assert {s.task.id: s.state for s in sweep_states(layout.root)}[task.id] == "running"
+        again = run_sweep(parse_sweep(data, "t"), report=False)
+        assert again.submitted == 0  # running elsewhere: not started a second time
+        while not layout.result(task.id).exists():
+            assert time.monotonic() < deadline, "the orphaned task never finished"
+            time.sleep(0.5)
+    finally:
+        os.killpg(launcher.pid, signal.SIGKILL) if launcher.poll() is None else None
+        subprocess.run(["pkill", "-KILL", "-s", str(launcher.pid)], check=False)
+    assert [attempt["outcome"] for attempt in read_attempts(layout, task.id)] == ["done"]
+
+
+def test_two_aggregations_of_one_folder_take_turns(controls_run: tuple[dict, OutputLayout]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, layout = controls_run
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: write_summary(layout.root), range(2)))
+    assert all(r.sizes == results[0].sizes for r in results)
+    assert (layout.root / "summary.zarr").is_dir()

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
+from filelock import FileLock
 
 import toolkit
 from toolkit.layout import CorruptFile, OutputLayout, read_json, write_atomically, write_dir_atomically, write_json
@@ -282,12 +283,16 @@ def _aggregate(layout: OutputLayout) -> xr.Dataset:
 
 
 def write_summary(root: Path) -> xr.Dataset:
-    """Aggregate and write `summary.nc` (NetCDF) and `summary.zarr`, each atomically."""
-    dataset = aggregate(root)
+    """Aggregate and write `summary.nc` (NetCDF) and `summary.zarr`, each atomically; two aggregations of
+    one folder at once (a user and the SLURM aggregate job) take turns instead of colliding."""
     layout = OutputLayout(Path(root))
-    write_atomically(layout.summary, lambda tmp: dataset.to_netcdf(tmp, engine="h5netcdf"))
-    zarr_path = layout.summary.with_suffix(".zarr")
-    write_dir_atomically(zarr_path, lambda tmp: dataset.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True))
+    if not layout.sweep_file.exists():
+        return aggregate(root)  # says, in one sentence, that this is not a sweep's output folder
+    with FileLock(str(layout.root / ".aggregate.lock")):
+        dataset = aggregate(root)
+        write_atomically(layout.summary, lambda tmp: dataset.to_netcdf(tmp, engine="h5netcdf"))
+        zarr_path = layout.summary.with_suffix(".zarr")
+        write_dir_atomically(zarr_path, lambda tmp: dataset.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True))
     return dataset
 
 

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from types import ModuleType
 
+from filelock import FileLock, Timeout
+
 from toolkit.backends import BACKENDS, all_backends, backend
 from toolkit.backends.common import RunSummary
 from toolkit.config import ExecutorConfig, SweepConfig
@@ -95,11 +97,23 @@ def run_sweep(
     layout = OutputLayout(Path(out or sweep.output))
     check_size(sweep, max_tasks)
     check_output(layout.root)
-    tasks = expand(sweep)
-    record_sweep(sweep, tasks, layout)
-    return runner.run(
-        sweep, layout, tasks, retry_failed=retry_failed, max_parallel=max_parallel, report=report, wait=wait
-    )
+    layout.root.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(layout.root / ".run.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise SpotsweepError(
+            f"{layout.root}: another `spotsweep run` is working in this output folder; wait for it to end "
+            "(`spotsweep status` shows its tasks) rather than start every task twice."
+        ) from None
+    try:
+        tasks = expand(sweep)
+        record_sweep(sweep, tasks, layout)
+        return runner.run(
+            sweep, layout, tasks, retry_failed=retry_failed, max_parallel=max_parallel, report=report, wait=wait
+        )
+    finally:
+        lock.release()
 
 
 def with_executor(sweep: SweepConfig, kind: str | None, profile: Path | None, image: Path | None = None) -> SweepConfig:

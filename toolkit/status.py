@@ -12,12 +12,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
+from filelock import FileLock, Timeout
+
 from toolkit.errors import SpotsweepError
 from toolkit.layout import CorruptFile, OutputLayout, read_json, write_json
 from toolkit.sweep import Task
 
 STATES = ("done", "failed", "started", "missing")
-"""File-based states; with a scheduler also pending and running."""
+"""File-based states; with a scheduler also pending; running where a live process holds the task's lock."""
 ALL_STATES = ("done", "failed", "running", "pending", "started", "missing")
 
 
@@ -42,8 +44,22 @@ def task_state(layout: OutputLayout, task: Task) -> TaskState:
         last_line = error["reason"].strip().splitlines()[-1] if error.get("reason") else ""
         return TaskState(task, "failed", reason=last_line, log=error.get("log") or str(layout.error(task.id)))
     if (layout.task_dir(task.id) / "started.json").exists():
-        return TaskState(task, "started")
+        return TaskState(task, "running" if is_running(layout, task.id) else "started")
     return TaskState(task, "missing")
+
+
+def is_running(layout: OutputLayout, task_id: str) -> bool:
+    """Whether a live process holds the task's lock (toolkit.backends.checkpointed.task_lock)."""
+    path = layout.task_dir(task_id) / ".running.lock"
+    if not path.exists():
+        return False
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
 
 
 def load_tasks(layout: OutputLayout) -> list[Task]:

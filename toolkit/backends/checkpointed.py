@@ -8,12 +8,15 @@ status` read the same progress files (OUT/progress/<task id>.json: epoch of max_
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from toolkit.backends import preemption
 from toolkit.layout import OutputLayout, read_json, write_json
@@ -60,10 +63,49 @@ def run_checkpointed(
     it requeues (submitit's, which exits with SystemExit) and `requeueing()` then says so. Such an
     exit is logged as "requeued" and re-raised, with no failure recorded.
     """
-    from toolkit.task import run_task
-
     task = Task.from_dict(task_data)
     layout = OutputLayout(Path(out))
+    with task_lock(layout, task.id) as held:
+        if not held:
+            return RUNNING_ELSEWHERE  # a process left by a killed launcher is training it: never twice
+        return _run_with_checkpoints(task, layout, task_data, out, threads, every_n_epochs, grace_s, requeueing)
+
+
+RUNNING_ELSEWHERE = "running elsewhere"
+
+
+@contextlib.contextmanager
+def task_lock(layout: OutputLayout, task_id: str) -> Iterator[bool]:
+    """Hold tasks/<id>/.running.lock while the task runs; yields False (at once) if another process holds it.
+
+    The operating system releases the lock when its process dies, however it dies, so a lock is never
+    left behind by a killed task; status reads it to tell a task that is running from one that died.
+    """
+    layout.task_dir(task_id).mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(layout.task_dir(task_id) / ".running.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
+def _run_with_checkpoints(
+    task: Task,
+    layout: OutputLayout,
+    task_data: dict[str, Any],
+    out: str,
+    threads: int | None,
+    every_n_epochs: int,
+    grace_s: float,
+    requeueing: Callable[[], bool],
+) -> str:
+    from toolkit.task import run_task
+
     attempt: dict[str, Any] = {"job": _job_id(), "start": time.time()}
     directory = layout.task_dir(task.id) / "checkpoint"
     with preemption.activate(directory, every_n_epochs, grace_s) as session:
