@@ -249,3 +249,20 @@ def test_two_aggregations_of_one_folder_take_turns(controls_run: tuple[dict, Out
         results = list(pool.map(lambda _: write_summary(layout.root), range(2)))
     assert all(r.sizes == results[0].sizes for r in results)
     assert (layout.root / "summary.zarr").is_dir()
+
+
+def test_a_zarr_store_with_missing_chunks_is_refused_not_read_as_zeros(tmp_path: Path) -> None:
+    import anndata as ad
+    import numpy as np
+
+    from toolkit.data.readers import open_cells
+    from toolkit.data.synthetic import simulate
+
+    _, cells = simulate("starmap-like", 1, n_spatial_cells=3000, n_reference_cells=50, n_genes=20)
+    cells.X = np.asarray(cells.X.todense() if hasattr(cells.X, "todense") else cells.X)
+    store = tmp_path / "cells.zarr"
+    with ad.settings.override(zarr_write_format=2):
+        cells.write_zarr(store, chunks=(500, 20))
+    (store / "X" / "1.0").unlink()  # an interrupted copy
+    with pytest.raises(SpotsweepError, match=r"cells.zarr: X has 1 of its 6 stored chunks missing"):
+        open_cells(store)

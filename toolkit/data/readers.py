@@ -492,6 +492,7 @@ def _open_anndata(
                 f"{path}: {counts_field} is stored by gene (CSC), which cannot be read a chunk of cells at a time; "
                 "store it as CSR (adata.X = adata.X.tocsr()) or dense."
             )
+        _check_chunks_present(element, path, counts_field)
         genes = pd.Index(read_elem(group["var"]).index.astype(str))
         chunk = chunk_cells or default_chunk_cells(len(genes))
         stored_rows = getattr(element, "chunks", None)
@@ -518,6 +519,21 @@ def _open_anndata(
         coordinate_field=coordinate_field,
         cell_type_key=cell_type_key,
     )
+
+
+def _check_chunks_present(element: Any, path: Path, field: str) -> None:
+    """A Zarr array whose chunks are missing on disk reads as zeros (its fill value), which would build
+    spots of nothing without a word: refuse it (an interrupted copy, a partial download)."""
+    arrays = [element] if hasattr(element, "nchunks_initialized") else []
+    if not arrays and hasattr(element, "get"):  # a sparse matrix group: data, indices, indptr
+        arrays = [element[name] for name in ("data", "indices", "indptr") if name in element]
+    for array in arrays:
+        present, expected = getattr(array, "nchunks_initialized", None), getattr(array, "nchunks", None)
+        if present is not None and expected and present < expected and array.size:
+            raise SpotsweepError(
+                f"{path}: {field} has {expected - present} of its {expected} stored chunks missing, which would "
+                "read as zeros; copy the store again completely."
+            )
 
 
 def _open_group(path: Path) -> Any:
