@@ -98,7 +98,12 @@ def finding_f2(summary: xr.Dataset | None) -> list[str]:
             + (["latent beats both at batch 4"] if latent_wins else ["latent does not beat both at batch 4"])
         )
     else:
-        verdict = "not reproduced: batch 4 is not the best for either amortization"
+        bests = ", ".join(f"{best} ({a})" for a, (best, _, _) in zip(("both", "latent"), wins, strict=True) if best)
+        verdict = f"not reproduced: the best batch is {bests}, not 4"
+        if both4 is not None and latent4 is not None:
+            verdict += (
+                f"; latent vs both at batch 4 is within the seeds' spread ({max(both4['std'], latent4['std']):.3f})"
+            )
     return ["F2", says, "; ".join(parts), verdict]
 
 
@@ -123,19 +128,32 @@ def finding_f1(summary: xr.Dataset | None) -> list[str]:
 
 def finding_rule(summaries: dict[str, xr.Dataset | None]) -> list[str]:
     says = "batch size = min(n_spots / 10, 128)"
-    parts = []
+    parts: list[str] = []
+    checks: list[bool] = []
+    names: list[str] = []
     for name, summary in summaries.items():
         if summary is None:
             continue
         table = layers(summary)
         for amortization in sorted(set(table.index.get_level_values(0))):
             best, mean, _ = best_batch(table, amortization)
+            if (amortization, "auto") in table.index:
+                auto = table.loc[(amortization, "auto")]
+                checks.append(bool(mean - auto["mean"] <= max(auto["std"], 1e-12)))
+                names.append(f"{name} {amortization}")
             parts.append(
                 f"{name} {amortization}: auto {text(table, (amortization, 'auto'))} vs best (batch {best}) {mean:.3f}"
             )
     if not parts:
         return ["rule", says, "not run yet", "no verdict"]
-    return ["rule", says, "; ".join(parts), "see the numbers: auto is judged against the best batch of each run"]
+    holds = [verdict for verdict in checks]
+    verdict = (
+        "holds where run: auto is the best batch or within one sd of it"
+        if all(holds)
+        else "partly: auto falls more than one sd below the best batch in "
+        + ", ".join(name for name, ok in zip(names, holds, strict=True) if not ok)
+    )
+    return ["rule", says, "; ".join(parts), verdict]
 
 
 def table() -> str:
