@@ -49,10 +49,10 @@ def test_a_killed_local_sweep_resumes_its_task_from_the_checkpoint(tmp_path: Pat
     checkpoint = layout.task_dir(task.id) / "checkpoint" / "last.pt"
     seen_progress = None
     try:
-        deadline = time.monotonic() + 600
+        deadline = time.monotonic() + 3600  # a guard against a hang, not a timing: a loaded CI machine is slow
         while not checkpoint.exists():
             assert launcher.poll() is None, "the run ended before its task saved a checkpoint"
-            assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+            assert time.monotonic() < deadline, "no checkpoint within an hour"
             if layout.progress(task.id).exists():
                 seen_progress = read_json(layout.progress(task.id))
             time.sleep(0.2)
