@@ -26,7 +26,7 @@ REFERENCE = {"max_epochs": 1, "n_hidden": 8, "n_latent": 2, "n_layers": 1}
 
 @pytest.fixture(scope="module")
 def sweep_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Controls that finish, a destVI task that fails for real (a keyword DestVI does not take), and a
+    """Controls that finish, a destVI task that fails for real (an optimizer scvi-tools does not know), and a
     destVI task that is part of the sweep but never runs."""
     out = tmp_path_factory.mktemp("aggregate")
     methods = [
@@ -35,7 +35,7 @@ def sweep_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "name": "destvi",
             "batch_size": 8,
             "max_epochs": 1,
-            "module_kwargs": {"no_such_option": 1},
+            "plan_kwargs": {"optimizer": "NoSuchOptimizer"},  # valid to the schema, fails in training
             "reference": REFERENCE,
         },
         {"name": "destvi", "batch_size": 16, "max_epochs": 1, "reference": REFERENCE},
@@ -48,8 +48,8 @@ def sweep_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for task in tasks[:3]:
         try:
             run_task(task.to_dict(), str(out), threads=1)
-        except TypeError:
-            assert task.params["module_kwargs"]
+        except ValueError:  # the failing task's optimizer
+            assert task.params["plan_kwargs"]
     write_summary(out)
     write_report(out)
     return out
@@ -61,7 +61,7 @@ def test_status_of_every_configuration(sweep_out: Path) -> None:
         status = status[status != "absent"]
         assert sorted(status.tolist()) == ["done", "done", "failed", "missing"]
         failed = summary["reason"].where(summary["status"] == "failed", drop=True).values.ravel()
-        assert any("no_such_option" in str(reason) for reason in failed)
+        assert any("Optimizer not understood" in str(reason) for reason in failed)
         assert int(summary.attrs["n_failed"]) == 1 and int(summary.attrs["n_missing"]) == 1
         # Not done means no numbers, never zeros.
         missing = summary["pcc"].where(summary["status"] != "done")
@@ -79,5 +79,5 @@ def test_report_lists_what_is_not_done(sweep_out: Path) -> None:
     page = (sweep_out / "report" / "index.md").read_text()
     assert "4 tasks: 2 done, 1 failed, 0 started, 1 missing." in page
     assert "**2 tasks are not done:**" in page
-    assert "no_such_option" in page
+    assert "Optimizer not understood" in page
     assert "missing" in page

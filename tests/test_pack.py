@@ -32,7 +32,7 @@ def test_a_failed_task_does_not_stop_its_pack_and_is_not_rerun_by_a_requeue(tmp_
             "name": "destvi",
             "batch_size": 8,
             "max_epochs": 1,
-            "module_kwargs": {"no_such_option": 1},
+            "plan_kwargs": {"optimizer": "NoSuchOptimizer"},  # valid to the schema, fails in training
             "reference": {"max_epochs": 1, "n_hidden": 8, "n_latent": 2, "n_layers": 1},
         },
     ]
@@ -48,7 +48,7 @@ def test_a_failed_task_does_not_stop_its_pack_and_is_not_rerun_by_a_requeue(tmp_
         runner([task.to_dict() for task in tasks])
     states = {task.id: task_state(layout, task).state for task in tasks}
     assert states == {task.id: "failed" if task == broken else "done" for task in tasks}
-    assert "no_such_option" in layout.error(broken.id).read_text()
+    assert "Optimizer not understood" in layout.error(broken.id).read_text()
 
     assert runner([task.to_dict() for task in tasks]) == {}  # the element again, as after a requeue
     assert task_state(layout, broken).state == "failed"
