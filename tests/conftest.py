@@ -47,3 +47,36 @@ TINY_SWEEP: dict[str, Any] = {
 def tiny_sweep_data() -> dict[str, Any]:
     """A fresh copy of the tiny sweep mapping, free to modify."""
     return copy.deepcopy(TINY_SWEEP)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> dict:
+    """A CondSCVI reference (2 epochs) and 66 spots of a small synthetic tissue (the fast-engine tests)."""
+    import logging
+
+    import anndata as ad
+    import pandas as pd
+    import scvi
+    import torch
+    from scvi.model import CondSCVI
+
+    from toolkit.data.synthetic import simulate
+    from toolkit.pseudospots import build_pseudospots
+
+    scvi.settings.verbosity = logging.WARNING
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "scvi"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    reference, cells = simulate("starmap-like", 1, n_spatial_cells=500, n_reference_cells=600, n_genes=60)
+    spots = build_pseudospots(cells, 750.0)
+    reference = reference.copy()
+    CondSCVI.setup_anndata(reference, labels_key="cell_type")
+    scvi.settings.seed = 0
+    sc_model = CondSCVI(reference, n_hidden=16, n_latent=3, n_layers=1, weight_obs=False, prior="normal")
+    sc_model.train(max_epochs=2, batch_size=128, train_size=1, accelerator="cpu", enable_progress_bar=False)
+    # Computed once (k-means with 30 restarts per type is most of a DestVI construction) and handed
+    # over as tensors (scvi-tools 1.4 fails to register its numpy arrays as buffers).
+    vamp = {key: torch.as_tensor(v) for key, v in sc_model.get_vamp_prior(reference, p=5).items()}
+    sc_model.get_vamp_prior = lambda *a, **k: {key: v.clone() for key, v in vamp.items()}
+    st = ad.AnnData(X=spots[:, reference.var_names].X.copy(), obs=pd.DataFrame(index=spots.obs_names.copy()))
+    st.var_names = reference.var_names.copy()
+    return {"reference": reference, "sc_model": sc_model, "st": st, "spots": spots}

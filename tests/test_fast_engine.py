@@ -18,44 +18,17 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 torch = pytest.importorskip("torch")
 scvi = pytest.importorskip("scvi")
 
-import anndata as ad  # noqa: E402
 import pandas as pd  # noqa: E402
 from scvi.model import CondSCVI, DestVI  # noqa: E402
 from scvi.train import TrainingPlan  # noqa: E402
 
-from toolkit.data.synthetic import simulate  # noqa: E402
 from toolkit.engines import fast as fast_module  # noqa: E402
 from toolkit.engines import train_condscvi_fast, train_destvi_fast  # noqa: E402
 from toolkit.engines.schedule import kl_weight  # noqa: E402
 from toolkit.engines.step import distributions_unvalidated  # noqa: E402
 from toolkit.metrics import li2022_prediction, li2022_truth, score  # noqa: E402
-from toolkit.pseudospots import build_pseudospots  # noqa: E402
 
 LR = 3e-3
-
-
-@pytest.fixture(scope="module")
-def tiny() -> dict:
-    """A CondSCVI reference (2 epochs) and 66 spots of a small synthetic tissue."""
-    import logging
-
-    scvi.settings.verbosity = logging.WARNING
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "scvi"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    reference, cells = simulate("starmap-like", 1, n_spatial_cells=500, n_reference_cells=600, n_genes=60)
-    spots = build_pseudospots(cells, 750.0)
-    reference = reference.copy()
-    CondSCVI.setup_anndata(reference, labels_key="cell_type")
-    scvi.settings.seed = 0
-    sc_model = CondSCVI(reference, n_hidden=16, n_latent=3, n_layers=1, weight_obs=False, prior="normal")
-    sc_model.train(max_epochs=2, batch_size=128, train_size=1, accelerator="cpu", enable_progress_bar=False)
-    # Computed once (k-means with 30 restarts per type is most of a DestVI construction) and handed
-    # over as tensors (scvi-tools 1.4 fails to register its numpy arrays as buffers).
-    vamp = {key: torch.as_tensor(v) for key, v in sc_model.get_vamp_prior(reference, p=5).items()}
-    sc_model.get_vamp_prior = lambda *a, **k: {key: v.clone() for key, v in vamp.items()}
-    st = ad.AnnData(X=spots[:, reference.var_names].X.copy(), obs=pd.DataFrame(index=spots.obs_names.copy()))
-    st.var_names = reference.var_names.copy()
-    return {"reference": reference, "sc_model": sc_model, "st": st, "spots": spots}
 
 
 def _destvi(tiny: dict, seed: int, amortization: str) -> DestVI:

@@ -29,7 +29,16 @@ import pandas as pd
 from toolkit.metrics import li2022_prediction, li2022_truth, score
 from toolkit.pseudospots import build_pseudospots
 
-STARMAP = Path(__file__).resolve().parents[3] / "shared" / "data" / "starmap"
+STARMAP = Path(os.environ.get("SPOTSWEEP_STARMAP", Path(__file__).resolve().parents[3] / "shared" / "data" / "starmap"))
+"""The STARmap files (../shared/data/starmap; elsewhere, e.g. on a GPU machine without ../shared, set
+SPOTSWEEP_STARMAP to a folder holding slice{1,2}_counts.csv.gz and slice{1,2}_cells.csv)."""
+FAST_ENGINES: dict[str, bool | str] = {
+    "fast": False,
+    "fast-compiled": True,
+    "fast-cudagraphs": "cudagraphs",
+    "fast-reduce-overhead": "reduce-overhead",
+}
+"""Benchmark engine names of the fast engine, with the `compile` value each runs."""
 SLICE1_TO_SLICE2 = {
     "ExcitatoryL2and3": "eL2/3",
     "ExcitatoryL4": "eL4",
@@ -105,12 +114,25 @@ def synthetic_problem(seed: int = 0, n_reference_cells: int = 2000, n_genes: int
     return _problem("synthetic", reference, cells, 750.0, "half-open")
 
 
-def load_problem(name: str) -> Problem:
+def merfish_problem(seed: int = 0, n_spatial_cells: int = 84000, n_reference_cells: int = 5000) -> Problem:
+    """The merfish-like tissue (84,000 cells: about 27,000 spots of 40 um, the study's size) with a small
+    reference: destVI's step time depends on the reference only through the decoder's shape."""
+    from toolkit.data.synthetic import PRESETS, simulate
+
+    reference, cells = simulate(
+        "merfish-like", seed, n_spatial_cells=n_spatial_cells, n_reference_cells=n_reference_cells
+    )
+    return _problem("merfish-like", reference, cells, PRESETS["merfish-like"].window, "half-open")
+
+
+def load_problem(name: str, **sizes: int) -> Problem:
     if name == "starmap":
         return starmap_problem()
     if name == "synthetic":
         return synthetic_problem()
-    raise ValueError(f"unknown problem {name!r}; use starmap or synthetic")
+    if name == "merfish-like":
+        return merfish_problem(**sizes)
+    raise ValueError(f"unknown problem {name!r}; use starmap, synthetic or merfish-like")
 
 
 def train_reference(
@@ -198,8 +220,11 @@ def train_destvi(
     n_epochs_kl_warmup: int = 200,
     device: str = "cpu",
     seed: int | None = None,
+    limit_batches: int | None = None,
 ) -> dict[str, Any]:
-    """Train with `scvi` (stock), `fast` (eager) or `fast-compiled`; returns steps and per-epoch timings."""
+    """Train with `scvi` (stock) or one of FAST_ENGINES; returns steps and per-epoch timings.
+
+    `limit_batches`: only the first N minibatches of each epoch (timing a large tissue in seconds)."""
     timer = EpochTimer()
     timer.stamp()
     if engine == "scvi":
@@ -212,6 +237,7 @@ def train_destvi(
             accelerator="gpu" if device.startswith("cuda") else "cpu",
             enable_progress_bar=False,
             callbacks=[timer.callback()],
+            **({"limit_train_batches": limit_batches} if limit_batches else {}),
         )
         n_steps = int(model.trainer.global_step)
     else:
@@ -225,8 +251,9 @@ def train_destvi(
             n_epochs_kl_warmup=n_epochs_kl_warmup,
             seed=seed,
             device=device,
-            compile=engine == "fast-compiled",
+            compile=FAST_ENGINES[engine],
             on_epoch_end=timer.stamp,
+            limit_batches=limit_batches,
         )
         n_steps = result.n_steps
     wall, cpu = timer.durations()

@@ -1,7 +1,8 @@
 """Training engines for destVI: `scvi` (stock scvi-tools/Lightning) and `fast` (a lean loop over the same module).
 
 Kept apart as scvi-tools keeps model, module and training apart: `fast` is the loop, `step` one
-optimizer step (eager or compiled), `schedule` the KL warm-up, `batches` the minibatch order,
+optimizer step (eager or compiled), `graphs` that step captured as a CUDA graph, `schedule` the KL
+warm-up, `batches` the minibatch order,
 `checkpoint` what a training saves and how it resumes (both engines), `resume` the fast engine's
 state file. See results/engine.md for what the fast engine keeps, what it drops, its speed and its
 equivalence.
@@ -10,6 +11,7 @@ equivalence.
 from toolkit.engines.checkpoint import Checkpointing, TrainingStopped
 from toolkit.engines.fast import (
     FastTrainResult,
+    resolve_device,
     steps_per_run,
     train_condscvi_fast,
     train_destvi_fast,
@@ -23,6 +25,7 @@ __all__ = [
     "Checkpointing",
     "FastTrainResult",
     "TrainingStopped",
+    "resolve_device",
     "steps_per_run",
     "train_condscvi_fast",
     "train_destvi_fast",

@@ -12,7 +12,8 @@ step), not in arithmetic. This loop keeps everything that defines the optimisati
   same order, so that an eager run on CPU is bitwise identical to stock training (`seed=None`);
 - data on the device once, minibatches gathered by index;
 - losses accumulated on the device and read back once per run (no `.item()` per step);
-- optionally `torch.compile` of the step (see `toolkit.engines.step`).
+- optionally `torch.compile` of the step (see `toolkit.engines.step`), and on CUDA the whole step
+  captured as a CUDA graph (`compile="cudagraphs"`, see `toolkit.engines.graphs`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from toolkit.engines import resume
+from toolkit.engines import graphs, resume
 from toolkit.engines.batches import EpochSampler, registered_tensors, split_indices
 from toolkit.engines.checkpoint import Checkpointing, TrainingStopped
 from toolkit.engines.resume import Progress
@@ -156,6 +157,7 @@ def train_fast(
     compile: CompileMode = False,
     on_epoch_end: Callable[[int], None] | None = None,
     checkpoint: Checkpointing | None = None,
+    limit_batches: int | None = None,
 ) -> FastTrainResult:
     """Train `model.module` in place as `model.train(train_size=1.0, ...)` would, without Lightning.
 
@@ -166,12 +168,15 @@ def train_fast(
     on nothing before it. Leaves the model trained, in eval mode, on `device`. `on_epoch_end(epoch)`
     is called after each epoch, once the device is synchronised (timing, progress). `checkpoint`
     saves the state every N epochs, resumes from its file and stops on request (`TrainingStopped`).
+    `limit_batches` takes only the first N minibatches of each epoch, as Lightning's `limit_train_batches`:
+    for timing a large data set in seconds (benchmarks), not for training.
     """
     import scvi
 
     if max_epochs < 1 or batch_size < 1:
         raise ValueError(f"max_epochs and batch_size must be >= 1 (got {max_epochs}, {batch_size}).")
     dev = resolve_device(device)
+    graphs.check_device(compile, dev)
     module = model.module.to(dev)
     plan = training_plan(model, dict(plan_kwargs or {}))
     n_obs = model.adata.n_obs
@@ -191,30 +196,35 @@ def train_fast(
     progress = Progress(rows=[], kl_weights=[])
     epoch_ends: list[float] = []
     with distributions_unvalidated(), _compile_scope(compile):
+        # One device tensor, updated in place: a new value never recompiles nor escapes a captured graph.
+        kl = torch.tensor(kl_weight(0, 0, *warmup)).to(dev)
         if uses_kl:
-            loss_kwargs["kl_weight"] = torch.tensor(kl_weight(0, 0, *warmup)).to(dev)
+            loss_kwargs["kl_weight"] = kl
         names = probe_metric_names(module, {k: v[: min(batch_size, n_obs)] for k, v in data.items()}, loss_kwargs)
         meta["metrics"] = ",".join(names)
         saved = resume.read(checkpoint.path, meta) if checkpoint and Path(checkpoint.path).is_file() else None
         if saved is not None:
             resume.restore_module(saved, module)  # before the optimizer exists (see restore_module)
-        optimizer = make_optimizer(plan, [p for p in module.parameters() if p.requires_grad], fused=bool(compile))
+        trainable = [p for p in module.parameters() if p.requires_grad]
+        capture = compile == graphs.CUDA_GRAPHS and dev.type == "cuda"
+        optimizer = make_optimizer(plan, trainable, fused=bool(compile), capturable=capture)
         if saved is not None:
             progress = resume.restore_progress(saved, optimizer, dev)
             checkpoint.notify("resumed", progress.epoch)
-        take_step = make_step(module, optimizer, names, compile)
+        take_step = make_step(module, optimizer, names, data, loss_kwargs, compile)
+        if compile == graphs.CUDA_GRAPHS:
+            take_step = graphs.CapturedSteps(take_step, dev, capture=capture)
         _sync(dev)
         start = time.perf_counter()
         for epoch in range(progress.epoch, max_epochs):
             progress.kl_weights.append(kl_weight(epoch, progress.step, *warmup))
             if uses_kl and not per_step:
-                loss_kwargs["kl_weight"] = torch.tensor(progress.kl_weights[-1]).to(dev)
+                kl.fill_(progress.kl_weights[-1])
             acc = torch.zeros(4 + len(names), device=dev)
-            for index in sampler.epoch():
+            for index in sampler.epoch()[:limit_batches]:
                 if uses_kl and per_step:
-                    loss_kwargs["kl_weight"] = torch.tensor(kl_weight(epoch, progress.step, *warmup)).to(dev)
-                batch = {key: value.index_select(0, index) for key, value in data.items()}
-                acc += take_step(batch, loss_kwargs)
+                    kl.fill_(kl_weight(epoch, progress.step, *warmup))
+                acc += take_step(index)
                 progress.step += 1
             progress.rows.append(acc)
             progress.epoch = epoch + 1
@@ -246,7 +256,11 @@ def train_fast(
         seconds=seconds,
         device=str(dev),
         epoch_seconds=np.diff(np.asarray([start, *epoch_ends])),
-        settings=_resolved_settings(plan, optimizer, compile, batch_size, max_epochs, sampler.n_batches),
+        settings={
+            **_resolved_settings(plan, optimizer, compile, batch_size, max_epochs, sampler.n_batches),
+            "device": str(dev),
+            **_captured(take_step),
+        },
     )
 
 
@@ -270,6 +284,13 @@ def _resolved_settings(
         "max_epochs": max_epochs,
         "steps_per_epoch": spe,
     }
+
+
+def _captured(take_step: Any) -> dict[str, Any]:
+    """The batch shapes a CUDA-graph run captured (or rehearsed, without CUDA)."""
+    if isinstance(take_step, graphs.CapturedSteps):
+        return {"captured_batch_shapes": take_step.captured_shapes}
+    return {}
 
 
 def _spent(progress: Progress, start: float) -> Progress:

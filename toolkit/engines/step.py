@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
+from toolkit.engines.graphs import CUDA_GRAPHS, IndexStep
+
 CompileMode = bool | str
-"""False (eager), True (inductor, default mode) or a torch.compile mode such as "reduce-overhead" (CUDA graphs)."""
+"""False (eager), True (inductor, default mode), `cudagraphs` (inductor inside one captured CUDA graph per
+step: toolkit.engines.graphs) or a torch.compile mode such as "reduce-overhead"."""
 
 _validate_lock = threading.Lock()
 _validate_depth = 0
@@ -48,17 +51,25 @@ def distributions_unvalidated() -> Iterator[None]:
                 torch.distributions.Distribution.set_default_validate_args(_validate_saved)
 
 
-def make_optimizer(plan: Any, params: list[torch.nn.Parameter], fused: bool = False) -> torch.optim.Optimizer:
+def make_optimizer(
+    plan: Any, params: list[torch.nn.Parameter], fused: bool = False, capturable: bool = False
+) -> torch.optim.Optimizer:
     """The plan's optimizer; plain Adam/AdamW run multi-tensor (`foreach`): bitwise the same update.
 
     On CUDA torch picks `foreach` by itself (so this is what stock training runs there too); on CPU
     it is the same arithmetic with fewer Python-level calls. `fused` takes torch's single-kernel
     Adam instead: the same update rounded differently (not bitwise), about 1.2 ms less per step on
     STARmap's 320,000 parameters on one CPU core; the compiled engine uses it, being statistical anyway.
+    `capturable` keeps Adam's step counter on the device, as a captured CUDA graph needs (multi-tensor).
     """
     optimizers = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}
+    if capturable and plan.optimizer_name not in optimizers:
+        raise ValueError(
+            f"compile: {CUDA_GRAPHS} captures Adam or AdamW only; plan_kwargs optimizer "
+            f"{plan.optimizer_name!r} cannot be captured: use compile: true"
+        )
     if plan.optimizer_name in optimizers:
-        mode = {"fused": True} if fused else {"foreach": True}
+        mode = {"foreach": True, "capturable": True} if capturable else {"fused": True} if fused else {"foreach": True}
         return optimizers[plan.optimizer_name](params, lr=plan.lr, eps=plan.eps, weight_decay=plan.weight_decay, **mode)
     return plan.get_optimizer_creator()(params)
 
@@ -91,20 +102,23 @@ def probe_metric_names(module: torch.nn.Module, batch: dict[str, torch.Tensor], 
     return metric_names(out)
 
 
-StepFn = Callable[[dict[str, torch.Tensor], dict[str, Any]], torch.Tensor]
-
-
 def make_step(
-    module: torch.nn.Module, optimizer: torch.optim.Optimizer, names: list[str], compile: CompileMode = False
-) -> StepFn:
-    """A function (batch, loss_kwargs) -> metric row that takes one optimizer step.
+    module: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    names: list[str],
+    data: dict[str, torch.Tensor],
+    loss_kwargs: dict[str, Any],
+    compile: CompileMode = False,
+) -> IndexStep:
+    """A function index -> metric row that takes one optimizer step on those rows of `data`.
 
     With `compile`, forward + loss (and, through AOTAutograd, their backward) are compiled; shapes
     are static, so a run compiles twice at most (full and last batch). The KL weight must come in
     as a tensor, or every new value would recompile. The Adam update stays eager (multi-tensor,
     exactly as stock runs it): compiling it saved ~10% here and was the prime suspect of a small
     shift in a first equivalence run (results/engine.md). torch.compile rejects `mode` together with
-    `options`, so a mode string runs without the guard filter.
+    `options`, so a mode string runs without the guard filter. `cudagraphs` compiles as `True` does
+    and the caller captures the whole step (toolkit.engines.graphs).
     """
 
     def loss_and_row(batch: dict[str, torch.Tensor], loss_kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +127,7 @@ def make_step(
             row = metric_row(out, names)
         return out.loss, row
 
-    if compile is True:
+    if compile is True or compile == CUDA_GRAPHS:
         # The module's structure and train/eval mode do not change during a run, so its guards
         # (checked at every call, ~0.2 ms here) are dropped; the batch's shapes are still guarded.
         options = {"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
@@ -121,7 +135,8 @@ def make_step(
     elif compile:
         loss_and_row = torch.compile(loss_and_row, dynamic=False, mode=str(compile))
 
-    def step(batch: dict[str, torch.Tensor], loss_kwargs: dict[str, Any]) -> torch.Tensor:
+    def step(index: torch.Tensor) -> torch.Tensor:
+        batch = {key: value.index_select(0, index) for key, value in data.items()}
         loss, row = loss_and_row(batch, loss_kwargs)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -56,9 +56,12 @@ class DestVIGrid(MethodGrid):
     engine: Engine = "fast"
     """`fast`: scvi-tools' own module and loss in spotsweep's lean loop (results/engine.md); `scvi`: stock
     DestVI.train through Lightning. Eager `fast` replays stock training exactly on CPU, only faster."""
-    compile: bool = False
-    """With engine `fast`: torch.compile the step. Faster for long runs at small batches after a one-off
-    compilation (10 s to 2 min per task), and equal to stock statistically rather than bit for bit."""
+    compile: bool | Literal["cudagraphs", "reduce-overhead"] = False
+    """With engine `fast`: `true` torch.compiles the step. Faster for long runs at small batches after a
+    one-off compilation (10 s to 2 min per task), and equal to stock statistically rather than bit for bit.
+    On a GPU, `cudagraphs` also captures the whole step (forward, backward, Adam) as one CUDA graph
+    (toolkit/engines/graphs.py) and `reduce-overhead` is torch.compile's own CUDA-graph mode; a task
+    asking for `cudagraphs` without a GPU stops before training with a sentence saying so."""
     reference: CondSCVIConfig = CondSCVIConfig()
 
     @model_validator(mode="after")
@@ -78,7 +81,9 @@ class DestVIGrid(MethodGrid):
         whole_numbers("batch_size", [v for v in self.batch_size if v != "auto"], 1)
         whole_numbers("max_epochs", self.max_epochs, 1)
         if self.compile and self.engine != "fast":
-            raise ValueError("compile: true needs engine: fast (stock scvi-tools training is not compiled)")
+            raise ValueError(
+                f"compile: {str(self.compile).lower()} needs engine: fast (stock scvi-tools training is not compiled)"
+            )
         check_pass_through(self.module_kwargs, self.plan_kwargs)
         return self
 
@@ -256,8 +261,12 @@ def fit(
 
     from toolkit.engines import checkpoint
 
-    configure_scvi()
     params = task.params
+    if params.get("engine") == "fast":  # a CUDA-graph task off CUDA stops here, before anything is built
+        from toolkit.engines import graphs, resolve_device
+
+        graphs.check_device(params.get("compile", False), resolve_device(engine_device(accelerator)))
+    configure_scvi()
     batch_size = resolve_batch_size(task.batch_size, spots.n_obs)
     module_kwargs = {"amortization": task.amortization, **VARIANTS[task.variant], **params.get("module_kwargs", {})}
     sc_model = _load_reference(reference, model_dir, accelerator)
@@ -299,7 +308,9 @@ def engine_device(accelerator: str) -> str:
     return {"gpu": "cuda", "cuda": "cuda", "cpu": "cpu"}.get(accelerator, "auto")
 
 
-def _train_fast(model: Any, settings: dict[str, Any], accelerator: str, compile: bool) -> tuple[int, dict[str, Any]]:
+def _train_fast(
+    model: Any, settings: dict[str, Any], accelerator: str, compile: bool | str
+) -> tuple[int, dict[str, Any]]:
     """DestVI.train's optimisation in the fast engine; seed=None continues the stream scvi.settings.seed
     started, so that an eager run on CPU equals stock training bit for bit."""
     from toolkit.engines import checkpoint, train_destvi_fast

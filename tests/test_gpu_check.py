@@ -1,0 +1,42 @@
+"""The GPU check script at toy size on the CPU, so that it cannot rot between GPU runs.
+
+Its GPU-only parts (CUDA graphs, torch.compile's reduce-overhead, GPU memory) are absent from a CPU
+run by design; everything else (the four sections, their budgets, the files written after each)
+runs here as it would on the GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_check_toy_run_on_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "gpu-check"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    command = [sys.executable, "-m", "tests.benchmarks.gpu_check", "--device", "cpu", "--toy", "--out", str(out)]
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert report["device"] == "cpu" and report["spots"]["starmap"] == 189
+    sections = report["sections"]
+    assert [name for name in sections if name != "equivalence_runs"] == [
+        "steps",
+        "runtime_table",
+        "packing",
+        "equivalence",
+    ]
+    measured = [row for row in sections["steps"] if "ms_per_step" in row]
+    assert {(row["data"], row["engine"]) for row in measured} >= {("starmap", "scvi"), ("starmap", "fast")}
+    assert all(row["ms_per_step"] > 0 for row in measured)
+    assert [row["k"] for row in sections["packing"]] == [1, 2]
+    eager = [row for row in sections["equivalence"] if row["engine"] == "fast"]
+    assert eager and all(row["within_seed_spread"] for row in eager)  # eager replays stock's stream on CPU
+    markdown = (out / "gpu_check.md").read_text()
+    for title in ("## steps", "## runtime_table", "## packing", "## equivalence", "study RTX 3090"):
+        assert title in markdown
