@@ -19,19 +19,14 @@ Timing runs take the first `--limit-batches` minibatches of each epoch (Lightnin
 The merfish-like reference is small (its size changes nothing in a destVI step but the decoder's
 training, which is not timed).
 
-On the GPU machine (Python 3.12 and its own torch, no package registry, no ../shared):
-- wheels to carry (`pip download --only-binary=:all: --python-version 3.12 --no-deps -d .gpu/wheels`):
-  scvi-tools, anndata, pydantic, pydantic-core, typing-inspection, annotated-types, lightning,
-  lightning-utilities, torchmetrics, jax, jaxlib, ml-dtypes, numpyro, pyro-ppl, flax, optax, chex,
-  docrep, rich, xarray, sparse, mudata, h5py, natsort, array-api-compat, session-info2, ml-collections,
-  tensorstore, orbax-checkpoint and what `pip install --no-index --find-links .gpu/wheels scvi-tools`
-  still asks for; then `pip install --no-index --find-links .gpu/wheels --no-deps .` for spotsweep;
-- STARmap: copy ../shared/data/starmap/slice{1,2}_{counts.csv.gz,cells.csv} (1.9 MB) into
-  .gpu/starmap and point SPOTSWEEP_STARMAP at it (.gpu/ is ignored: pass it as `carry`);
-- the command (expected 6-8 minutes on a cold H200; the toy run below takes 1-3 minutes on a CPU):
+On the GPU machine (Python 3.12 with its own torch, lightning, jax and numpyro; no package registry;
+no ../shared), in two steps (tests/benchmarks/gpu_check.sh):
 
-      bash tests/benchmarks/gpu_check.sh "$OUT"
-      .venv/bin/python -m tests.benchmarks.gpu_check --device cpu --toy --out /tmp/gpu-check   # toy, CPU
+    bash tests/benchmarks/gpu_check.sh pack       # here: .gpu/wheels (21 wheels, scvi-tools 1.4.2 ...,
+                                                  # 16 MB with) and .gpu/starmap (the STARmap files)
+    bash tests/benchmarks/gpu_check.sh run OUT    # there, with .gpu carried: installs the wheels, runs
+                                                  # this script on cuda; 6-8 minutes on a cold H200
+    .venv/bin/python -m tests.benchmarks.gpu_check --device cpu --toy --out /tmp/gpu-check   # toy, CPU, ~1 min
 """
 
 from __future__ import annotations
