@@ -300,17 +300,27 @@ def export(
     console.print(f"wrote {export_task(out, task, to, overwrite=overwrite)}: open it with spatialdata.read_zarr")
 
 
-def _read_table(path: Path, what: str) -> pd.DataFrame:
+def _read_table(path: Path, what: str, numbers: bool = True) -> pd.DataFrame:
+    import csv
+
     import pandas as pd
 
     if not path.is_file():
         raise SpotsweepError(f"{path}: no such {what} table; give a CSV or TSV file of spots x cell types.")
     try:
-        return pd.read_csv(path, sep=None, engine="python", index_col=0)
-    except (ValueError, pd.errors.ParserError) as exc:
+        table = pd.read_csv(path, sep=None, engine="python", index_col=0)
+    except (ValueError, csv.Error, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        reason = " ".join(str(exc).split()) or "empty"
         raise SpotsweepError(
-            f"{path}: cannot read the {what} table ({exc}); give a CSV or TSV with a header row."
+            f"{path}: cannot read the {what} table ({reason}); give a CSV or TSV with a header row."
         ) from None
+    text = [str(column) for column in table.columns if not pd.api.types.is_numeric_dtype(table[column])]
+    if numbers and text:
+        raise SpotsweepError(
+            f"{path}: column {text[0]} of the {what} table holds text, not numbers; keep only spot ids "
+            "(first column) and cell-type columns of numbers."
+        )
+    return table
 
 
 @app.command()
@@ -339,7 +349,7 @@ def score(
         )
     predicted_table.columns = [str(c).removeprefix(strip_prefix) for c in predicted_table.columns]
     if label_map is not None:
-        mapping = _read_table(label_map, "label map")
+        mapping = _read_table(label_map, "label map", numbers=False)
         truth_table = truth_table.rename(columns={str(k): str(v) for k, v in mapping.iloc[:, 0].items()})
     if truth_is_counts:
         kept = [c for c in predicted_table.columns if c not in exclude]

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from toolkit.errors import SpotsweepError
+from toolkit.errors import SpotsweepError, printable
 from toolkit.methods import grids
 from toolkit.methods.configs import Strict
 
@@ -312,7 +312,7 @@ def parse_sweep(data: Any, source: str) -> SweepConfig:
     except ValidationError as exc:
         # An unknown key usually explains a "missing" one (a typo), so it is reported first.
         errors = sorted(exc.errors(), key=lambda error: error["type"] != "extra_forbidden")
-        raise SpotsweepError(f"{source}: {_explain(errors[0])}.") from None
+        raise SpotsweepError(f"{source}: {printable(_explain(errors[0]))}.") from None
 
 
 def check_inputs_exist(sweep: SweepConfig, source: str) -> None:
@@ -355,15 +355,22 @@ def yaml_problem(path: Path, exc: Exception) -> str:
     return f"{path}: not valid YAML{where}; fix the syntax there."
 
 
+def read_yaml(path: Path) -> Any:
+    """A YAML file's plain values; a file that is not UTF-8 text or not YAML is one sentence."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise SpotsweepError(f"{path}: not UTF-8 text (a binary file?); give a YAML file saved as UTF-8.") from None
+    except yaml.YAMLError as exc:
+        raise SpotsweepError(yaml_problem(path, exc)) from None
+
+
 def load_sweep(path: Path | str) -> SweepConfig:
     """Read, validate and check a sweep file; every problem is one SpotsweepError sentence."""
     path = Path(path)
     if not path.is_file():
         raise SpotsweepError(f"{path}: no such sweep file; give the path of a YAML file such as sweeps/demo.yaml.")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SpotsweepError(yaml_problem(path, exc)) from None
+    data = read_yaml(path)
     sweep = parse_sweep(data, str(path))
     check_inputs_exist(sweep, str(path))
     return sweep

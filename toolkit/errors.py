@@ -7,3 +7,9 @@ class SpotsweepError(Exception):
     The message is a single sentence that names the file, the field and the fix;
     the CLI prints it without a traceback and exits with status 2.
     """
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped (a newline as \\n), so that a key or value a user typed
+    cannot break the one-line message that quotes it."""
+    return "".join(repr(char)[1:-1] if ord(char) < 32 or ord(char) == 127 else char for char in text)

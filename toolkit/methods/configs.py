@@ -24,6 +24,9 @@ def _as_list(value: Any) -> Any:
 def _unique_list(value: list) -> list:
     if not value:
         raise ValueError("must list at least one value")
+    for item in value:
+        if not isinstance(item, str | int | float) or (isinstance(item, float) and item != item):
+            raise ValueError(f"lists {item!r}; an axis takes plain values (numbers or words), one or a list")
     if len(set(map(str, value))) != len(value):
         raise ValueError("lists a value twice")
     return value

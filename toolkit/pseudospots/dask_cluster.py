@@ -52,8 +52,9 @@ def load_cluster_options(path: Path | None) -> dict[str, Any]:
     path = Path(path)
     try:
         options = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise SpotsweepError(f"{path}: cannot read the cluster options ({exc}); give a YAML mapping.") from None
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: not UTF-8 text
+        reason = " ".join(str(exc).split())  # YAML's multi-line report, on one line
+        raise SpotsweepError(f"{path}: cannot read the cluster options ({reason}); give a YAML mapping.") from None
     if not isinstance(options, dict):
         raise SpotsweepError(f"{path}: the cluster options must be a mapping of keyword to value, like cores: 8.")
     return options

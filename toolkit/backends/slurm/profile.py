@@ -11,11 +11,10 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from toolkit.config import yaml_problem
-from toolkit.errors import SpotsweepError
+from toolkit.config import read_yaml
+from toolkit.errors import SpotsweepError, printable
 
 
 class SlurmProfile(BaseModel):
@@ -94,7 +93,7 @@ def parse_profile(data: Any, source: str) -> SlurmProfile:
         return SlurmProfile.model_validate(data)
     except ValidationError as exc:
         errors = sorted(exc.errors(), key=lambda error: error["type"] != "extra_forbidden")
-        raise SpotsweepError(f"{source}: {_explain(errors[0])}.") from None
+        raise SpotsweepError(f"{source}: {printable(_explain(errors[0]))}.") from None
 
 
 def load_profile(path: Path | str) -> SlurmProfile:
@@ -104,11 +103,7 @@ def load_profile(path: Path | str) -> SlurmProfile:
         raise SpotsweepError(
             f"{path}: no such cluster profile; give the path of a YAML file such as hpc/profiles/gpu-cluster.yaml."
         )
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SpotsweepError(yaml_problem(path, exc)) from None
-    profile = parse_profile(data, str(path))
+    profile = parse_profile(read_yaml(path), str(path))
     if profile.container is not None and not Path(profile.container).is_file():
         raise SpotsweepError(
             f"{path}: container points to '{profile.container}', which does not exist; build the image or fix the path."
