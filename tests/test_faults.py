@@ -266,3 +266,24 @@ def test_a_zarr_store_with_missing_chunks_is_refused_not_read_as_zeros(tmp_path:
     (store / "X" / "1.0").unlink()  # an interrupted copy
     with pytest.raises(SpotsweepError, match=r"cells.zarr: X has 1 of its 6 stored chunks missing"):
         open_cells(store)
+
+
+def test_apptainer_lines_are_quoted_and_comma_paths_refused(tmp_path: Path) -> None:
+    """A path with spaces or quotes stays one word of the `apptainer exec` line; a comma (apptainer's bind
+    separator) is refused, since the job would silently see other paths."""
+    import shlex
+
+    from toolkit.backends.apptainer import job_binds, python_command
+
+    odd = tmp_path / "it's a $HOME folder"
+    odd.mkdir()
+    image = odd / "img.sif"
+    image.write_bytes(b"not an image, but a file")
+    line = python_command(image, job_binds(odd), digest=False)
+    words = shlex.split(line)
+    assert words[words.index("--bind") + 1] == str(odd.resolve())
+    assert str(image.resolve()) in words
+    comma = tmp_path / "a,b"
+    comma.mkdir()
+    with pytest.raises(SpotsweepError, match="comma"):
+        job_binds(comma)

@@ -76,6 +76,12 @@ def job_binds(results: Path, extra: Iterable[str] = (), inputs: Iterable[Path | 
             raise SpotsweepError(f"bind '{spec}': {host} does not exist on this machine; fix executor.binds.")
         specs.append(spec)
     specs += [str(Path(path).resolve().parent) for path in inputs if path is not None]
+    for spec in specs:
+        if "," in spec:  # apptainer splits --bind values at commas: the job would see other paths
+            raise SpotsweepError(
+                f"bind '{spec}': apptainer reads a comma as a separator between binds; rename the folder "
+                "without a comma (or bind a parent folder through executor.binds)."
+            )
     return list(dict.fromkeys(specs))
 
 
