@@ -19,10 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 HARNESS = REPO / "hpc" / "slurm"
 DAEMONS = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "sbatch", "sacct", "srun")
+TEST_SIZE = {"SPOTSWEEP_SLURM_CPUS": "6", "SPOTSWEEP_SLURM_GPUS": "6"}
+"""The test node declares more CPUs and fake GPUs than the machine has: its jobs mostly wait (on the
+scheduler, on signals, on each other), and test files run side by side (pytest-xdist) each submit some."""
 ENABLE = "install the packages with `sudo hpc/slurm/install.sh` (Debian/Ubuntu) to run them"
 
 
@@ -62,13 +66,17 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
     missing = [name for name in DAEMONS if shutil.which(name) is None]
     if missing:
         _unavailable(f"{', '.join(missing)} not found; {ENABLE}.")
-    if not _responds(conf):
-        if os.geteuid() != 0:
-            _unavailable(f"no cluster runs at {state} and starting one needs root: run `sudo {HARNESS}/start.sh`.")
-        result = subprocess.run([str(HARNESS / "start.sh")], capture_output=True, text=True, timeout=300, check=False)
-        if result.returncode != 0:
-            tail = " ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
-            _unavailable(f"hpc/slurm/start.sh failed (exit {result.returncode}): {tail}")
+    with FileLock(f"{state}.start.lock"):  # pytest-xdist workers each open this session fixture: one starts
+        if not _responds(conf):
+            if os.geteuid() != 0:
+                _unavailable(f"no cluster runs at {state} and starting one needs root: run `sudo {HARNESS}/start.sh`.")
+            environment = {**os.environ, **{key: os.environ.get(key, value) for key, value in TEST_SIZE.items()}}
+            result = subprocess.run(
+                [str(HARNESS / "start.sh")], capture_output=True, text=True, timeout=300, check=False, env=environment
+            )
+            if result.returncode != 0:
+                tail = " ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
+                _unavailable(f"hpc/slurm/start.sh failed (exit {result.returncode}): {tail}")
     previous = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(conf)
     try:

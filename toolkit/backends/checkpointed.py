@@ -126,7 +126,9 @@ def _run_with_checkpoints(
                 layout.error(task.id).unlink(missing_ok=True)  # run_task recorded the exit as a failure
                 _log_attempt(layout, task.id, {**attempt, **_outcome(session, "requeued")})
             raise
-        except BaseException:
+        except BaseException as exc:
+            if _time_limits_spent(exc):
+                _explain_time_limit(layout, task.id)
             _log_attempt(layout, task.id, {**attempt, **_outcome(session, "failed")})
             raise
     if outcome == "done":
@@ -134,6 +136,25 @@ def _run_with_checkpoints(
         shutil.rmtree(directory, ignore_errors=True)
         layout.progress(task.id).unlink(missing_ok=True)
     return outcome
+
+
+TIME_LIMIT_REASON = (
+    "stopped at its SLURM time limit more often than the profile's max_timeouts allows; raise time_min "
+    "(or max_timeouts) in the profile, and `spotsweep run --retry-failed` resumes it from its last checkpoint"
+)
+
+
+def _time_limits_spent(exc: BaseException) -> bool:
+    """submitit's way of ending a job whose requeues after a time limit are used up."""
+    return type(exc).__name__ == "UncompletedJobError" and "timed-out too many times" in str(exc)
+
+
+def _explain_time_limit(layout: OutputLayout, task_id: str) -> None:
+    """Put the reason in the user's terms into the error.json run_task wrote (submitit's words kept after it)."""
+    path = layout.error(task_id)
+    if path.exists():
+        error = read_json(path)
+        write_json(path, {**error, "reason": f"{TIME_LIMIT_REASON} ({error.get('reason', '')})"})
 
 
 def _outcome(session: Any, outcome: str) -> dict[str, Any]:

@@ -61,6 +61,8 @@ def _refine(state: TaskState, where: tuple | None, jobs: dict) -> TaskState:
     line = records.last_error_line(Path(log))
     if job.state == "COMPLETED":
         reason = f"SLURM job {element} completed without writing a result"
+    elif job.state == "TIMEOUT":
+        reason = f"SLURM job {element} reached its time limit (TIMEOUT) without a result; raise time_min in the profile"
     else:
         reason = f"SLURM job {element} ended {job.state} without a result"
     return TaskState(state.task, "failed", reason=f"{reason}: {line}" if line else reason, log=log, job=element)
