@@ -29,10 +29,10 @@ system-deps:
 		echo "system-deps: not root on Debian/Ubuntu: SLURM and Apptainer tests will skip (see hpc/README.md)"; \
 	fi
 
-# Test files run two at a time (pytest-xdist, whole files per worker so module fixtures run once): the
+# Test files run three at a time (pytest-xdist, whole files per worker so module fixtures run once): the
 # scheduler-bound ones mostly wait, on SLURM's minute clock and on each other's jobs.
 test: $(STAMP) system-deps
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 3 --dist loadfile
 
 # The task image from containers/Apptainer.def, cached: rebuilt only when the def, pins or toolkit change.
 # IMAGE_BASE=cuda (clusters: CUDA PyTorch base from Docker Hub) or local (no Docker Hub: debootstrap +

@@ -1,6 +1,6 @@
-"""A real SLURM time limit, on the local SLURM: USR2 before the limit, a checkpoint, a requeue, a resume;
-(tests/test_slurm_max_timeouts.py: once `max_timeouts` is spent, the task is failed with "time limit" as
-its reason; a file of its own, so that the two run side by side under pytest-xdist).
+"""A real SLURM time limit, on the local SLURM: USR2 before the limit, a checkpoint, a requeue, a resume,
+until the task finishes. (tests/test_slurm_max_timeouts.py: once `max_timeouts` is spent, the task is
+failed with "time limit" as its reason; a file of its own, so that the two run side by side.)
 
 SLURM counts time limits in minutes and checks them about once a minute, so its signal may come up
 to a minute early: the profile here asks for 2 minutes with USR2 30 s before the limit, so that USR2
