@@ -8,7 +8,6 @@ The commands run in-process through the same entry point as `spotsweep` (`toolki
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -117,4 +116,3 @@ def test_hostile_case_is_one_sentence(
     after = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if "sweeps" not in p.parts[:1])
     written = [p for p in after if p not in before and not p.startswith("sweeps") and not p.endswith(".lock")]
     assert written == [], "wrote something"  # (a lock file stays, as file locks do)
-    assert os.getcwd() == str(tmp_path)

@@ -32,6 +32,7 @@ no ../shared), in two steps (tests/benchmarks/gpu_check.sh):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -343,7 +344,7 @@ def packed_fit(
         if stamps[-1] - stamps[0] >= seconds:
             raise _WindowOver
 
-    with __import__("contextlib").suppress(_WindowOver):
+    with contextlib.suppress(_WindowOver):
         train_destvi_fast(
             model,
             max_epochs=10**6,
