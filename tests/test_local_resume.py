@@ -22,6 +22,7 @@ from toolkit.backends.checkpointed import read_attempts
 from toolkit.config import parse_sweep
 from toolkit.launch import run_sweep
 from toolkit.layout import OutputLayout, read_json
+from toolkit.status import is_running, task_state
 from toolkit.sweep import expand
 
 
@@ -59,11 +60,16 @@ def test_a_killed_local_sweep_resumes_its_task_from_the_checkpoint(tmp_path: Pat
     finally:
         os.killpg(launcher.pid, signal.SIGKILL)
         launcher.wait()
+    # SIGKILL lands when the kernel next schedules the task process, which on a loaded machine can be after
+    # launcher.wait() returns; until then its lock says "running" and a rerun rightly leaves it alone.
+    while is_running(layout, task.id):
+        assert time.monotonic() < deadline, "the killed task process still holds its lock after an hour"
+        time.sleep(0.2)
     assert not layout.result(task.id).exists()
     assert seen_progress is not None and seen_progress["max_epochs"] == 300 and seen_progress["epoch"] >= 1
 
     summary = run_sweep(parse_sweep(data, "t"), report=False)
-    assert summary.states["done"] == 1
+    assert summary.states["done"] == 1, task_state(layout, task)
     (attempt,) = read_attempts(layout, task.id)  # the killed attempt could not log; the resumed one did
     assert attempt["outcome"] == "done" and attempt["resumed_from_epoch"] >= 10
     assert not layout.progress(task.id).exists()  # a finished task leaves no progress report
