@@ -31,6 +31,9 @@ class TaskState:
     log: str = ""
     job: str = ""
     """The scheduler's job (a SLURM array element A_i) that ran or runs the task, if any."""
+    cause: str = ""
+    """Why the scheduler ended a failed task, in its own word when known (OUT_OF_MEMORY, TIMEOUT,
+    NODE_FAIL, CANCELLED, ...): what a retry may change (more memory for OUT_OF_MEMORY)."""
 
 
 def task_state(layout: OutputLayout, task: Task) -> TaskState:
@@ -42,7 +45,8 @@ def task_state(layout: OutputLayout, task: Task) -> TaskState:
         except CorruptFile as exc:
             return TaskState(task, "failed", reason=str(exc), log=str(layout.error(task.id)))
         last_line = error["reason"].strip().splitlines()[-1] if error.get("reason") else ""
-        return TaskState(task, "failed", reason=last_line, log=error.get("log") or str(layout.error(task.id)))
+        log = error.get("log") or str(layout.error(task.id))
+        return TaskState(task, "failed", reason=last_line, log=log, cause=error.get("cause", ""))
     if (layout.task_dir(task.id) / "started.json").exists():
         return TaskState(task, "running" if is_running(layout, task.id) else "started")
     return TaskState(task, "missing")
@@ -94,6 +98,7 @@ def record_failures(layout: OutputLayout, states: list[TaskState]) -> int:
                     "reason": state.reason,
                     "log": state.log,
                     "job": state.job,
+                    "cause": state.cause,
                     "recorded": time.time(),
                 },
             )

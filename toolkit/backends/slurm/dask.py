@@ -20,10 +20,11 @@ from toolkit.backends.slurm.profile import SlurmProfile
 def cluster_options(profile: SlurmProfile, binds: list[str] | None = None) -> dict[str, Any]:
     """SLURMCluster(**cluster_options(profile)): one worker per job, the profile's resources each."""
     hours, minutes = divmod(profile.prepare_time_min, 60)
+    mem_gb = profile.prepare_mem_gb or profile.mem_gb  # the workers are the prepare job's helpers
     options: dict[str, Any] = {
         "cores": profile.cpus_per_task,
         "processes": 1,
-        "memory": f"{int((profile.mem_gb or 2 * profile.cpus_per_task) * 1024)}MiB",
+        "memory": f"{int((mem_gb or 2 * profile.cpus_per_task) * 1024)}MiB",
         "walltime": f"{hours:02d}:{minutes:02d}:00",
         "job_name": "spotsweep-dask",
         "job_script_prologue": list(profile.setup),
@@ -35,7 +36,7 @@ def cluster_options(profile: SlurmProfile, binds: list[str] | None = None) -> di
         options["account"] = profile.account
     if profile.qos:
         options["job_extra_directives"].append(f"--qos={profile.qos}")
-    if profile.mem_gb is None:
+    if mem_gb is None:
         options["job_directives_skip"] = ["--mem"]  # the cluster's default, as for the profile's other jobs
     if profile.container is not None:
         binds = [str(Path(b)) for b in (binds or [])]

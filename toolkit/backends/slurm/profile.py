@@ -35,7 +35,16 @@ class SlurmProfile(BaseModel):
     """Tasks run side by side in each array element, on its GPU(s), one worker process each: one
     destVI fit uses a sliver of a modern GPU. A preempted element saves and requeues all of them."""
     mem_gb: float | None = Field(default=None, gt=0)
-    """Memory per job; None takes the cluster's default (DefMemPerCPU x CPUs)."""
+    """Memory of each task's job; None takes the cluster's default (DefMemPerCPU x CPUs)."""
+    prepare_mem_gb: float | None = Field(default=None, gt=0)
+    """Memory of the prepare job (grids, reference models); None: mem_gb."""
+    aggregate_mem_gb: float | None = Field(default=None, gt=0)
+    """Memory of the aggregate job; None: mem_gb."""
+    retry_mem_factor: float = Field(default=2.0, ge=1)
+    """`run --retry-failed` asks this many times the memory of a task's last job when that job ran out of
+    memory (as Nextflow's `memory { 2.GB * task.attempt }`); other tasks keep mem_gb. 1: never raise."""
+    max_mem_gb: float | None = Field(default=None, gt=0)
+    """The most a raised request may ask for (the largest node's memory); None: no cap."""
     time_min: int = Field(default=240, gt=0)
     """Time limit of each task; a task still training then is checkpointed and requeued."""
     prepare_time_min: int = Field(default=120, gt=0)

@@ -46,6 +46,8 @@ class ArrayRecord:
     task_ids: list[str]
     pack: int = 1
     """Tasks run side by side in each element (the profile's `pack`)."""
+    mem_gb: float | None = None
+    """The memory each element asked for (--mem); None: the cluster's default."""
 
     @property
     def n_elements(self) -> int:
@@ -208,15 +210,38 @@ def query(job_names: dict[str, str]) -> dict[str, JobState]:
     return states
 
 
-def last_error_line(log: Path) -> str:
-    """The line of a job's stderr that best says why it ended: the last one mentioning an error."""
+MEMORY_KILL = re.compile(r"exceeded (job )?memory limit|oom[-_ ]kill|out of memory", re.IGNORECASE)
+"""What slurmstepd writes into the job's log when it kills a step over its --mem: with cgroups the job
+is accounted OUT_OF_MEMORY; without them (JobAcctGatherParams=OverMemoryKill) SLURM 22.05 accounts it
+FAILED and only this line says why."""
+
+
+def _log_tail(log: Path, size: int = 20_000) -> list[str]:
+    """The non-empty lines of the last `size` bytes of a job's log (none if it cannot be read)."""
     try:
         with open(log, "rb") as handle:
             handle.seek(0, 2)
-            handle.seek(max(0, handle.tell() - 20_000))
-            lines = [line.strip() for line in handle.read().decode(errors="replace").splitlines() if line.strip()]
+            handle.seek(max(0, handle.tell() - size))
+            return [line.strip() for line in handle.read().decode(errors="replace").splitlines() if line.strip()]
     except OSError:
-        return ""
+        return []
+
+
+def memory_kill_line(log: Path) -> str:
+    """slurmstepd's line saying it killed a step over its memory, with the figures where it gives them."""
+    lines = [line for line in _log_tail(log) if line.startswith("slurmstepd") and MEMORY_KILL.search(line)]
+    with_figures = [line for line in lines if "(" in line]
+    return (with_figures or lines or [""])[-1]
+
+
+def ran_out_of_memory(job: JobState, log: Path) -> bool:
+    """Whether SLURM killed the job for using more memory than it asked for."""
+    return job.state == "OUT_OF_MEMORY" or (job.state == "FAILED" and bool(memory_kill_line(log)))
+
+
+def last_error_line(log: Path) -> str:
+    """The line of a job's stderr that best says why it ended: the last one mentioning an error."""
+    lines = _log_tail(log)
     exception = re.compile(r"^[\w.]*(Error|Exception|Exit|Interrupt)\b.*:|^[\w.]+: .*error", re.IGNORECASE)
     python_lines = [line for line in lines if exception.search(line) and not line.startswith(("srun:", "slurmstepd"))]
     if python_lines:

@@ -49,7 +49,7 @@ def _refine(state: TaskState, where: tuple | None, jobs: dict) -> TaskState:
         return TaskState(state.task, "running", log=log, job=element)
     if state.state == "failed":  # keep a log that error.json names (the prepare job's, say)
         recorded = state.log if state.log and not state.log.endswith("error.json") else log
-        return TaskState(state.task, "failed", reason=state.reason, log=recorded, job=element)
+        return TaskState(state.task, "failed", reason=state.reason, log=recorded, job=element, cause=state.cause)
     if job is None:
         return state
     prepare = jobs.get(submission.prepare) if submission.prepare else None
@@ -59,10 +59,19 @@ def _refine(state: TaskState, where: tuple | None, jobs: dict) -> TaskState:
         reason = f"the prepare job {submission.prepare} ended {prepare.state}, so the task never ran"
         return TaskState(state.task, "failed", reason=f"{reason}: {line}" if line else reason, log=log, job=element)
     line = records.last_error_line(Path(log))
-    if job.state == "COMPLETED":
+    cause = job.state
+    if records.ran_out_of_memory(job, Path(log)):
+        cause = "OUT_OF_MEMORY"
+        line = records.memory_kill_line(Path(log)) or line
+        reason = (
+            f"SLURM job {element} ran out of memory (OUT_OF_MEMORY: killed over its --mem); `spotsweep run "
+            "--retry-failed` asks the profile's retry_mem_factor times more for it, or raise mem_gb"
+        )
+    elif job.state == "COMPLETED":
         reason = f"SLURM job {element} completed without writing a result"
     elif job.state == "TIMEOUT":
         reason = f"SLURM job {element} reached its time limit (TIMEOUT) without a result; raise time_min in the profile"
     else:
         reason = f"SLURM job {element} ended {job.state} without a result"
-    return TaskState(state.task, "failed", reason=f"{reason}: {line}" if line else reason, log=log, job=element)
+    reason = f"{reason}: {line}" if line else reason
+    return TaskState(state.task, "failed", reason=reason, log=log, job=element, cause=cause)

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from toolkit.backends import apptainer
 from toolkit.backends.common import RunSummary, input_files, tasks_to_run
-from toolkit.backends.slurm import records
+from toolkit.backends.slurm import memory, records
 from toolkit.backends.slurm.dask import cluster_options
 from toolkit.backends.slurm.jobs import SweepTask, finish_sweep
 from toolkit.backends.slurm.pack import PackedSweepTask
@@ -46,7 +46,9 @@ def _python(sweep: SweepConfig, profile: SlurmProfile, layout: OutputLayout) -> 
     return profile.python or shlex.quote(sys.executable)
 
 
-def _executor(layout: OutputLayout, profile: SlurmProfile, python: str, **parameters: object) -> submitit.SlurmExecutor:
+def _executor(
+    layout: OutputLayout, profile: SlurmProfile, python: str, mem_gb: float | None, **parameters: object
+) -> submitit.SlurmExecutor:
     """A fresh executor per job kind (submitit parameters persist across submits)."""
     executor = submitit.SlurmExecutor(
         folder=layout.logs / "slurm" / "%j", max_num_timeout=profile.max_timeouts, python=python
@@ -58,9 +60,8 @@ def _executor(layout: OutputLayout, profile: SlurmProfile, python: str, **parame
         "cpus_per_task": profile.cpus_per_task,
         "signal_delay_s": profile.signal_delay_s,
         "setup": list(profile.setup) or None,
+        "mem": memory.mem_option(mem_gb) if mem_gb is not None else None,
     }
-    if profile.mem_gb is not None:
-        common["mem"] = f"{int(profile.mem_gb * 1024)}MB"
     executor.update_parameters(**{key: value for key, value in {**common, **parameters}.items() if value is not None})
     return executor
 
@@ -100,12 +101,22 @@ def _task_runner(root: str, profile: SlurmProfile) -> SweepTask | PackedSweepTas
 
 
 def submit(
-    sweep: SweepConfig, layout: OutputLayout, to_run: list[Task], profile: SlurmProfile, parallel: int, report: bool
+    sweep: SweepConfig,
+    layout: OutputLayout,
+    to_run: list[Task],
+    profile: SlurmProfile,
+    parallel: int,
+    report: bool,
+    task_memory: dict[str, float | None] | None = None,
 ) -> records.Submission:
-    """Submit prepare -> array(s) -> aggregate and record the job ids in OUT/slurm/submissions.json."""
+    """Submit prepare -> array(s) -> aggregate and record the job ids in OUT/slurm/submissions.json.
+
+    `task_memory` (task id -> GB) is what each task's job asks for; by default the profile's mem_gb.
+    """
     submitted: list[str] = []
+    task_memory = task_memory or {}
     try:
-        return _submit_chain(sweep, layout, to_run, profile, parallel, report, submitted)
+        return _submit_chain(sweep, layout, to_run, profile, parallel, report, submitted, task_memory)
     except BaseException:
         if submitted:  # a half-submitted chain would run without its aggregate (or its array)
             subprocess.run(["scancel", *submitted], check=False, capture_output=True)
@@ -120,6 +131,7 @@ def _submit_chain(
     parallel: int,
     report: bool,
     submitted: list[str],
+    task_memory: dict[str, float | None],
 ) -> records.Submission:
     name = f"spotsweep-{sweep.name}"
     extra = dict(profile.sbatch)
@@ -134,6 +146,7 @@ def _submit_chain(
             layout,
             profile,
             python,
+            profile.prepare_mem_gb or profile.mem_gb,
             job_name=f"{name}-prepare",
             time=profile.prepare_time_min,
             additional_parameters=extra,
@@ -150,14 +163,19 @@ def _submit_chain(
         submitted.append(prepare_id)
         after_prepare = {"dependency": f"afterok:{prepare_id}", "kill-on-invalid-dep": "yes"}
 
-    chunks = _chunks(to_run, profile.max_array_size * profile.pack)
+    chunks = [
+        (mem_gb, chunk)
+        for mem_gb, group in memory.by_request(to_run, {t.id: task_memory.get(t.id, profile.mem_gb) for t in to_run})
+        for chunk in _chunks(group, profile.max_array_size * profile.pack)
+    ]
     task_runner = _task_runner(root, profile)
     arrays: list[records.ArrayRecord] = []
-    for chunk in chunks:
+    for mem_gb, chunk in chunks:
         array_executor = _executor(
             layout,
             profile,
             python,
+            mem_gb,
             job_name=f"{name}-tasks",
             time=profile.time_min,
             array_parallelism=max(1, parallel // len(chunks)),
@@ -169,7 +187,9 @@ def _submit_chain(
         else:
             elements = [[task.to_dict() for task in pack] for pack in _chunks(chunk, profile.pack)]
         jobs = array_executor.map_array(task_runner, elements)
-        arrays.append(records.ArrayRecord(jobs[0].job_id.split("_")[0], [task.id for task in chunk], profile.pack))
+        arrays.append(
+            records.ArrayRecord(jobs[0].job_id.split("_")[0], [task.id for task in chunk], profile.pack, mem_gb)
+        )
         submitted.append(arrays[-1].job_id)
 
     after = ":".join([job for job in (prepare_id, *(array.job_id for array in arrays)) if job])
@@ -177,6 +197,7 @@ def _submit_chain(
         layout,
         profile,
         python,
+        profile.aggregate_mem_gb or profile.mem_gb,
         job_name=f"{name}-aggregate",
         time=profile.aggregate_time_min,
         cpus_per_task=1,
@@ -237,11 +258,17 @@ def wait_for(layout: OutputLayout, tasks: list[Task], submission: records.Submis
 
 
 def _submit_or_explain(
-    sweep: SweepConfig, layout: OutputLayout, to_run: list[Task], profile: SlurmProfile, parallel: int, report: bool
+    sweep: SweepConfig,
+    layout: OutputLayout,
+    to_run: list[Task],
+    profile: SlurmProfile,
+    parallel: int,
+    report: bool,
+    task_memory: dict[str, float | None],
 ) -> records.Submission:
     """`submit`, with sbatch's refusals and a missing SLURM turned into one sentence each."""
     try:
-        return submit(sweep, layout, to_run, profile, parallel, report)
+        return submit(sweep, layout, to_run, profile, parallel, report, task_memory)
     except submitit.core.utils.FailedJobError as exc:
         last = (str(exc).strip().splitlines() or ["no message"])[-1]
         raise SpotsweepError(
@@ -269,12 +296,14 @@ def run_on_slurm(
 ) -> RunSummary:
     """Submit what is not done (nothing if all is), then wait for the aggregate job unless told not to."""
     start = time.perf_counter()
-    to_run = tasks_to_run(scheduled_states(layout, tasks), retry_failed)
+    states = scheduled_states(layout, tasks)
+    to_run = tasks_to_run(states, retry_failed)
     if not to_run:
         finish_sweep(str(layout.root), report)
         return RunSummary(0, len(tasks), count_states(scheduled_states(layout, tasks)), time.perf_counter() - start)
     parallel = max_parallel or sweep.executor.max_parallel or profile.array_parallelism
-    submission = _submit_or_explain(sweep, layout, to_run, profile, parallel, report)
+    task_memory = memory.task_memory(states, profile, records.read_submissions(layout))
+    submission = _submit_or_explain(sweep, layout, to_run, profile, parallel, report, task_memory)
     if wait:
         wait_for(layout, to_run, submission, progress=sys.stderr.isatty())
     return RunSummary(
