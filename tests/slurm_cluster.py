@@ -11,6 +11,7 @@ Import it from conftest.py: `from tests.slurm_cluster import slurm_cluster  # no
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -58,10 +59,9 @@ def _responds(conf: Path) -> bool:
     return result.returncode == 0 and any(s in result.stdout for s in ("idle", "mix", "alloc"))
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster() -> Iterator[SlurmCluster]:
-    """The local SLURM cluster, up; SLURM_CONF points at it while the session lasts."""
-    state = Path(os.environ.get("SPOTSWEEP_SLURM_STATE", "/tmp/spotsweep-slurm"))
+def _start(state: Path, settings: dict[str, str]) -> Path:
+    """Start the cluster kept at `state` (hpc/slurm/start.sh, `settings` in its environment) unless it
+    answers already; its slurm.conf. Skips (or fails, in CI) with the reason when it cannot."""
     conf = state / "etc" / "slurm.conf"
     missing = [name for name in DAEMONS if shutil.which(name) is None]
     if missing:
@@ -70,19 +70,50 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
         if not _responds(conf):
             if os.geteuid() != 0:
                 _unavailable(f"no cluster runs at {state} and starting one needs root: run `sudo {HARNESS}/start.sh`.")
-            environment = {**os.environ, **{key: os.environ.get(key, value) for key, value in TEST_SIZE.items()}}
+            environment = {**os.environ, "SPOTSWEEP_SLURM_STATE": str(state), **settings}
             result = subprocess.run(
                 [str(HARNESS / "start.sh")], capture_output=True, text=True, timeout=300, check=False, env=environment
             )
             if result.returncode != 0:
                 tail = " ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
                 _unavailable(f"hpc/slurm/start.sh failed (exit {result.returncode}): {tail}")
+    return conf
+
+
+@contextlib.contextmanager
+def _pointed_at(conf: Path) -> Iterator[None]:
+    """SLURM_CONF names `conf` meanwhile: sbatch, sacct and the jobs they start talk to that cluster."""
     previous = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(conf)
     try:
-        yield SlurmCluster(state=state, conf=conf)
+        yield
     finally:
         if previous is None:
             os.environ.pop("SLURM_CONF", None)
         else:
             os.environ["SLURM_CONF"] = previous
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[SlurmCluster]:
+    """The local SLURM cluster, up; SLURM_CONF points at it while the session lasts."""
+    state = Path(os.environ.get("SPOTSWEEP_SLURM_STATE", "/tmp/spotsweep-slurm"))
+    settings = {key: os.environ.get(key, value) for key, value in TEST_SIZE.items()}
+    conf = _start(state, settings)
+    with _pointed_at(conf):
+        yield SlurmCluster(state=state, conf=conf)
+
+
+@contextlib.contextmanager
+def private_cluster(name: str, port: int) -> Iterator[SlurmCluster]:
+    """A second single-node cluster with its own state folder, daemons and ports, for a test that takes
+    its node down: the shared one's jobs (other test files, side by side) are not touched. Stopped after."""
+    state = Path(f"/tmp/spotsweep-slurm-{name}")
+    settings = {"SPOTSWEEP_SLURM_PORT": str(port), **TEST_SIZE}
+    conf = _start(state, settings)
+    try:
+        with _pointed_at(conf):
+            yield SlurmCluster(state=state, conf=conf)
+    finally:
+        environment = {**os.environ, "SPOTSWEEP_SLURM_STATE": str(state), **settings}
+        subprocess.run([str(HARNESS / "stop.sh")], capture_output=True, timeout=300, check=False, env=environment)
