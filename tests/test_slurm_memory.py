@@ -86,3 +86,18 @@ def test_only_tasks_that_ran_out_of_memory_ask_for_more_up_to_the_cap() -> None:
     # a task once raised keeps its raise when it fails for another reason; without mem_gb nothing scales
     assert task_memory([failed(again, "NODE_FAIL")], profile, submissions) == {again: 8}
     assert task_memory([failed(oom, "OUT_OF_MEMORY")], SlurmProfile(), []) == {oom: None}
+
+
+def test_out_of_memory_is_read_from_sacct_or_from_slurmstepd_in_the_log(tmp_path: Path) -> None:
+    killed = tmp_path / "killed.err"
+    killed.write_text(
+        "epoch 3\nslurmstepd-node7: error: StepId=12.0 exceeded memory limit (178483200 > 134217728), being killed\n"
+        "slurmstepd-node7: error: *** STEP 12.0 ON node7 CANCELLED AT 2026-11-30T09:30:35 ***\n"
+    )
+    plain = tmp_path / "plain.err"
+    plain.write_text("Traceback ...\nValueError: out of memory in my own code\n")
+    assert slurm.ran_out_of_memory(slurm.JobState("12", "OUT_OF_MEMORY"), tmp_path / "absent.err")  # cgroups
+    assert slurm.ran_out_of_memory(slurm.JobState("12", "FAILED"), killed)  # OverMemoryKill: FAILED + the line
+    assert "(178483200 > 134217728)" in slurm.memory_kill_line(killed)
+    assert not slurm.ran_out_of_memory(slurm.JobState("12", "FAILED"), plain)  # only slurmstepd's word counts
+    assert not slurm.ran_out_of_memory(slurm.JobState("12", "CANCELLED"), killed)
