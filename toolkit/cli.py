@@ -23,11 +23,14 @@ app = typer.Typer(
     help="Sweep spatial deconvolution methods (destVI, ...) over their training settings, reproducibly.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     add_completion=False,
 )
-console = Console()
+console = Console(soft_wrap=True)
+"""Lines are never broken at the console's width: a log file (not a terminal: 80 columns) keeps each
+message, path and all, on its line. Tables still fit the width."""
 
-OutDir = Annotated[Path, typer.Argument(help="A sweep's output folder (the sweep file's 'output').")]
+OutDir = Annotated[Path, typer.Argument(metavar="OUT", help="A sweep's output folder (the sweep file's 'output').")]
 
 
 @app.command()
@@ -36,10 +39,14 @@ def simulate(
     preset: Annotated[
         str, typer.Option(help="Tissue preset: starmap-like, merfish-like, or atlas (10 million cells, to Zarr).")
     ] = "starmap-like",
-    seed: Annotated[int, typer.Option(help="Random seed: same seed, same tissue.")] = 0,
-    n_spatial_cells: Annotated[Optional[int], typer.Option(help="Spatial cells (default: the preset's).")] = None,
-    n_reference_cells: Annotated[Optional[int], typer.Option(help="Reference cells (default: the preset's).")] = None,
-    n_genes: Annotated[Optional[int], typer.Option(help="Genes (default: the preset's).")] = None,
+    seed: Annotated[int, typer.Option(metavar="N", min=0, help="Random seed: same seed, same tissue.")] = 0,
+    n_spatial_cells: Annotated[
+        Optional[int], typer.Option(metavar="N", min=1, help="Spatial cells (default: the preset's).")
+    ] = None,
+    n_reference_cells: Annotated[
+        Optional[int], typer.Option(metavar="N", min=1, help="Reference cells (default: the preset's).")
+    ] = None,
+    n_genes: Annotated[Optional[int], typer.Option(metavar="N", min=1, help="Genes (default: the preset's).")] = None,
 ) -> None:
     """Generate a synthetic single-cell reference and a single-cell-resolution spatial section."""
     if out.exists() and not out.is_dir():
@@ -70,8 +77,9 @@ def build(
     cells: Annotated[
         Path,
         typer.Argument(
+            metavar="CELLS",
             help="Spatial cells: an AnnData .h5ad or .zarr, a MERSCOPE output folder, or a counts CSV "
-            "(with --cells-table)."
+            "(with --cells-table).",
         ),
     ],
     out: Annotated[Path, typer.Option(help="The pseudospot AnnData Zarr store to write.")],
@@ -155,16 +163,17 @@ def build(
     console.print(
         f"wrote {out}: {summary.n_spots} spots x {summary.n_genes} genes from {summary.n_cells_used} of "
         f"{summary.n_cells_in} cells in {summary.seconds:.1f} s ({summary.cells_per_second:,.0f} cells/s)",
-        soft_wrap=True,
     )
 
 
 @app.command()
 def run(
-    sweep: Annotated[Path, typer.Argument(help="Sweep file (YAML), e.g. sweeps/demo.yaml.")],
+    sweep: Annotated[Path, typer.Argument(metavar="SWEEP", help="Sweep file (YAML), e.g. sweeps/demo.yaml.")],
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default: the sweep file's 'output').")] = None,
     retry_failed: Annotated[bool, typer.Option(help="Also rerun tasks that failed before.")] = False,
-    max_parallel: Annotated[Optional[int], typer.Option(min=1, help="Tasks running at once (SLURM: array %N).")] = None,
+    max_parallel: Annotated[
+        Optional[int], typer.Option(metavar="N", min=1, help="Tasks running at once (SLURM: array %N).")
+    ] = None,
     executor: Annotated[Optional[str], typer.Option(help="local or slurm (default: the sweep file's).")] = None,
     profile: Annotated[
         Optional[Path], typer.Option(help="SLURM cluster profile, e.g. hpc/profiles/gpu-cluster.yaml.")
@@ -174,7 +183,9 @@ def run(
         typer.Option("--wait/--no-wait", help="SLURM: wait with a progress bar (default when interactive)."),
     ] = None,
     container: Annotated[Optional[Path], typer.Option(help="Run every job inside this Apptainer image (.sif).")] = None,
-    max_tasks: Annotated[int, typer.Option(min=1, help="Refuse a sweep of more tasks than this.")] = 10_000,
+    max_tasks: Annotated[
+        int, typer.Option(metavar="N", min=1, help="Refuse a sweep of more tasks than this.")
+    ] = 10_000,
 ) -> None:
     """Run every task of a sweep not done yet (local processes or one SLURM array), then aggregate and report."""
     from toolkit.launch import load_sweep, run_sweep, with_executor
@@ -206,7 +217,7 @@ def run(
 
 @app.command()
 def plan(
-    sweep: Annotated[Path, typer.Argument(help="Sweep file (YAML), e.g. sweeps/starmap-189.yaml.")],
+    sweep: Annotated[Path, typer.Argument(metavar="SWEEP", help="Sweep file (YAML), e.g. sweeps/starmap-189.yaml.")],
     out: Annotated[
         Optional[Path], typer.Option(help="Output folder to count done tasks in (default: the sweep's).")
     ] = None,
@@ -233,7 +244,7 @@ def plan(
         )
     console.print(table)
     for name, counts in result.axis_counts().items():
-        console.print(f"{name}: " + ", ".join(f"{value} ({n})" for value, n in counts.items()), soft_wrap=True)
+        console.print(f"{name}: " + ", ".join(f"{value} ({n})" for value, n in counts.items()))
     done = sum(planned.state == "done" for planned in result.tasks)
     steps = sum(planned.steps for planned in result.tasks if planned.state != "done")
     cpu, unmeasured = result.total_hours("cpu")
@@ -243,9 +254,8 @@ def plan(
         f"about {cpu:.1f} CPU hours"
         + (f" plus {unmeasured} tasks without a measured figure" if unmeasured else "")
         + f"; GPU hours: {SOURCES['gpu'].split(': ')[0]}.",
-        soft_wrap=True,
     )
-    console.print(f"CPU figures: {SOURCES['cpu']}.", soft_wrap=True)
+    console.print(f"CPU figures: {SOURCES['cpu']}.")
 
 
 @app.command()
@@ -289,7 +299,8 @@ def report(out: OutDir) -> None:
 def export(
     out: OutDir,
     task: Annotated[
-        str, typer.Argument(help="A task id (or an unambiguous start of one), as `spotsweep status` lists.")
+        str,
+        typer.Argument(metavar="TASK", help="A task id (or an unambiguous start of one), as `spotsweep status` lists."),
     ],
     to: Annotated[Path, typer.Option(help="The SpatialData store to write (a .zarr folder).")],
     overwrite: Annotated[bool, typer.Option(help="Replace an existing store.")] = False,
@@ -325,8 +336,12 @@ def _read_table(path: Path, what: str, numbers: bool = True) -> pd.DataFrame:
 
 @app.command()
 def score(
-    truth: Annotated[Path, typer.Argument(help="Truth table: spots x cell types (proportions, or cell counts).")],
-    predicted: Annotated[Path, typer.Argument(help="Predicted proportions (or abundances): spots x cell types.")],
+    truth: Annotated[
+        Path, typer.Argument(metavar="TRUTH", help="Truth table: spots x cell types (proportions, or cell counts).")
+    ],
+    predicted: Annotated[
+        Path, typer.Argument(metavar="PREDICTED", help="Predicted proportions (or abundances): spots x cell types.")
+    ],
     truth_is_counts: Annotated[bool, typer.Option(help="The truth holds cells per type (Li et al.'s layout).")] = False,
     strip_prefix: Annotated[str, typer.Option(help="Prefix to drop from predicted column names.")] = "",
     label_map: Annotated[

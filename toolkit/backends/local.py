@@ -10,6 +10,7 @@ they go. Optionally every job runs inside an Apptainer image.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -116,6 +117,13 @@ def _run_tasks(
                 progress.update(overall, advance=1, note=f"{failed} failed")
 
 
+def _remove_pattern_folder(layout: OutputLayout) -> None:
+    """submitit's local job controller creates its log folder pattern itself (an empty `logs/%j`) beside
+    the jobs' real folders; a user would take it for a job."""
+    with contextlib.suppress(OSError):  # absent, or (unexpectedly) not empty: leave it
+        (layout.logs / "%j").rmdir()
+
+
 def _wait_for_prepare(job: submitit.Job, layout: OutputLayout) -> None:
     """Wait for the prepare job, showing the stage it reports (simulating, building the grid, training...)."""
     with Progress(TextColumn("prepare: {task.fields[stage]}"), TimeElapsedColumn(), transient=False) as progress:
@@ -144,12 +152,15 @@ def run(
     to_run = tasks_to_run([task_state(layout, task) for task in tasks], retry_failed)
     if to_run:
         executor = _executor(layout, sweep)
-        prepare_job = executor.submit(
-            prepare, sweep.model_dump(mode="json"), [task.to_dict() for task in to_run], str(layout.root)
-        )
-        _wait_for_prepare(prepare_job, layout)
-        parallel = max_parallel or sweep.executor.max_parallel or default_parallel()
-        _run_tasks(executor, to_run, layout, parallel, sweep.executor.checkpoint_every_epochs)
+        try:
+            prepare_job = executor.submit(
+                prepare, sweep.model_dump(mode="json"), [task.to_dict() for task in to_run], str(layout.root)
+            )
+            _wait_for_prepare(prepare_job, layout)
+            parallel = max_parallel or sweep.executor.max_parallel or default_parallel()
+            _run_tasks(executor, to_run, layout, parallel, sweep.executor.checkpoint_every_epochs)
+        finally:
+            _remove_pattern_folder(layout)
     states = [task_state(layout, task) for task in tasks]
     finish(layout.root, report)
     return RunSummary(

@@ -291,7 +291,7 @@ def lookup_preset(preset: object) -> SimulationPreset:
 
 def check_seed(seed: object) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise SpotsweepError(f"Field 'seed' must be a non-negative integer (got {seed!r}); pass e.g. seed=0.")
+        raise SpotsweepError(f"'seed' must be a non-negative integer (got {seed!r}), e.g. 0.")
     return int(seed)
 
 
@@ -301,7 +301,7 @@ def check_size(name: str, value: object, default: int) -> int:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise SpotsweepError(
-            f"Field '{name}' must be a positive integer (got {value!r}); pass None for the preset default of {default}."
+            f"'{name}' must be a positive integer (got {value!r}); leave it out for the preset's default of {default}."
         )
     return int(value)
 
