@@ -5,7 +5,7 @@ TORCH_VERSION ?= 2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo test lint image clean-demo
+.PHONY: install system-deps browser demo test lint image clean-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,10 +24,17 @@ demo: $(STAMP)
 # here; elsewhere those tests skip and say how to enable them.
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		hpc/slurm/install.sh && hpc/apptainer/install.sh; \
+		hpc/slurm/install.sh && hpc/apptainer/install.sh && $(MAKE) --no-print-directory browser; \
 	else \
-		echo "system-deps: not root on Debian/Ubuntu: SLURM and Apptainer tests will skip (see hpc/README.md)"; \
+		echo "system-deps: not root on Debian/Ubuntu: SLURM, Apptainer and browser tests will skip (see hpc/README.md)"; \
 	fi
+
+# A headless browser for the test of the report's HTML page (Debian's chromium and its driver; as root).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }; }
 
 # Test files run three at a time (pytest-xdist, whole files per worker so module fixtures run once): the
 # scheduler-bound ones mostly wait, on SLURM's minute clock and on each other's jobs.

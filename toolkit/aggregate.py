@@ -277,7 +277,7 @@ def _aggregate(layout: OutputLayout) -> xr.Dataset:
         "toolkit_version": toolkit.__version__,
         "n_tasks": len(tasks),
         **{f"n_{name}": sum(s.state == name for s in states) for name in ("done", "failed", "started", "missing")},
-        "provenance": str(next(iter(results.values()))["provenance"]) if results else "",
+        "provenance": json.dumps(next(iter(results.values()))["provenance"]) if results else "",
     }
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 

@@ -6,6 +6,11 @@ metric against batch size with one line per amortization (spread over seeds), an
 
 from __future__ import annotations
 
+import ast
+import base64
+import json
+import re
+from html import escape
 from pathlib import Path
 
 import matplotlib
@@ -48,8 +53,7 @@ def _map_order(config: dict) -> tuple:
     method_rank = {"cell2location": 0, "destvi": 1}.get(config["method"], 2)
     amortization_rank = {"both": 0, "latent": 1}.get(config["amortization"], 2)
     batch = config["batch_size"]
-    batch_rank = (1, 0) if batch == "auto" else (0, int(batch))
-    return (method_rank, amortization_rank, config["max_epochs"], batch_rank, str(config["variant"]))
+    return (method_rank, amortization_rank, config["max_epochs"], _batch_rank(batch), str(config["variant"]))
 
 
 def proportion_maps(summary: xr.Dataset, dataset: str, path: Path) -> bool:
@@ -129,23 +133,26 @@ def _lines(summary: xr.Dataset, dataset: str, variable: str) -> pd.DataFrame:
 def _plot_against_batch(ax: plt.Axes, lines: pd.DataFrame, ylabel: str) -> None:
     """One line per method/variant/amortization/epochs; methods trained without batches (controls) as
     horizontal dashed lines, the levels a trained method should beat."""
+    levels: dict[float, list[str]] = {}  # controls at one level (uniform and reference at PCC 0) share a label
     for key, group in lines.groupby([*LINE_SETTINGS, "max_epochs"]):
         method, variant, amortization, epochs = key
         if group["x"].isna().all() or method == "control":
-            ax.axhline(group["mean"].iloc[0], linestyle="--", linewidth=1, color="grey")
-            ax.annotate(
-                f"{method} {variant}",
-                (1, group["mean"].iloc[0]),
-                xycoords=("axes fraction", "data"),
-                fontsize=6,
-                ha="right",
-                va="bottom",
-                color="grey",
-            )
+            levels.setdefault(round(float(group["mean"].iloc[0]), 3), []).append(f"{method} {variant}")
             continue
         group = group.sort_values("x")
         label = f"{method} {variant}" + ("" if amortization == "n/a" else f", {amortization}") + f", {epochs} ep"
         ax.errorbar(group["x"], group["mean"], yerr=group["std"].fillna(0), marker="o", capsize=3, label=label)
+    for level, names in levels.items():
+        ax.axhline(level, linestyle="--", linewidth=1, color="grey")
+        ax.annotate(
+            names[0] if len(names) == 1 else "control " + ", ".join(n.removeprefix("control ") for n in names),
+            (1, level),
+            xycoords=("axes fraction", "data"),
+            fontsize=6,
+            ha="right",
+            va="bottom",
+            color="grey",
+        )
     ax.set_xscale("log", base=2)
     # Tick the batch sizes that ran, written as plain numbers (8, 64), not powers of two.
     batch_sizes = sorted(lines["x"].dropna().unique())
@@ -194,19 +201,52 @@ def _save(fig: plt.Figure, path: Path) -> None:
     plt.close(fig)
 
 
+FORMATS = {
+    **{short: "{:.3f}" for short, _ in MEAN_METRICS.values()},
+    "AS": "{:.3f}",
+    "ms_per_step": "{:.1f}",
+    "train_time_min": "{:.1f}",
+    "reference_time_s": "{:.0f}",
+    "n_steps": "{:,.0f}",
+    "batch_size_used": "{:.0f}",
+}
+"""One format per column, so that a column's numbers line up: metrics to 3 decimals, times to 0.1."""
+
+
 def _markdown_table(frame: pd.DataFrame) -> str:
     header = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
-    rows = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    rows = [
+        "| " + " | ".join(_cell(v, FORMATS.get(str(c))) for c, v in zip(frame.columns, row, strict=True)) + " |"
+        for row in frame.itertuples(index=False)
+    ]
     return "\n".join([header, rule, *rows])
 
 
-def _cell(value: object) -> str:
-    if isinstance(value, float):
+def _cell(value: object, form: str | None = None) -> str:
+    if isinstance(value, (float, np.floating)):
         if np.isnan(value):
             return ""
-        return f"{value:.0f}" if value.is_integer() else f"{value:.3g}"
+        if form:
+            return form.format(value)
+        return f"{value:.0f}" if float(value).is_integer() else f"{value:.3g}"
     return str(value)
+
+
+def _without_placeholders(table: pd.DataFrame) -> pd.DataFrame:
+    """Controls and Cell2location have no batch size (or epochs, for controls): n/a rather than 0."""
+    table = table.copy()
+    for column in ("batch_size", "max_epochs"):
+        if column in table:
+            table[column] = [
+                "n/a" if str(value) == "0" and method != "destvi" else value
+                for value, method in zip(table[column], table["method"], strict=True)
+            ]
+    return table
+
+
+def _batch_rank(batch: object) -> tuple[int, int]:
+    return (1, 0) if str(batch) == "auto" else (0, int(batch))
 
 
 def _results_table(summary: xr.Dataset, dataset: str) -> pd.DataFrame:
@@ -224,7 +264,7 @@ def _results_table(summary: xr.Dataset, dataset: str) -> pd.DataFrame:
     short = {n: n.removeprefix("mean_").removesuffix("_cell_type") for n in names}
     table["AS"] = accuracy_score(table[names].rename(columns=short)).to_numpy()
     table = table.rename(columns={n: MEAN_METRICS[n][0] for n in names}).sort_values("AS", ascending=False)
-    return table.reset_index()
+    return _without_placeholders(table.reset_index())
 
 
 def _runtime_table(summary: xr.Dataset, dataset: str) -> pd.DataFrame:
@@ -236,7 +276,12 @@ def _runtime_table(summary: xr.Dataset, dataset: str) -> pd.DataFrame:
     table = frame.groupby(keys)[names].mean()
     table["ms_per_step"] = 1000 * table["train_time_s"] / table["n_steps"]
     table["train_time_min"] = table["train_time_s"] / 60
-    return table[["batch_size_used", "n_steps", "ms_per_step", "train_time_min", "reference_time_s"]].reset_index()
+    table = table[["batch_size_used", "n_steps", "ms_per_step", "train_time_min", "reference_time_s"]].reset_index()
+    order = sorted(
+        range(len(table)),
+        key=lambda i: (*(str(table[k].iloc[i]) for k in keys[:3]), _batch_rank(table["batch_size"].iloc[i])),
+    )
+    return _without_placeholders(table.iloc[order])
 
 
 def _status_section(summary: xr.Dataset) -> list[str]:
@@ -270,8 +315,75 @@ def _dataset_section(summary: xr.Dataset, dataset: str, folder: Path) -> list[st
     return lines
 
 
+GLOSSARY = (
+    "PCC (higher is better, at most 1): Pearson correlation, over the spots, of a cell type's predicted and "
+    "true proportions; the mean over cell types.",
+    "SSIM (higher is better, at most 1): structural similarity of those two vectors, each scaled by its "
+    "maximum, in one global window (Li et al. 2022); the mean over cell types.",
+    "RMSE (lower is better, at least 0): root mean squared difference of those two vectors; the mean over cell types.",
+    "JS distance (lower is better, at least 0): Jensen-Shannon distance (square root of the divergence) between "
+    "those two vectors, each renormalised to sum 1 (natural log: at most 0.83); the mean over cell types.",
+    "AS (higher is better, 0 to 1): Li et al.'s accuracy score: the configurations of one table ranked on "
+    "each of the four (best N of N, worst 1), divided by N, averaged; it compares rows of one table only.",
+    "seeds: how many seeds the mean is over. batch auto: min(n_spots / 10, 128), the study's rule.",
+)
+"""One line per metric with its direction of better (the benchmark's own definitions: toolkit.metrics)."""
+
+
+def _provenance_section(summary: xr.Dataset) -> list[str]:
+    """What produced the results (versions, device, image, host, scheduler) as a two-column table."""
+    provenance = summary.attrs.get("provenance", "")
+    try:
+        record = json.loads(provenance)
+    except ValueError:
+        try:  # summaries written before the provenance was JSON hold a Python literal
+            record = ast.literal_eval(provenance)
+        except (ValueError, SyntaxError):
+            return ["## Provenance", "", f"`{provenance}`", ""] if provenance else []
+    if not isinstance(record, dict):
+        return []
+    rows = [(f"{name} version", version) for name, version in (record.get("versions") or {}).items()]
+    rows += [("device", record.get("device")), ("container image", record.get("container_image"))]
+    rows += [("host", record.get("host"))]
+    rows += [(f"job {key}", value) for key, value in (record.get("job") or {}).items()]
+    cells = [(what, "none" if value is None else value) for what, value in rows]
+    frame = pd.DataFrame(cells, columns=["what", "value"])
+    return ["## Provenance", "", "Of the first task's result; every result.json holds its own.", "",
+            _markdown_table(frame), ""]  # fmt: skip
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 110em; margin: 2em auto; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
+td { font-variant-numeric: tabular-nums; }
+img { max-width: 100%; height: auto; }
+"""
+
+
+def html_page(markdown_text: str, folder: Path, title: str) -> str:
+    """The markdown page as one self-contained HTML file: its PNGs embedded, so it can be mailed or opened
+    from a cluster's shared disk in any browser."""
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables"])
+
+    def embed(match: re.Match[str]) -> str:
+        image = folder / match.group(1)
+        if not image.is_file():
+            return match.group(0)
+        return f'src="data:image/png;base64,{base64.b64encode(image.read_bytes()).decode()}"'
+
+    body = re.sub(r'src="([^"/]+\.png)"', embed, body)
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape(title)}</title>\n'
+        f"<style>{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+    )
+
+
 def write_report(root: Path) -> Path:
-    """Draw every figure and write `report/index.md`; returns the page's path."""
+    """Draw every figure and write `report/index.md` and the same page as `report/index.html` (self-contained);
+    returns the markdown page's path."""
     layout = OutputLayout(Path(root))
     if not layout.summary.exists():
         raise SpotsweepError(f"{layout.summary}: no summary yet; run `spotsweep aggregate {root}` first.")
@@ -280,7 +392,10 @@ def write_report(root: Path) -> Path:
     lines = [f"# {summary.attrs.get('title', 'spotsweep report')}", "", *_status_section(summary)]
     for dataset in summary.dataset.values:
         lines += _dataset_section(summary, str(dataset), layout.report)
-    lines += ["## Provenance", "", f"`{summary.attrs.get('provenance', '')}`", ""]
+    lines += ["## What the numbers mean", "", *(f"- {line}" for line in GLOSSARY), ""]
+    lines += _provenance_section(summary)
     page = layout.report / "index.md"
     write_atomically(page, lambda tmp: tmp.write_text("\n".join(lines)))
+    html = html_page("\n".join(lines), layout.report, str(summary.attrs.get("title", "spotsweep report")))
+    write_atomically(layout.report / "index.html", lambda tmp: tmp.write_text(html))
     return page
