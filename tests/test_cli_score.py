@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import STARMAP
+from tests.conftest import REPO, STARMAP
 from tests.test_metrics import SLICE1_TO_ALLEN as TO_ALLEN
 from toolkit import metrics
 
@@ -17,8 +17,9 @@ LI2022 = STARMAP / "li2022"
 
 
 def test_score_command_matches_the_library(tmp_path: Path) -> None:
-    label_map = tmp_path / "labels.csv"
-    pd.Series(TO_ALLEN, name="to").rename_axis("from").to_csv(label_map)
+    """The README's example, with the committed label map."""
+    label_map = REPO / "sweeps" / "li2022-starmap-labels.csv"
+    assert pd.read_csv(label_map, index_col=0).iloc[:, 0].to_dict() == TO_ALLEN
     excluded = [arg for name in metrics.LI2022_CATCH_ALL_TYPES for arg in ("--exclude", name)]
     done = subprocess.run(
         [sys.executable, "-m", "toolkit", "score", str(LI2022 / "simulated" / "combined_spot_clusters.txt"),
@@ -27,6 +28,8 @@ def test_score_command_matches_the_library(tmp_path: Path) -> None:
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "scored 12 cell types over 189 spots" in done.stdout.replace("\n", " ")
+    assert "warning" not in done.stderr  # only HPC and Npy (no Allen counterpart) are left unscored: a note
+    assert "note: not scored" in done.stderr and "HPC" in done.stderr
     per_type = pd.read_csv(tmp_path / "per_cell_type.csv", index_col=0)
     counts = pd.read_csv(LI2022 / "simulated" / "combined_spot_clusters.txt", sep="\t", index_col=0).rename(
         columns=TO_ALLEN
@@ -49,3 +52,15 @@ def test_score_command_explains_unmatched_names() -> None:
     assert done.returncode == 2
     assert "map the labels" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_scoring_most_types_left_out_warns_and_names_them() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "toolkit", "score", str(LI2022 / "simulated" / "combined_spot_clusters.txt"),
+         str(LI2022 / "results" / "Cell2location_result.txt"), "--truth-is-counts",
+         "--strip-prefix", "q05cell_abundance_w_sf_"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "scored 6 cell types" in done.stdout
+    (warning,) = done.stderr.strip().splitlines()
+    assert warning.startswith("warning: not scored") and "ExcitatoryL4" in warning and "--label-map" in warning

@@ -27,6 +27,7 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(soft_wrap=True)
+warnings_console = Console(soft_wrap=True, stderr=True)
 """Lines are never broken at the console's width: a log file (not a terminal: 80 columns) keeps each
 message, path and all, on its line. Tables still fit the width."""
 
@@ -366,6 +367,8 @@ def score(
     if label_map is not None:
         mapping = _read_table(label_map, "label map", numbers=False)
         truth_table = truth_table.rename(columns={str(k): str(v) for k, v in mapping.iloc[:, 0].items()})
+    truth_names = [str(c) for c in truth_table.columns if c not in exclude]
+    predicted_names = [str(c) for c in predicted_table.columns if c not in exclude]
     if truth_is_counts:
         kept = [c for c in predicted_table.columns if c not in exclude]
         truth_table = metrics.li2022_truth(truth_table, kept)
@@ -385,11 +388,26 @@ def score(
         f"scored {truth_table.shape[1]} cell types over {truth_table.shape[0]} spots: {', '.join(truth_table.columns)}"
     )
     console.print(table)
+    _warn_unscored(truth_names, predicted_names, [str(c) for c in truth_table.columns])
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         scores.per_cell_type.to_csv(out / "per_cell_type.csv")
         scores.per_spot.to_csv(out / "per_spot.csv")
         console.print(f"wrote {out / 'per_cell_type.csv'} and {out / 'per_spot.csv'}")
+
+
+def _warn_unscored(truth_names: list[str], predicted_names: list[str], scored: list[str]) -> None:
+    """Say which cell types had no counterpart and were left out: most left out means the names differ."""
+    unscored_truth = [name for name in truth_names if name not in scored]
+    unscored_predicted = [name for name in predicted_names if name not in scored]
+    if not (unscored_truth or unscored_predicted):
+        return
+    severity = "warning" if len(unscored_truth) >= len(scored) or len(unscored_predicted) >= len(scored) else "note"
+    warnings_console.print(
+        f"{severity}: not scored, no counterpart by name: truth {', '.join(unscored_truth) or 'none'}; "
+        f"predicted {', '.join(unscored_predicted) or 'none'}. Rename with --label-map, or leave types out "
+        "with --exclude."
+    )
 
 
 def main() -> None:
