@@ -45,7 +45,8 @@ class Packed:
 def packed(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> Packed:  # noqa: F811
     base = tmp_path_factory.mktemp("slurm-pack")
     profile = yaml.safe_load((REPO / "hpc" / "profiles" / "local.yaml").read_text())
-    profile.update(pack=2, cpus_per_task=2, checkpoint_every_epochs=EVERY, time_min=20)
+    # memory per element: its 2 worker processes each hold torch and scvi-tools (~1 GB), enforced by SLURM
+    profile.update(pack=2, cpus_per_task=2, mem_gb=4, checkpoint_every_epochs=EVERY, time_min=20)
     (base / "profile.yaml").write_text(yaml.safe_dump(profile))
     data = copy.deepcopy(TINY_SWEEP)
     data["name"] = "slurm-pack"

@@ -122,7 +122,7 @@ def main() -> None:
         profile.update(
             cpus_per_task=1,
             pack=args.pack,
-            mem_gb=0.6 + 0.4 * args.pack,  # a control task process peaks near 0.4 GB
+            mem_gb=0.5 + 1.0 * args.pack,  # SLURM enforces it; a task process peaks below 1 GB
             prepare_mem_gb=4,
             aggregate_mem_gb=4,
             array_parallelism=args.cpus,

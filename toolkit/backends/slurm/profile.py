@@ -35,7 +35,8 @@ class SlurmProfile(BaseModel):
     """Tasks run side by side in each array element, on its GPU(s), one worker process each: one
     destVI fit uses a sliver of a modern GPU. A preempted element saves and requeues all of them."""
     mem_gb: float | None = Field(default=None, gt=0)
-    """Memory of each task's job; None takes the cluster's default (DefMemPerCPU x CPUs)."""
+    """Memory of each task's job (of each array element: with `pack` K, its K tasks share it, each its own
+    process); None takes the cluster's default (DefMemPerCPU x CPUs)."""
     prepare_mem_gb: float | None = Field(default=None, gt=0)
     """Memory of the prepare job (grids, reference models); None: mem_gb."""
     aggregate_mem_gb: float | None = Field(default=None, gt=0)
