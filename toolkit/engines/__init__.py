@@ -8,15 +8,22 @@ state file. See results/engine.md for what the fast engine keeps, what it drops,
 equivalence.
 """
 
+from typing import Any
+
 from toolkit.engines.checkpoint import Checkpointing, TrainingStopped
-from toolkit.engines.fast import (
-    FastTrainResult,
-    resolve_device,
-    steps_per_run,
-    train_condscvi_fast,
-    train_destvi_fast,
-    train_fast,
-)
+
+_FAST = ("FastTrainResult", "resolve_device", "steps_per_run", "train_condscvi_fast", "train_destvi_fast", "train_fast")
+
+
+def __getattr__(name: str) -> Any:
+    """The fast engine's names, imported on first use: importing the package (the checkpoint session
+    that every task's runner opens) must not import torch."""
+    if name in _FAST:
+        from toolkit.engines import fast
+
+        return getattr(fast, name)
+    raise AttributeError(f"module 'toolkit.engines' has no attribute {name!r}")
+
 
 ENGINES: tuple[str, ...] = ("scvi", "fast")
 

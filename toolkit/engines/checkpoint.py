@@ -11,16 +11,15 @@ The callback saves a full Lightning checkpoint (weights, optimizer, loop counter
 generators and scvi's history at the end of every N-th epoch, and at the end of the epoch in which a
 stop was requested. Resuming at an epoch boundary with the generators restored gives, on CPU, the same
 numbers as an uninterrupted run (tests/test_checkpoint.py checks bit equality). Both engines store the
-generators in one format (`rng_state`).
+generators in one format (`rng_state`). The callback itself is in `lightning_checkpoint`: this module
+imports neither torch nor Lightning, so that a task that trains nothing (a control) and the scheduler's
+bookkeeping (status, aggregate) start without them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import random
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,8 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from lightning.pytorch.callbacks import Callback
 
 CHECKPOINT_NAME = "last.ckpt"
 """The file of stock training (`train_kwargs()`); `train_kwargs(name)` writes `<name>.ckpt`."""
@@ -139,6 +136,8 @@ def train_kwargs(name: str = "last") -> dict[str, Any]:
     """
     if _session is None:
         return {}
+    from toolkit.engines.lightning_checkpoint import EpochCheckpoint
+
     path = _session.directory / f"{name}.ckpt"
     return {"callbacks": [EpochCheckpoint(_session, path)], "ckpt_path": str(path) if path.is_file() else None}
 
@@ -175,6 +174,8 @@ def fast_engine(name: str = "last") -> Iterator[Checkpointing | None]:
 def rng_state() -> dict[str, Any]:
     """torch's, numpy's and Python's global generators (and CUDA's once used), as tensors and plain
     values: a checkpoint holding them loads with `torch.load(weights_only=True)`."""
+    import torch
+
     numpy_state = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
@@ -188,6 +189,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Put back what `rng_state` saved."""
+    import torch
+
     torch.set_rng_state(state["torch"])
     name, keys, *rest = state["numpy"]
     np.random.set_state((name, np.asarray(keys).astype(np.uint32), *rest))
@@ -195,120 +198,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# --- the Lightning callback of stock training ---------------------------------------------------------
-
-
-def _history(trainer: Any) -> dict[str, dict[str, list]]:
-    """scvi's logged history as plain lists (a checkpoint loads with torch's weights_only)."""
-    history = getattr(trainer.logger, "history", None) or {}
-    return {
-        name: {"index": [int(i) for i in frame.index], "values": frame.iloc[:, 0].astype(float).tolist()}
-        for name, frame in history.items()
-    }
-
-
-def _restore_history(trainer: Any, saved: dict[str, dict[str, list]]) -> None:
-    import pandas as pd
-
-    experiment = getattr(trainer.logger, "experiment", None)
-    if experiment is None or not hasattr(experiment, "data"):
-        return
-    for name, series in saved.items():
-        frame = pd.DataFrame({name: series["values"]}, index=pd.Index(series["index"], name="epoch"), dtype=object)
-        experiment.data[name] = frame
-
-
-class EpochCheckpoint(Callback):
-    """Save the whole training state every N epochs and when asked to stop; restore it on resume."""
-
-    def __init__(self, session: CheckpointSession, path: Path):
-        self.session = session
-        self.path = path
-        self._loaded: dict[str, Any] | None = None
-        self._pending_history: dict[str, Any] | None = None
-
-    @property
-    def state_key(self) -> str:
-        return STATE_KEY
-
-    # -- what goes into the checkpoint -------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {"rng": rng_state(), "history": self._pending_history or {}}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._loaded = state_dict
-
-    # -- training hooks ----------------------------------------------------------------------------
-    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        self.session.training = self
-        self._keep_sigterm_handler(trainer)
-        if self._loaded is not None:
-            set_rng_state(self._loaded["rng"])
-            # Lightning made this epoch's data iterator before this hook, drawing its shuffling seed
-            # from the generator as it was before the restore; make it again from the restored one.
-            fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
-            if fetcher is not None:
-                iter(fetcher)
-            _restore_history(trainer, self._loaded["history"])
-            self.session.record("resumed", int(trainer.current_epoch))
-            self._loaded = None
-
-    def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
-        if self.session.sigterm_handler is not None:
-            trainer._signal_connector.received_sigterm = False
-
-    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        if self.session.sigterm_handler is not None:
-            trainer._signal_connector.received_sigterm = False
-        completed = int(trainer.current_epoch) + 1
-        self.session.record("epoch", completed)
-        if self.session.stop_requested or completed % self.session.every_n_epochs == 0:
-            self._save(trainer, completed, self._epoch_row(trainer))
-        if self.session.stop_requested:
-            self.session.training = None
-            self.session.hand_over()
-
-    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        """A final checkpoint: a requeue while scoring then restores the trained model, not epoch 0."""
-        self.session.training = None
-        self._save(trainer, int(trainer.current_epoch), {})
-
-    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        self.session.training = None
-
-    # -- helpers -------------------------------------------------------------------------------------
-    def _keep_sigterm_handler(self, trainer: Any) -> None:
-        """Put back the runner's SIGTERM handler, which Lightning replaced.
-
-        submitit ignores SIGTERM: on preemption USR2 follows it (and we checkpoint), on scancel SIGKILL
-        does. Lightning would instead stop training at the next batch, so that a preemption ends the
-        task as a failure before USR2 arrives. Without a runner's handler, Lightning's behaviour stays.
-        """
-        handler = self.session.sigterm_handler
-        if handler is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, handler)
-            trainer._signal_connector.received_sigterm = False
-
-    @staticmethod
-    def _epoch_row(trainer: Any) -> dict[str, float]:
-        """This epoch's metrics, which scvi's logger receives only after the epoch-end hooks."""
-        metrics = trainer._logger_connector.metrics["log"]
-        return {name: float(value) for name, value in metrics.items() if name != "epoch"}
-
-    def _save(self, trainer: Any, completed: int, current_row: dict[str, float]) -> None:
-        history = _history(trainer)
-        epoch = int(trainer.current_epoch)
-        for name, value in current_row.items():
-            series = history.setdefault(name, {"index": [], "values": []})
-            if epoch not in series["index"]:
-                series["index"].append(epoch)
-                series["values"].append(value)
-        self._pending_history = history
-        path = self.path
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        trainer.save_checkpoint(str(tmp))
-        os.replace(tmp, path)
-        self._pending_history = None
-        self.session.record("saved", completed)
