@@ -104,13 +104,14 @@ def test_every_registered_method_has_a_grid_named_after_it() -> None:
 
 
 def test_bookkeeping_starts_without_torch() -> None:
-    """`spotsweep status`, the aggregate job and every task's runner (the checkpoint session, the task
-    lock) import neither torch nor Lightning: a control task and a status query do not wait seconds for
-    them; a training imports them when it starts."""
+    """`spotsweep status`, the aggregate job, every task's runner (the checkpoint session, the task lock)
+    and the provenance a result records import neither torch nor Lightning: a control task and a status
+    query do not wait seconds for them; a training imports them when it starts."""
     import subprocess
     import sys
 
     modules = "toolkit.cli, toolkit.launch, toolkit.backends.slurm.jobs, toolkit.backends.checkpointed, toolkit.task"
-    code = f"import sys, {modules}; print(sorted({{'torch', 'lightning', 'scvi'}} & set(sys.modules)))"
+    provenance = "toolkit.provenance.collect(), toolkit.provenance.peak_gpu_memory_mb()"  # what every result records
+    code = f"import sys, {modules}; {provenance}; print(sorted({{'torch', 'lightning', 'scvi'}} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

@@ -46,7 +46,10 @@ def package_versions() -> dict[str, str | None]:
 
 
 def device_name() -> str:
-    """The accelerator a task trains on: a CUDA device name, else 'cpu'."""
+    """The accelerator a task trains on: a CUDA device name, else 'cpu'. A task that trained nothing (a
+    control) never imported torch and ran on the CPU: it is not imported for this question alone."""
+    if "torch" not in sys.modules:
+        return "cpu"
     import torch
 
     if torch.cuda.is_available():
@@ -111,6 +114,8 @@ def peak_host_memory_mb() -> float:
 
 
 def peak_gpu_memory_mb() -> float | None:
+    if "torch" not in sys.modules:  # nothing ran on a GPU
+        return None
     import torch
 
     if not torch.cuda.is_available():

@@ -24,8 +24,10 @@ from toolkit.pseudospots import read_spots
 from toolkit.sweep import Task
 
 
-def _set_threads(threads: int | None) -> None:
-    if threads:
+def _set_threads(threads: int | None, method: str) -> None:
+    """torch's share of the cores, for a method that trains; a control computes without torch, which is
+    then not imported at all (seconds per task in a sweep of thousands)."""
+    if threads and method != "control":
         import torch
 
         torch.set_num_threads(threads)
@@ -84,7 +86,7 @@ def run_task(task_data: dict[str, Any], out: str, threads: int | None = None) ->
     write_json(layout.task_dir(task.id) / "started.json", {"started": time.time(), **provenance.scheduler_job()})
     start = time.perf_counter()
     try:
-        _set_threads(threads)
+        _set_threads(threads, task.method)
         model_dir = ensure_reference_model(task, layout)
         spots = read_spots(layout.spots(task.dataset))
         reference = ad.read_h5ad(layout.reference(task.dataset))
