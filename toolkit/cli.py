@@ -27,9 +27,10 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(soft_wrap=True)
-warnings_console = Console(soft_wrap=True, stderr=True)
 """Lines are never broken at the console's width: a log file (not a terminal: 80 columns) keeps each
 message, path and all, on its line. Tables still fit the width."""
+warnings_console = Console(soft_wrap=True, stderr=True)
+"""Notes and warnings go to stderr, apart from the results on stdout."""
 
 OutDir = Annotated[Path, typer.Argument(metavar="OUT", help="A sweep's output folder (the sweep file's 'output').")]
 

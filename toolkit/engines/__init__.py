@@ -3,7 +3,8 @@
 Kept apart as scvi-tools keeps model, module and training apart: `fast` is the loop, `step` one
 optimizer step (eager or compiled), `graphs` that step captured as a CUDA graph, `schedule` the KL
 warm-up, `batches` the minibatch order,
-`checkpoint` what a training saves and how it resumes (both engines), `resume` the fast engine's
+`checkpoint` what a training saves and how it resumes (both engines; `lightning_checkpoint` holds stock
+training's callback), `resume` the fast engine's
 state file. See results/engine.md for what the fast engine keeps, what it drops, its speed and its
 equivalence.
 """
