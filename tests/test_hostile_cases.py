@@ -55,7 +55,7 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str], list[str]]] = [
     # simulate
     ("simulate: unknown preset", {}, ["simulate", "--out", "o", "--preset", "visium"], ["visium"]),
     ("simulate: --out is a file", {"o": "x"}, ["simulate", "--out", "o"], ["o", "file"]),
-    ("simulate: zero cells", {}, ["simulate", "--out", "o", "--n-spatial-cells", "0"], ["n_spatial_cells"]),
+    ("simulate: zero cells", {}, ["simulate", "--out", "o", "--n-spatial-cells", "0"], ["--n-spatial-cells"]),
     # score
     ("score: no truth table", {"p.csv": CSV_TRUTH}, ["score", "t.csv", "p.csv"], ["t.csv", "no such"]),
     ("score: an empty predictions file", {"t.csv": CSV_TRUTH, "p.csv": ""}, ["score", "t.csv", "p.csv"], ["p.csv"]),
