@@ -70,6 +70,17 @@ def test_status_of_every_configuration(sweep_out: Path) -> None:
         assert np.allclose(truth.dropna("cell_type"), 1.0)
 
 
+def test_the_maps_say_how_to_read_the_grid(sweep_out: Path) -> None:
+    """The preset's unit and orientation reach the summary and the maps' caption."""
+    from toolkit.report import _map_caption
+
+    with xr.open_dataset(sweep_out / "summary.nc") as summary:
+        assert summary["spots_units"].sel(dataset="agg").item() == "px"
+        caption = _map_caption(summary, "agg", sideways=True)
+    assert caption.startswith("one pixel = one spot, a window of 750 px; grid y to the right, grid x up; ")
+    assert caption.endswith("cortical depth along y: pia at low y, white matter at high y")
+
+
 def test_the_zarr_copy_holds_the_same_dataset(sweep_out: Path) -> None:
     with xr.open_dataset(sweep_out / "summary.nc") as netcdf, xr.open_zarr(sweep_out / "summary.zarr") as zarr:
         xr.testing.assert_identical(netcdf.load(), zarr.load())

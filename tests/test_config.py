@@ -96,6 +96,17 @@ def test_same_config_same_id_and_a_new_seed_a_new_id(tiny_sweep_data: dict) -> N
     assert not set(first) & set(other)
 
 
+def test_units_and_orientation_say_how_to_read_and_never_change_an_id(tiny_sweep_data: dict) -> None:
+    from toolkit.config import parse_sweep
+
+    plain = parse_sweep(tiny_sweep_data, "a")
+    tiny_sweep_data["datasets"][0].update(units="um", orientation="dorsal at low y")
+    described = parse_sweep(tiny_sweep_data, "b")
+    assert [t.id for t in expand(plain)] == [t.id for t in expand(described)]
+    assert plain.datasets[0].described_axes() == ("px", "cortical depth along y: pia at low y, white matter at high y")
+    assert described.datasets[0].described_axes() == ("um", "dorsal at low y")
+
+
 def test_cli_prints_one_line_and_no_traceback(tmp_path: Path, tiny_sweep_data: dict) -> None:
     tiny_sweep_data["methods"][0]["bath_size"] = 8
     path = write(tmp_path, tiny_sweep_data)

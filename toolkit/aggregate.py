@@ -21,8 +21,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from filelock import FileLock
+from pydantic import ValidationError
 
 import toolkit
+from toolkit.config import DatasetConfig
 from toolkit.layout import CorruptFile, OutputLayout, read_json, write_atomically, write_dir_atomically, write_json
 from toolkit.metrics import METRICS
 from toolkit.pseudospots import read_spots
@@ -93,6 +95,27 @@ def _prepared_spots(layout: OutputLayout, datasets: list[str]) -> tuple[dict[str
             truths[name] = spots.obsm["proportions"]
             grids[name] = dict(spots.uns["pseudospots"])
     return truths, grids
+
+
+def _described_axes(sweep: dict, datasets: list[str]) -> dict[str, Any]:
+    """Per dataset: the coordinates' unit and the tissue's orientation on the grid, as the sweep file (or a
+    synthetic preset) says them; "" where unknown (a sweep recorded before these fields)."""
+    described: dict[str, tuple[str, str]] = {}
+    for entry in sweep.get("config", {}).get("datasets", []):
+        try:
+            config = DatasetConfig.model_validate(entry)
+        except ValidationError:
+            continue
+        described[config.name] = config.described_axes()
+    rows = [described.get(name, ("", "")) for name in datasets]
+    return {
+        "spots_units": ("dataset", [units for units, _ in rows], {"long_name": "unit of the grid's coordinates"}),
+        "spots_orientation": (
+            "dataset",
+            [orientation for _, orientation in rows],
+            {"long_name": "which way the tissue runs on the grid"},
+        ),
+    }
 
 
 def _grid_variables(grids: dict[str, dict], datasets: list[str]) -> dict[str, Any]:
@@ -246,7 +269,9 @@ def _aggregate(layout: OutputLayout) -> xr.Dataset:
             {"long_name": "true cell-type proportion of the pseudospot", "units": "1"},
         ),
     }
+    sweep = read_json(layout.sweep_file)
     data_vars.update(_grid_variables(built, grid.coords["dataset"]))
+    data_vars.update(_described_axes(sweep, grid.coords["dataset"]))
     for name, attrs in SCALARS.items():
         data_vars[name] = (dims, scalars[name], attrs)
     for m in METRICS:
@@ -270,7 +295,6 @@ def _aggregate(layout: OutputLayout) -> xr.Dataset:
     coords = {**grid.coords, "cell_type": type_names, "spot": spot_names}
     coords["grid_x"] = ("spot", grid_xy[:, 0])
     coords["grid_y"] = ("spot", grid_xy[:, 1])
-    sweep = read_json(layout.sweep_file)
     attrs = {
         "title": f"spotsweep sweep '{sweep['name']}'",
         "sweep": sweep["name"],

@@ -52,13 +52,18 @@ def when_set(default: Any = None, **kwargs: Any) -> Any:
     return Field(default=default, json_schema_extra={"identity": "when-set"}, **kwargs)
 
 
+def for_reading(default: Any = None, **kwargs: Any) -> Any:
+    """A field that only says how to read the results (units, orientation): never part of a task's id."""
+    return Field(default=default, json_schema_extra={"identity": "never"}, **kwargs)
+
+
 def identity(model: BaseModel) -> dict[str, Any]:
     """The settings as hashed into task ids: every field, except `when_set` ones left at their default."""
     dumped: dict[str, Any] = {}
     for name, field in type(model).model_fields.items():
         value = getattr(model, name)
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        if extra.get("identity") == "when-set" and value == field.default:
+        if extra.get("identity") == "never" or (extra.get("identity") == "when-set" and value == field.default):
             continue
         dumped[name] = (
             identity(value) if isinstance(value, BaseModel) else model.model_dump(mode="json", include={name})[name]
@@ -172,6 +177,22 @@ class DatasetConfig(Strict):
     spots: PlainPath | None = when_set()
     """A pseudospot store written by `spotsweep build` (its window, edge rule and genes come with it)."""
     subset: SubsetConfig | None = when_set()
+    units: str | None = for_reading(max_length=20)
+    """The coordinates' unit (px, um), for the report's maps; a synthetic tissue's preset knows its own."""
+    orientation: str | None = for_reading(max_length=200)
+    """Which way the tissue runs on the grid, e.g. "cortical depth along y: pia at high y", for the maps."""
+
+    def described_axes(self) -> tuple[str, str]:
+        """(units, orientation) for the report: the sweep's, else the synthetic preset's, else unknown ("")."""
+        from toolkit.data.atlas import BASE_PRESET
+        from toolkit.data.synthetic import PRESETS
+
+        preset = None
+        if self.simulate is not None:
+            preset = PRESETS[BASE_PRESET if self.simulate.preset == "atlas" else self.simulate.preset]
+        units = self.units or (preset.units if preset else "")
+        orientation = self.orientation or (preset.orientation if preset else "")
+        return units, orientation
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetConfig:

@@ -56,6 +56,23 @@ def _map_order(config: dict) -> tuple:
     return (method_rank, amortization_rank, config["max_epochs"], _batch_rank(batch), str(config["variant"]))
 
 
+def _dataset_text(summary: xr.Dataset, name: str, dataset: str) -> str:
+    """A per-dataset text variable of the summary ("" where absent: summaries from before it)."""
+    return str(summary[name].sel(dataset=dataset).item()) if name in summary else ""
+
+
+def _map_caption(summary: xr.Dataset, dataset: str, sideways: bool) -> str:
+    """How to read a map: what one pixel is, which way the grid's axes point, how the tissue runs."""
+    window = float(summary["spots_window"].sel(dataset=dataset)) if "spots_window" in summary else float("nan")
+    units = _dataset_text(summary, "spots_units", dataset) or "data units"
+    orientation = _dataset_text(summary, "spots_orientation", dataset)
+    parts = [f"one pixel = one spot, a window of {window:g} {units}"] if np.isfinite(window) else []
+    parts.append("grid y to the right, grid x up" if sideways else "grid x to the right, grid y up")
+    if orientation:
+        parts.append(orientation)
+    return "; ".join(parts)
+
+
 def proportion_maps(summary: xr.Dataset, dataset: str, path: Path) -> bool:
     """Rows: cell types; columns: the truth, then every trained configuration that finished (first seed),
     in the study's order. Controls are left out: they are reference levels, not maps to compare."""
@@ -107,14 +124,11 @@ def proportion_maps(summary: xr.Dataset, dataset: str, path: Path) -> bool:
             )
             ax.set_xticks([])
             ax.set_yticks([])
-    window = float(summary["spots_window"].sel(dataset=dataset)) if "spots_window" in summary else float("nan")
-    scale = f"one pixel = one spot, a window of {window:g} data units; " if np.isfinite(window) else ""
     fig.suptitle(
         f"{dataset}: cell-type proportions on the spot grid, truth and each configuration (seed {seed})",
         fontsize=10,
     )
-    axes_text = "grid y to the right, grid x up" if sideways else "grid x to the right, grid y up"
-    fig.supxlabel(f"{scale}{axes_text} (the data's coordinate axes)", fontsize=8)
+    fig.supxlabel(_map_caption(summary, dataset, sideways), fontsize=8)
     fig.colorbar(image, ax=axes[:, 1:], shrink=0.6, aspect=30, label="proportion of the spot's cells")
     _save(fig, path)
     return True

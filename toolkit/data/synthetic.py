@@ -69,6 +69,8 @@ class SimulationPreset:
     extent: tuple[float, float]
     window: float
     units: str
+    orientation: str
+    """Which way the tissue runs on the grid, in words (the report's maps say it)."""
     layer_axis: int = 1
     n_state_dims: int = 2
     state_noise: float = 0.2
@@ -170,6 +172,7 @@ PRESETS: dict[str, SimulationPreset] = {
         extent=(7100.0, 13800.0),
         window=750.0,
         units="px",
+        orientation="cortical depth along y: pia at low y, white matter at high y",
         grid_step=150.0,
         cluster_scale=300.0,
         cluster_sd=0.15,
@@ -187,6 +190,7 @@ PRESETS: dict[str, SimulationPreset] = {
         extent=(7600.0, 6000.0),
         window=40.0,
         units="um",
+        orientation="y from dorsal (low y) to ventral (high y), fibre tracts at the ventral end",
         grid_step=10.0,
         cluster_scale=25.0,
         cluster_sd=0.4,
