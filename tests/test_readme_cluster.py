@@ -1,7 +1,7 @@
 """The README's three ways to run on a cluster, run as written on the local SLURM (and the real image).
 
 Each `<!-- readme-test: NAME -->` block of README.md is read from the README itself and run with bash
-from the repository root, with only its paths pointed at a scaled-down sweep (one destVI task): the
+from the repository root (tests/readme.py), with only its paths pointed at a scaled-down sweep (one destVI task): the
 sweep file, the profile (the local test cluster's), the output folder and the image. Then the test
 waits for what the block promises: every task done and a summary.
 """
@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import copy
 import re
-import subprocess
 import time
 from pathlib import Path
 
 import yaml
 
 from tests.conftest import REPO, TINY_SWEEP
+from tests.readme import run_block
 from tests.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
 from tests.test_container import image  # noqa: F401  (the image of this checkout, built in CI)
 from toolkit.backends.slurm import records
@@ -24,14 +24,6 @@ from toolkit.backends.slurm.submit import wait_for
 from toolkit.launch import sweep_states
 from toolkit.layout import OutputLayout
 from toolkit.status import load_tasks
-
-
-def readme_block(name: str) -> str:
-    """The bash block after `<!-- readme-test: NAME -->` in README.md."""
-    text = (REPO / "README.md").read_text()
-    match = re.search(rf"<!-- readme-test: {re.escape(name)} -->\s*```bash\n(.*?)```", text, re.DOTALL)
-    assert match, f"README.md has no block marked readme-test: {name}"
-    return match.group(1)
 
 
 def _scaled_down(tmp_path: Path) -> dict[str, str]:
@@ -52,17 +44,6 @@ def _scaled_down(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def _run_block(name: str, paths: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    script = readme_block(name)
-    for written, here in paths.items():
-        script = script.replace(written, here)
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script], cwd=REPO, capture_output=True, text=True, timeout=3600
-    )
-    assert done.returncode == 0, f"README block {name} failed: {done.stdout[-2000:]} {done.stderr[-2000:]}"
-    return done
-
-
 def _every_task_done(out: Path) -> None:
     layout = OutputLayout(out)
     tasks = load_tasks(layout)
@@ -77,7 +58,7 @@ def test_the_launcher_on_the_login_node_submits_and_returns(
     tmp_path: Path,
 ) -> None:
     paths = _scaled_down(tmp_path)
-    done = _run_block("cluster-login", paths)
+    done = run_block("cluster-login", paths)
     assert "SLURM jobs: prepare" in done.stdout and "status" in done.stdout
     _every_task_done(tmp_path / "out")
 
@@ -87,7 +68,7 @@ def test_the_launcher_as_a_batch_job_submits_the_chain(
     tmp_path: Path,
 ) -> None:
     paths = _scaled_down(tmp_path)
-    done = _run_block("cluster-sbatch", paths)
+    done = run_block("cluster-sbatch", paths)
     job = re.search(r"Submitted batch job (\d+)", done.stdout)
     assert job, done.stdout
     deadline = time.monotonic() + 3600  # a guard against a hang, not a timing
@@ -107,7 +88,7 @@ def test_the_sweep_inside_the_image_on_one_node(
     tmp_path: Path,
 ) -> None:
     paths = {**_scaled_down(tmp_path), "build/spotsweep.sif": str(image)}
-    _run_block("cluster-apptainer", paths)
+    run_block("cluster-apptainer", paths)
     states = sweep_states(tmp_path / "out")
     assert {state.state for state in states} == {"done"}, states
     result = (tmp_path / "out" / "tasks" / states[0].task.id / "result.json").read_text()
