@@ -10,6 +10,7 @@ import ast
 import base64
 import json
 import re
+import textwrap
 from html import escape
 from pathlib import Path
 
@@ -128,7 +129,9 @@ def proportion_maps(summary: xr.Dataset, dataset: str, path: Path) -> bool:
         f"{dataset}: cell-type proportions on the spot grid, truth and each configuration (seed {seed})",
         fontsize=10,
     )
-    fig.supxlabel(_map_caption(summary, dataset, sideways), fontsize=8)
+    # Wrapped to the figure's width (about 13 characters an inch at 8 pt): a long orientation is not cut off.
+    caption = textwrap.fill(_map_caption(summary, dataset, sideways), width=max(40, int(fig.get_figwidth() * 13)))
+    fig.supxlabel(caption, fontsize=8)
     fig.colorbar(image, ax=axes[:, 1:], shrink=0.6, aspect=30, label="proportion of the spot's cells")
     _save(fig, path)
     return True

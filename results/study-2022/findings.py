@@ -45,6 +45,8 @@ def text(table: pd.DataFrame, key: tuple | str) -> str:
     if key not in table.index:
         return "not run"
     row = table.loc[key]
+    if int(row["count"]) == 1:  # one seed has no spread
+        return f"{row['mean']:.3f} (n=1)"
     return f"{row['mean']:.3f} +- {row['std']:.3f} (n={int(row['count'])})"
 
 
@@ -108,11 +110,24 @@ def finding_f2(summary: xr.Dataset | None) -> list[str]:
     return ["F2", says, "; ".join(parts), verdict]
 
 
+def destvi_progress(summary: xr.Dataset) -> tuple[int, int]:
+    """(done, in the sweep) of the experiment's destVI tasks: a verdict waits for all of them."""
+    status = summary["status"].sel({"method": "destvi"}).values.ravel()  # not sel(method=...): a keyword of sel
+    return int((status == "done").sum()), int((status != "absent").sum())
+
+
 def finding_f1(summary: xr.Dataset | None) -> list[str]:
     says = "189 spots: batch 8-16 recover the excitatory layers that batch 128 loses (both amortizations)"
     if summary is None:
         return ["F1", says, "not run yet (sweeps/starmap-189.yaml)", "no verdict"]
     table = layers(summary)
+    done, total = destvi_progress(summary)
+    if done < total:
+        so_far = "; ".join(
+            f"{amortization} batch {batch}: {text(table, (amortization, batch))}"
+            for amortization, batch in sorted(table.index, key=lambda k: (k[0], _batch_key(k[1])))
+        )
+        return ["F1", says, f"running: {done} of {total} destVI tasks done; so far {so_far}", "no verdict yet"]
     parts, holds = [], []
     for amortization in sorted(set(table.index.get_level_values(0))):
         small = [table.loc[(amortization, b), "mean"] for b in ("8", "12", "16") if (amortization, b) in table.index]
@@ -135,6 +150,10 @@ def finding_rule(summaries: dict[str, xr.Dataset | None]) -> list[str]:
     for name, summary in summaries.items():
         if summary is None:
             continue
+        done, total = destvi_progress(summary)
+        if done < total:
+            parts.append(f"{name}: running ({done} of {total} destVI tasks done), not counted")
+            continue
         table = layers(summary)
         for amortization in sorted(set(table.index.get_level_values(0))):
             best, mean, _ = best_batch(table, amortization)
@@ -145,8 +164,8 @@ def finding_rule(summaries: dict[str, xr.Dataset | None]) -> list[str]:
             parts.append(
                 f"{name} {amortization}: auto {text(table, (amortization, 'auto'))} vs best (batch {best}) {mean:.3f}"
             )
-    if not parts:
-        return ["rule", says, "not run yet", "no verdict"]
+    if not checks:
+        return ["rule", says, "; ".join(parts) or "not run yet", "no verdict"]
     holds = [verdict for verdict in checks]
     verdict = (
         "holds where run: auto is the best batch or within one sd of it"
