@@ -58,7 +58,8 @@ def for_reading(default: Any = None, **kwargs: Any) -> Any:
 
 
 def identity(model: BaseModel) -> dict[str, Any]:
-    """The settings as hashed into task ids: every field, except `when_set` ones left at their default."""
+    """The settings as hashed into task ids: every field, except `when_set` ones left at their default and
+    `for_reading` ones."""
     dumped: dict[str, Any] = {}
     for name, field in type(model).model_fields.items():
         value = getattr(model, name)
