@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import xarray as xr
-from matplotlib.ticker import NullLocator, ScalarFormatter
+from matplotlib.ticker import LogFormatter, NullLocator, ScalarFormatter
 
 from toolkit.errors import SpotsweepError
 from toolkit.layout import OutputLayout, write_atomically
@@ -205,7 +205,8 @@ def runtime_vs_batch(summary: xr.Dataset, dataset: str, path: Path) -> bool:
     _plot_against_batch(ax, lines, "spatial model training time (s)")
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(ScalarFormatter())
-    ax.yaxis.set_minor_formatter(ScalarFormatter())
+    # Minor labels only where the axis spans about a decade or less: over several decades they overlap.
+    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     ax.set_title(f"{dataset}: training time against minibatch size")
