@@ -74,11 +74,13 @@ def test_the_maps_say_how_to_read_the_grid(sweep_out: Path) -> None:
     """The preset's unit and orientation reach the summary and the maps' caption."""
     from toolkit.report import _map_caption
 
-    with xr.open_dataset(sweep_out / "summary.nc") as summary:
-        assert summary["spots_units"].sel(dataset="agg").item() == "px"
-        caption = _map_caption(summary, "agg", sideways=True)
+    summary = xr.load_dataset(sweep_out / "summary.nc")
+    assert summary["spots_units"].sel(dataset="agg").item() == "px"
+    caption = _map_caption(summary, "agg", sideways=True)
     assert caption.startswith("one pixel = one spot, a window of 750 px; grid y to the right, grid x up; ")
     assert caption.endswith("cortical depth along y: pia at low y, white matter at high y")
+    summary = summary.assign(spots_orientation=("dataset", ["costs $5 at $high y"]))
+    assert _map_caption(summary, "agg", sideways=False).endswith(r"costs \$5 at \$high y")  # no math mode
 
 
 def test_the_zarr_copy_holds_the_same_dataset(sweep_out: Path) -> None:

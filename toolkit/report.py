@@ -71,7 +71,7 @@ def _map_caption(summary: xr.Dataset, dataset: str, sideways: bool) -> str:
     parts.append("grid y to the right, grid x up" if sideways else "grid x to the right, grid y up")
     if orientation:
         parts.append(orientation)
-    return "; ".join(parts)
+    return "; ".join(parts).replace("$", r"\$")  # the sweep's words, never matplotlib's math mode
 
 
 def proportion_maps(summary: xr.Dataset, dataset: str, path: Path) -> bool:
