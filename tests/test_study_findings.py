@@ -3,8 +3,13 @@ output is exactly the table in results/study-2022/README.md."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
+from types import ModuleType
+
+import numpy as np
+import xarray as xr
 
 from tests.conftest import REPO
 
@@ -19,3 +24,142 @@ def test_the_readme_findings_table_is_what_findings_py_computes() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- the MERFISH verdicts, on summaries made to the shape aggregate writes ---------------------------
+
+
+def _findings() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("findings", REPO / "results" / "study-2022" / "findings.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _merfish_summary(pcc: dict[tuple[str, int, int], float], spots: int = 2692, sd: float = 0.005) -> xr.Dataset:
+    """A done MERFISH-like sweep: destVI `pcc[(amortization, batch, epochs)]` +- sd over 3 seeds, its steps
+    and a training time proportional to them, and Cell2location; what findings.py reads and nothing more."""
+    batches = sorted({batch for _, batch, _ in pcc})
+    epochs = sorted({e for _, _, e in pcc} | {12000})
+    coords = {
+        "dataset": ["merfish-scaled"],
+        "method": ["cell2location", "destvi"],
+        "variant": ["2022", "default"],
+        "amortization": ["both", "latent", "n/a"],
+        "batch_size": [str(b) for b in batches] + [str(spots)],
+        "max_epochs": epochs,
+        "seed": [0, 1, 2],
+    }
+    shape = tuple(len(values) for values in coords.values())
+    status = np.full(shape, "absent", dtype=object)
+    quality, steps, seconds = (np.full(shape, np.nan) for _ in range(3))
+    index = {name: {value: i for i, value in enumerate(values)} for name, values in coords.items()}
+    for (amortization, batch, epoch), mean in pcc.items():
+        for seed, noise in enumerate((-sd, 0.0, sd)):
+            at = (
+                0,
+                1,
+                0,
+                index["amortization"][amortization],
+                index["batch_size"][str(batch)],
+                index["max_epochs"][epoch],
+                seed,
+            )
+            status[at], quality[at] = "done", mean + noise
+            steps[at] = epoch * -(-spots // batch)
+            seconds[at] = steps[at] * (0.005 + batch * 1e-5)
+    for seed in range(3):
+        at = (0, 0, 1, 2, index["batch_size"][str(spots)], index["max_epochs"][12000], seed)
+        status[at], quality[at], seconds[at] = "done", 0.8, 3000.0
+    dims = list(coords)
+    return xr.Dataset(
+        {
+            "status": (dims, status.astype(str)),
+            "mean_pcc_cell_type": (dims, quality),
+            "n_steps": (dims, steps),
+            "train_time_s": (dims, seconds),
+            "true_proportion": (("dataset", "spot"), np.zeros((1, spots))),
+        },
+        coords=coords,
+        attrs={"provenance": str({"device": "cpu"})},
+    )
+
+
+def _arms(both: dict[int, float], latent: dict[int, float], long: dict[tuple[int, int], float]) -> dict:
+    arms = {("both", b, 1000): v for b, v in both.items()} | {("latent", b, 1000): v for b, v in latent.items()}
+    return arms | {("both", b, e): v for (b, e), v in long.items()}
+
+
+STABLE_LATENT = {32: 0.80, 128: 0.80, 256: 0.795, 1024: 0.795}
+
+
+def test_a_scaled_run_that_holds_to_256_and_drops_reproduces_f3_and_f4_in_relative_form() -> None:
+    findings = _findings()
+    summary = _merfish_summary(
+        _arms(
+            {32: 0.80, 64: 0.80, 128: 0.80, 256: 0.80, 512: 0.70, 1024: 0.60},
+            STABLE_LATENT,
+            {(512, 2000): 0.80, (512, 4000): 0.80, (1024, 2000): 0.65, (1024, 4000): 0.70},
+        )
+    )
+    f3 = findings.finding_f3("merfish-scaled", summary)
+    assert f3[3] == "reproduced (latent stable), with 25x fewer steps per batch than the study"
+    assert "batch 256 trains 11,000 steps here, 270,000 in the study (25x fewer)" in f3[2]
+    f4 = findings.finding_f4("merfish-scaled", summary)
+    assert f4[3] == "reproduced (2x and 4x the epochs, as the study's; 25x fewer steps)"
+    assert "batch 512 at 1,000: 0.700 +- 0.005 (n=3), 2,000: 0.800 +- 0.005 (n=3)" in f4[2]
+
+
+def test_a_scaled_run_where_256_already_drops_is_not_testable_at_this_scale() -> None:
+    findings = _findings()
+    summary = _merfish_summary(
+        _arms(
+            {32: 0.80, 64: 0.78, 128: 0.74, 256: 0.70, 512: 0.65, 1024: 0.60},
+            STABLE_LATENT,
+            {(512, 2000): 0.70, (512, 4000): 0.70, (1024, 2000): 0.65, (1024, 4000): 0.66},
+        )
+    )
+    assert findings.finding_f3("merfish-scaled", summary)[3].startswith("not testable at this scale: batch 256")
+    assert findings.finding_f4("merfish-scaled", summary)[3].startswith("not testable at this scale: batch 256")
+
+
+def test_large_batches_that_hold_with_fewer_steps_do_not_reproduce_f3() -> None:
+    findings = _findings()
+    summary = _merfish_summary(
+        _arms(
+            {32: 0.80, 64: 0.80, 128: 0.80, 256: 0.80, 512: 0.80, 1024: 0.80},
+            {32: 0.80, 128: 0.70, 256: 0.60, 1024: 0.50},
+            {(512, 2000): 0.80, (512, 4000): 0.80, (1024, 2000): 0.80, (1024, 4000): 0.80},
+        )
+    )
+    f3 = findings.finding_f3("merfish-scaled", summary)
+    assert f3[3].startswith("not reproduced: batch 512-1,024 stay within one sd")
+    assert "latent not stable, even with 25x fewer steps" in f3[3]
+    assert findings.finding_f4("merfish-scaled", summary)[3].startswith("partly: 512 recovers, 1,024 recovers too")
+
+
+def test_f5_compares_the_fall_of_training_time_with_the_studys_and_the_rule_reads_batch_128() -> None:
+    findings = _findings()
+    summary = _merfish_summary(
+        _arms(
+            {32: 0.80, 64: 0.80, 128: 0.82, 256: 0.80, 512: 0.70, 1024: 0.60},
+            STABLE_LATENT,
+            {(512, 2000): 0.80, (512, 4000): 0.80, (1024, 2000): 0.65, (1024, 4000): 0.70},
+        )
+    )
+    f5 = findings.finding_f5("merfish-scaled", summary)
+    assert "merfish-scaled on cpu, 1,000 epochs" in f5[2] and "Cell2location 50.0" in f5[2]
+    assert "21.1x in the study" in f5[2]
+    assert f5[3].startswith("partly: falls") and "on a CPU" in f5[3]  # 85,000 steps vs 3,000 at a growing cost
+    rule = findings.finding_rule({"merfish-scaled": summary})
+    assert "merfish-scaled both: rule (batch 128) 0.820" in rule[2] and rule[3].startswith("holds where run")
+
+
+def test_a_running_merfish_sweep_gets_no_verdict_yet() -> None:
+    findings = _findings()
+    summary = _merfish_summary(_arms({32: 0.8, 1024: 0.6}, {}, {}))
+    status = summary["status"].values
+    status[0, 1, 0, 0, 0, 0, 0] = "started"
+    summary["status"] = (summary["status"].dims, status)
+    for finding in (findings.finding_f3, findings.finding_f4, findings.finding_f5):
+        assert finding("merfish-scaled", summary)[3] == "no verdict yet"

@@ -31,7 +31,7 @@ from toolkit.pseudospots import build_pseudospots, read_spots
 from toolkit.sweep import expand
 
 LI2022 = STARMAP / "li2022" / "simulated"
-STUDIES = ("starmap-189", "starmap-57", "starmap-like", "merfish")
+STUDIES = ("starmap-189", "starmap-57", "starmap-like", "merfish", "merfish-scaled")
 
 
 @pytest.fixture(autouse=True)
@@ -65,6 +65,21 @@ def test_the_plans_count_the_studys_spots_and_steps() -> None:
         (512, 5000),
         (1024, 10000),
     }
+
+
+def test_the_scaled_merfish_keeps_the_whole_depth_and_the_studys_epoch_ratios() -> None:
+    """Scaled to a 2-core CPU, it says exactly what it scaled: a strip 19 windows wide over every row, 0.4x
+    the epochs for every method, and F4's long arms at the study's 2x and 4x."""
+    plan = plan_sweep(load_sweep("sweeps/merfish-scaled.yaml"))
+    assert 2_500 < plan.spots["merfish-scaled"] < 2_900
+    destvi = {
+        (p.task.amortization, p.task.batch_size, p.task.max_epochs) for p in plan.tasks if p.task.method == "destvi"
+    }
+    assert {("both", b, 1000) for b in (32, 64, 128, 256, 512, 1024)} <= destvi
+    assert {("latent", b, 1000) for b in (32, 128, 256, 1024)} <= destvi
+    assert {("both", b, e) for b in (512, 1024) for e in (2000, 4000)} <= destvi
+    assert {p.task.max_epochs for p in plan.tasks if p.task.method == "cell2location"} == {12000}
+    assert all(p.task.params["n_epochs_kl_warmup"] == 80 for p in plan.tasks if p.task.method == "destvi")
 
 
 def test_estimates_follow_the_measured_table() -> None:

@@ -4,13 +4,17 @@
     .venv/bin/python results/study-2022/findings.py --check   # exit 1 if the README's table differs
 
 Every number is a mean +- sd over seeds of per-cell-type PCC (Li et al.'s metric), for destVI (2022
-settings) and Cell2location; "excitatory layers" are the mean over eL2/3, eL4, eL5 and eL6, the types
-whose layered bands the study's maps show. An experiment that has not run yet gets no verdict.
+settings) and Cell2location. On STARmap the measure is the excitatory layers, the mean over eL2/3, eL4,
+eL5 and eL6, the types whose layered bands the study's maps show; on MERFISH, where the study looked at
+every type, the mean over all cell types. An experiment that has not finished gets no verdict; a scaled
+one gets "not testable at this scale" where the scaling removes what the finding hinges on.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import math
 import sys
 from pathlib import Path
 
@@ -21,6 +25,11 @@ import xarray as xr
 HERE = Path(__file__).resolve().parent
 EXCITATORY = ["eL2/3", "eL4", "eL5", "eL6"]
 EPOCHS = 2500
+MERFISH = ("merfish", "merfish-scaled")
+"""The full-size run first: where it exists, its numbers are the findings' and the scaled run is not read."""
+STUDY_SPOTS = 27_395
+STUDY_MINUTES = {32: 211, 48: 104, 64: 86, 128: 36, 256: 21, 512: 11, 1024: 10}
+"""The study's destVI training times on one RTX 3090 (27,395 spots, 2,500 epochs); Cell2location 123 min."""
 BEGIN, END = "<!-- findings: begin (findings.py) -->", "<!-- findings: end -->"
 
 
@@ -31,10 +40,20 @@ def load(experiment: str) -> xr.Dataset | None:
 
 def layers(summary: xr.Dataset, method: str = "destvi") -> pd.DataFrame:
     """Excitatory-layer PCC per configuration: mean, sd and number of seeds; rows (amortization, batch)."""
-    pcc = summary["pcc"].sel({"method": method, "cell_type": EXCITATORY}).mean("cell_type")
-    pcc = pcc.sel({"variant": "2022" if method == "destvi" else "default"})
+    pcc = summary["pcc"].sel({"cell_type": EXCITATORY}).mean("cell_type")
+    return seeds_table(pcc, method, EPOCHS)
+
+
+def quality(summary: xr.Dataset, method: str = "destvi", epochs: int | None = None) -> pd.DataFrame:
+    """MERFISH: PCC averaged over every cell type, per configuration (as `layers`), at `epochs` for destVI."""
+    return seeds_table(summary["mean_pcc_cell_type"], method, epochs)
+
+
+def seeds_table(pcc: xr.DataArray, method: str, epochs: int | None) -> pd.DataFrame:
+    """Mean, sd and number of seeds of `pcc` per (amortization, batch) of one method at one epoch count."""
+    pcc = pcc.sel({"method": method, "variant": "2022" if method == "destvi" else "default"})
     if method == "destvi":
-        pcc = pcc.sel({"max_epochs": EPOCHS})
+        pcc = pcc.sel({"max_epochs": epochs})
     frame = pcc.squeeze(drop=True).to_dataframe(name="pcc").reset_index().dropna(subset=["pcc"])
     keys = [k for k in ("amortization", "batch_size") if k in frame]
     table = frame.groupby(keys)["pcc"].agg(["mean", "std", "count"])
@@ -142,6 +161,13 @@ def finding_f1(summary: xr.Dataset | None) -> list[str]:
     return ["F1", says, "; ".join(parts), verdict]
 
 
+def rule_batch(summary: xr.Dataset, table: pd.DataFrame, amortization: str) -> str:
+    """The rule's batch as the sweep ran it: `auto`, else the batch min(n_spots // 10, 128) if it ran."""
+    if (amortization, "auto") in table.index:
+        return "auto"
+    return str(min(summary.sizes["spot"] // 10, 128))
+
+
 def finding_rule(summaries: dict[str, xr.Dataset | None]) -> list[str]:
     says = "batch size = min(n_spots / 10, 128)"
     parts: list[str] = []
@@ -154,55 +180,213 @@ def finding_rule(summaries: dict[str, xr.Dataset | None]) -> list[str]:
         if done < total:
             parts.append(f"{name}: running ({done} of {total} destVI tasks done), not counted")
             continue
-        table = layers(summary)
+        table = quality(summary, epochs=base_epochs(summary)) if name in MERFISH else layers(summary)
         for amortization in sorted(set(table.index.get_level_values(0))):
             best, mean, _ = best_batch(table, amortization)
-            if (amortization, "auto") in table.index:
-                auto = table.loc[(amortization, "auto")]
-                checks.append(bool(mean - auto["mean"] <= max(auto["std"], 1e-12)))
+            rule = rule_batch(summary, table, amortization)
+            if (amortization, rule) in table.index:
+                chosen = table.loc[(amortization, rule)]
+                checks.append(bool(mean - chosen["mean"] <= max(chosen["std"], 1e-12)))
                 names.append(f"{name} {amortization}")
             parts.append(
-                f"{name} {amortization}: auto {text(table, (amortization, 'auto'))} vs best (batch {best}) {mean:.3f}"
+                f"{name} {amortization}: rule (batch {rule}) {text(table, (amortization, rule))} "
+                f"vs best (batch {best}) {mean:.3f}"
             )
     if not checks:
         return ["rule", says, "; ".join(parts) or "not run yet", "no verdict"]
-    holds = [verdict for verdict in checks]
     verdict = (
-        "holds where run: auto is the best batch or within one sd of it"
-        if all(holds)
-        else "partly: auto falls more than one sd below the best batch in "
-        + ", ".join(name for name, ok in zip(names, holds, strict=True) if not ok)
+        "holds where run: the rule's batch is the best or within one sd of it"
+        if all(checks)
+        else "partly: the rule's batch falls more than one sd below the best batch in "
+        + ", ".join(name for name, ok in zip(names, checks, strict=True) if not ok)
     )
     return ["rule", says, "; ".join(parts), verdict]
 
 
+def base_epochs(summary: xr.Dataset) -> int:
+    """The epochs most destVI tasks train (2,500 in the study, 1,000 scaled); longer arms are F4's."""
+    status = summary["status"].sel({"method": "destvi"})
+    counts = (status != "absent").sum([d for d in status.dims if d != "max_epochs"])
+    return int(counts.idxmax("max_epochs"))
+
+
+def steps_here(summary: xr.Dataset, batch: int, epochs: int) -> int:
+    """Optimizer steps a destVI both task of this batch and epochs trained (recorded by the task)."""
+    steps = summary["n_steps"].sel(
+        {"method": "destvi", "variant": "2022", "amortization": "both", "batch_size": str(batch), "max_epochs": epochs}
+    )
+    return int(np.nanmax(steps.values))
+
+
+def study_steps(batch: int, epochs: int = EPOCHS) -> int:
+    return epochs * math.ceil(STUDY_SPOTS / batch)
+
+
+def by_batch(table: pd.DataFrame, amortization: str) -> str:
+    if amortization not in table.index.get_level_values(0):
+        return f"{amortization}: not run"
+    batches = sorted(table.loc[amortization].index, key=_batch_key)
+    return f"{amortization}: " + ", ".join(f"{b}: {text(table, (amortization, b))}" for b in batches)
+
+
+def merfish_run(summaries: dict[str, xr.Dataset | None]) -> tuple[str, xr.Dataset | None]:
+    """The MERFISH experiment the findings read: the full size if it ran, else the scaled one."""
+    for name in MERFISH:
+        if summaries.get(name) is not None:
+            return name, summaries[name]
+    return MERFISH[-1], None
+
+
+def holds_and_drops(both: pd.DataFrame) -> tuple[float, float, bool, bool]:
+    """(best mean at batch <= 256, its sd, batch 256 within one sd of it, 512 and 1,024 below it by more)."""
+    small = [b for b in both.index if b != "auto" and int(b) <= 256]
+    best = both.loc[small, "mean"].idxmax()
+    level, sd = float(both.loc[best, "mean"]), float(np.nanmax(both["std"]))
+    holds = "256" in both.index and float(both.loc["256", "mean"]) >= level - sd
+    large = [b for b in ("512", "1024") if b in both.index]
+    drops = bool(large) and all(float(both.loc[b, "mean"]) < level - sd for b in large)
+    return level, sd, holds, drops
+
+
+def scale_note(summary: xr.Dataset, epochs: int) -> tuple[float, str]:
+    """How many times fewer steps batch 256 trains here than in the study, and that said in words."""
+    here, study = steps_here(summary, 256, epochs), study_steps(256)
+    return study / here, f"batch 256 trains {here:,} steps here, {study:,} in the study ({study / here:.0f}x fewer)"
+
+
+def finding_f3(name: str, summary: xr.Dataset | None) -> list[str]:
+    says = "27,395 MERFISH spots: quality holds to batch 256, drops at 512-1,024 (both); latent stable"
+    if summary is None:
+        return ["F3", says, f"not run yet (sweeps/{name}.yaml)", "no verdict"]
+    done, total = destvi_progress(summary)
+    if done < total:
+        return ["F3", says, f"{name}: running, {done} of {total} destVI tasks done", "no verdict yet"]
+    epochs = base_epochs(summary)
+    table = quality(summary, epochs=epochs)
+    both = table.loc["both"]
+    level, sd, holds, drops = holds_and_drops(both)
+    latent = table.loc["latent"] if "latent" in table.index.get_level_values(0) else None
+    stable = latent is not None and float(latent["mean"].max() - latent["mean"].min()) <= 2 * float(latent["std"].max())
+    scale, steps = scale_note(summary, epochs)
+    parts = [f"{name}, {epochs:,} epochs, all-type PCC", by_batch(table, "both"), by_batch(table, "latent"), steps]
+    if latent is not None:
+        parts.append(f"latent range {float(latent['mean'].max() - latent['mean'].min()):.3f}")
+    latent_words = "latent stable" if stable else "latent not stable"
+    if scale > 1.5 and not holds:
+        verdict = (
+            f"not testable at this scale: batch 256 already falls more than one sd ({sd:.3f}) below the best "
+            f"smaller batch ({level:.3f}) with {scale:.0f}x fewer steps than in the study; where the drop starts "
+            "hinges on steps"
+        )
+    elif holds and drops:
+        shape = "reproduced" if stable else "partly: holds to 256 and drops at 512-1,024"
+        verdict = f"{shape} ({latent_words})" if stable else f"{shape}; {latent_words}"
+        if scale > 1.5:
+            verdict += f", with {scale:.0f}x fewer steps per batch than the study"
+    elif holds:
+        verdict = (
+            f"not reproduced: batch 512-1,024 stay within one sd ({sd:.3f}) of the best ({level:.3f}); {latent_words}"
+        )
+        if scale > 1.5:
+            verdict += f", even with {scale:.0f}x fewer steps than the study"
+    else:
+        verdict = f"not reproduced: batch 256 falls below the best smaller batch by more than one sd; {latent_words}"
+    return ["F3", says, "; ".join(parts), verdict]
+
+
+def finding_f4(name: str, summary: xr.Dataset | None) -> list[str]:
+    says = "batch 512 recovers with 5,000 epochs; 1,024 does not with 10,000"
+    if summary is None:
+        return ["F4", says, f"not run yet (the long arms of sweeps/{name}.yaml)", "no verdict"]
+    done, total = destvi_progress(summary)
+    if done < total:
+        return ["F4", says, f"{name}: running, {done} of {total} destVI tasks done", "no verdict yet"]
+    epochs = base_epochs(summary)
+    base = quality(summary, epochs=epochs).loc["both"]
+    level, sd, holds, _ = holds_and_drops(base)
+    arms = {e: quality(summary, epochs=e).loc["both"] for e in (2 * epochs, 4 * epochs)}
+    reference = float(base.loc["256", "mean"])
+    parts = [f"{name}, both; batch 256 at {epochs:,} epochs: {text(base, '256')}"]
+    for batch in ("512", "1024"):
+        runs = [f"{epochs:,}: {text(base, batch)}"] + [f"{e:,}: {text(arm, batch)}" for e, arm in arms.items()]
+        parts.append(f"batch {batch} at " + ", ".join(runs))
+    scale, steps = scale_note(summary, epochs)
+    parts.append(steps)
+    arm512, arm1024 = arms[2 * epochs], arms[4 * epochs]
+    recovers = "512" in arm512.index and float(arm512.loc["512", "mean"]) >= reference - sd
+    fails = "1024" in arm1024.index and float(arm1024.loc["1024", "mean"]) < reference - sd
+    relative = f" (2x and 4x the epochs, as the study's; {scale:.0f}x fewer steps)" if scale > 1.5 else ""
+    if not holds:
+        verdict = (
+            f"not testable at this scale: batch 256, the level the long arms should reach, is itself more than one "
+            f"sd ({sd:.3f}) below the best smaller batch ({level:.3f})"
+        )
+    elif recovers and fails:
+        verdict = "reproduced" + relative
+    elif recovers or fails:
+        verdict = (
+            "partly: "
+            + ("512 recovers" if recovers else "512 does not recover")
+            + ", "
+            + ("1,024 does not" if fails else "1,024 recovers too")
+            + relative
+        )
+    else:
+        verdict = "not reproduced: 512 does not recover and 1,024 does" + relative
+    return ["F4", says, "; ".join(parts), verdict]
+
+
+def finding_f5(name: str, summary: xr.Dataset | None) -> list[str]:
+    study = ", ".join(f"{b} {STUDY_MINUTES[b]}" for b in (32, 128, 1024))
+    says = f"training time falls steeply with batch size (RTX 3090, minutes: batch {study}; Cell2location 123)"
+    if summary is None:
+        return ["F5", says, f"not run yet (sweeps/{name}.yaml)", "no verdict"]
+    done, total = destvi_progress(summary)
+    if done < total:
+        return ["F5", says, f"{name}: running, {done} of {total} destVI tasks done", "no verdict yet"]
+    epochs = base_epochs(summary)
+    seconds = summary["train_time_s"].sel(
+        {"method": "destvi", "variant": "2022", "amortization": "both", "max_epochs": epochs}
+    )
+    minutes = seconds.squeeze(drop=True).mean("seed").to_series().dropna() / 60
+    minutes.index = minutes.index.astype(int)
+    minutes = minutes.sort_index()
+    c2l = summary["train_time_s"].sel({"method": "cell2location"}).values
+    device = ast.literal_eval(summary.attrs.get("provenance", "{}")).get("device", "unknown device")
+    first, last = int(minutes.index[0]), int(minutes.index[-1])
+    ratio, study_ratio = minutes[first] / minutes[last], STUDY_MINUTES[first] / STUDY_MINUTES[last]
+    parts = [
+        f"{name} on {device}, {epochs:,} epochs, minutes (mean over seeds): "
+        + ", ".join(f"batch {b} {m:.1f}" for b, m in minutes.items()),
+        f"Cell2location {np.nanmean(c2l) / 60:.1f}" if np.isfinite(c2l).any() else "Cell2location not run",
+        f"batch {first} / {last}: {ratio:.1f}x here, {study_ratio:.1f}x in the study",
+    ]
+    falls = bool((np.diff(minutes.to_numpy()) <= 0).all())
+    if ratio >= study_ratio / 2 and falls:
+        verdict = "reproduced"
+    elif ratio > 2:
+        verdict = f"partly: falls {ratio:.1f}x, not {study_ratio:.0f}x"
+        if device == "cpu":
+            verdict += " (on a CPU a step's arithmetic grows with the batch; a GPU's barely does)"
+    else:
+        verdict = f"not reproduced: batch {first} takes {ratio:.1f}x batch {last}'s time"
+    return ["F5", says, "; ".join(parts), verdict]
+
+
 def table() -> str:
     starmap57, starmap189 = load("starmap-57"), load("starmap-189")
+    merfish_name, merfish = merfish_run({name: load(name) for name in MERFISH})
     rows = [
         finding_f1(starmap189),
         finding_f2(starmap57),
-        [
-            "F3",
-            "27,395 MERFISH spots: quality holds to batch 256, drops at 512-1,024 (both); latent stable",
-            "not run (sweeps/merfish.yaml: about 150 CPU hours here, for a GPU cluster)",
-            "no verdict",
-        ],
-        [
-            "F4",
-            "batch 512 recovers with 5,000 epochs; 1,024 does not with 10,000",
-            "not run (the long arms of sweeps/merfish.yaml)",
-            "no verdict",
-        ],
-        [
-            "F5",
-            "training time falls steeply with batch size (RTX 3090: batch 32 3 h 31 min ... 1,024 10 min)",
-            "not run on MERFISH; STARmap times per configuration are in each report's runtime table",
-            "no verdict",
-        ],
-        finding_rule({"starmap-57": starmap57, "starmap-189": starmap189}),
+        finding_f3(merfish_name, merfish),
+        finding_f4(merfish_name, merfish),
+        finding_f5(merfish_name, merfish),
+        finding_rule({"starmap-57": starmap57, "starmap-189": starmap189, merfish_name: merfish}),
     ]
     lines = [
-        "| finding | the study says | spotsweep measured (excitatory-layer PCC, mean +- sd over seeds) | verdict |",
+        "| finding | the study says | spotsweep measured (PCC, mean +- sd over seeds: STARmap excitatory layers,"
+        " MERFISH all types) | verdict |",
         "| --- | --- | --- | --- |",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
