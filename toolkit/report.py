@@ -74,9 +74,28 @@ def _map_caption(summary: xr.Dataset, dataset: str, sideways: bool) -> str:
     return "; ".join(parts).replace("$", r"\$")  # the sweep's words, never matplotlib's math mode
 
 
+MAP_PANEL_IN = 1.1
+"""A map's long side, in inches, where the grid is not elongated."""
+MAP_SHORT_SIDE_IN = 0.32
+"""The least a map's short side may be (about 35 pixels at the report's 110 dpi): a strip of 19 x 150 spots
+or Li et al.'s 3 x 19 columns gets longer maps rather than a line one pixel high."""
+MAP_PANEL_MAX_IN = 3.0
+MAPS_MAX_WIDTH_IN = 24.0
+"""Wider than this, the configurations wrap into bands, each starting with the truth again."""
+
+
+def _map_bands(n_configs: int, panel: float, label_width: float) -> list[int]:
+    """How many configurations each band of maps holds: as few bands as fit the width, evenly filled."""
+    per_band = max(1, int((MAPS_MAX_WIDTH_IN - label_width - 1.2) // panel) - 1)  # one column is the truth
+    n_bands = -(-n_configs // per_band)
+    size, larger = divmod(n_configs, n_bands)
+    return [size + 1] * larger + [size] * (n_bands - larger)
+
+
 def proportion_maps(summary: xr.Dataset, dataset: str, path: Path) -> bool:
     """Rows: cell types; columns: the truth, then every trained configuration that finished (first seed),
-    in the study's order. Controls are left out: they are reference levels, not maps to compare."""
+    in the study's order. Controls are left out: they are reference levels, not maps to compare. Many
+    configurations of an elongated grid wrap into bands, so that a map stays several pixels per spot."""
     data = summary.sel(dataset=dataset).isel(seed=0)
     seed = int(summary.seed.values[0])
     table = data["status"].to_dataframe().reset_index()
@@ -89,42 +108,26 @@ def proportion_maps(summary: xr.Dataset, dataset: str, path: Path) -> bool:
     grid_x, grid_y = summary.grid_x.sel(spot=spots).values, summary.grid_y.sel(spot=spots).values
     types = list(summary.cell_type.values)
     keys = ("method", "variant", "amortization", "batch_size", "max_epochs")
-    columns = [("truth", truth)] + [(_label(c), data["proportion"].sel({k: c[k] for k in keys})) for c in done]
+    configs = [(_label(c), data["proportion"].sel({k: c[k] for k in keys})) for c in done]
     grid_x, grid_y = grid_x - grid_x.min(), grid_y - grid_y.min()
     sideways = grid_y.max() > grid_x.max()  # a tall grid (STARmap's cortex) is drawn lying down
     if sideways:
         grid_x, grid_y = grid_y, grid_x
     aspect = (grid_y.max() + 1) / (grid_x.max() + 1)
-    panel = 1.1  # inches per map's width
+    panel = min(max(MAP_PANEL_IN, MAP_SHORT_SIDE_IN / aspect), MAP_PANEL_MAX_IN)
     label_width = 0.09 * max(len(str(name)) for name in types) + 0.2  # room for the whole cell-type name
-    fig, axes = plt.subplots(
-        len(types),
-        len(columns) + 1,
-        figsize=(label_width + panel * len(columns) + 1.2, panel * aspect * len(types) + 1.4),
-        squeeze=False,
+    bands = _map_bands(len(configs), panel, label_width)
+    band_height = panel * aspect * len(types) + 0.9
+    fig = plt.figure(
+        figsize=(label_width + panel * (max(bands) + 1) + 1.2, band_height * len(bands) + 0.9),
         layout="constrained",
-        gridspec_kw={"width_ratios": [label_width / panel] + [1] * len(columns)},
     )
-    image = None
-    for row, cell_type in enumerate(types):
-        axes[row, 0].axis("off")
-        axes[row, 0].text(
-            1.0, 0.5, str(cell_type), ha="right", va="center", fontsize=8, transform=axes[row, 0].transAxes
-        )
-    for col, (title, values) in enumerate(columns, start=1):
-        axes[0, col].set_title(title, fontsize=7)
-        for row, cell_type in enumerate(types):
-            ax = axes[row, col]
-            spot_values = values.sel(cell_type=cell_type, spot=spots).values
-            image = ax.imshow(
-                _grid_image(spot_values, grid_x, grid_y),
-                vmin=0,
-                vmax=1,
-                cmap="viridis",
-                origin="lower",
-            )
-            ax.set_xticks([])
-            ax.set_yticks([])
+    subfigures = np.atleast_1d(fig.subfigures(len(bands), 1))
+    start = 0
+    for subfigure, size in zip(subfigures, bands, strict=True):
+        columns = [("truth", truth), *configs[start : start + size]]
+        start += size
+        _draw_map_band(subfigure, columns, max(bands) + 1, types, spots, (grid_x, grid_y), label_width / panel)
     fig.suptitle(
         f"{dataset}: cell-type proportions on the spot grid, truth and each configuration (seed {seed})",
         fontsize=10,
@@ -132,9 +135,41 @@ def proportion_maps(summary: xr.Dataset, dataset: str, path: Path) -> bool:
     # Wrapped to the figure's width (about 13 characters an inch at 8 pt): a long orientation is not cut off.
     caption = textwrap.fill(_map_caption(summary, dataset, sideways), width=max(40, int(fig.get_figwidth() * 13)))
     fig.supxlabel(caption, fontsize=8)
-    fig.colorbar(image, ax=axes[:, 1:], shrink=0.6, aspect=30, label="proportion of the spot's cells")
     _save(fig, path)
     return True
+
+
+def _draw_map_band(
+    figure: plt.Figure,
+    columns: list[tuple[str, xr.DataArray]],
+    slots: int,
+    types: list[str],
+    spots: np.ndarray,
+    grid: tuple[np.ndarray, np.ndarray],
+    label_ratio: float,
+) -> None:
+    """One band of maps: a column of cell-type names, then one column of maps per configuration, in
+    `slots` columns so that a shorter last band lines up with the others."""
+    axes = figure.subplots(
+        len(types), slots + 1, squeeze=False, gridspec_kw={"width_ratios": [label_ratio] + [1] * slots}
+    )
+    for ax in axes[:, len(columns) + 1 :].ravel():
+        ax.axis("off")
+    for row, cell_type in enumerate(types):
+        axes[row, 0].axis("off")
+        axes[row, 0].text(
+            1.0, 0.5, str(cell_type), ha="right", va="center", fontsize=8, transform=axes[row, 0].transAxes
+        )
+    image = None
+    for col, (title, values) in enumerate(columns, start=1):
+        axes[0, col].set_title(title, fontsize=7)
+        for row, cell_type in enumerate(types):
+            ax = axes[row, col]
+            spot_values = values.sel(cell_type=cell_type, spot=spots).values
+            image = ax.imshow(_grid_image(spot_values, *grid), vmin=0, vmax=1, cmap="viridis", origin="lower")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    figure.colorbar(image, ax=axes[:, 1:], shrink=0.6, aspect=30, label="proportion of the spot's cells")
 
 
 def _lines(summary: xr.Dataset, dataset: str, variable: str) -> pd.DataFrame:
