@@ -91,17 +91,13 @@ def _arms(both: dict[int, float], latent: dict[int, float], long: dict[tuple[int
 
 
 STABLE_LATENT = {32: 0.80, 128: 0.80, 256: 0.795, 1024: 0.795}
+HOLDS_THEN_DROPS = {32: 0.80, 64: 0.80, 128: 0.80, 256: 0.80, 512: 0.70, 1024: 0.60}
+LONG_ARMS_AS_THE_STUDY = {(512, 2000): 0.80, (512, 4000): 0.80, (1024, 2000): 0.65, (1024, 4000): 0.70}
 
 
 def test_a_scaled_run_that_holds_to_256_and_drops_reproduces_f3_and_f4_in_relative_form() -> None:
     findings = _findings()
-    summary = _merfish_summary(
-        _arms(
-            {32: 0.80, 64: 0.80, 128: 0.80, 256: 0.80, 512: 0.70, 1024: 0.60},
-            STABLE_LATENT,
-            {(512, 2000): 0.80, (512, 4000): 0.80, (1024, 2000): 0.65, (1024, 4000): 0.70},
-        )
-    )
+    summary = _merfish_summary(_arms(HOLDS_THEN_DROPS, STABLE_LATENT, LONG_ARMS_AS_THE_STUDY))
     f3 = findings.finding_f3("merfish-scaled", summary)
     assert f3[3] == "reproduced (latent stable), with 25x fewer steps per batch than the study"
     assert "batch 256 trains 11,000 steps here, 270,000 in the study (25x fewer)" in f3[2]
@@ -140,13 +136,7 @@ def test_large_batches_that_hold_with_fewer_steps_do_not_reproduce_f3() -> None:
 
 def test_f5_compares_the_fall_of_training_time_with_the_studys_and_the_rule_reads_batch_128() -> None:
     findings = _findings()
-    summary = _merfish_summary(
-        _arms(
-            {32: 0.80, 64: 0.80, 128: 0.82, 256: 0.80, 512: 0.70, 1024: 0.60},
-            STABLE_LATENT,
-            {(512, 2000): 0.80, (512, 4000): 0.80, (1024, 2000): 0.65, (1024, 4000): 0.70},
-        )
-    )
+    summary = _merfish_summary(_arms(HOLDS_THEN_DROPS | {128: 0.82}, STABLE_LATENT, LONG_ARMS_AS_THE_STUDY))
     f5 = findings.finding_f5("merfish-scaled", summary)
     assert "merfish-scaled on cpu, 1,000 epochs" in f5[2] and "Cell2location 50.0" in f5[2]
     assert "21.1x in the study" in f5[2]

@@ -2,6 +2,7 @@
 
     .venv/bin/python results/study-2022/findings.py           # prints the table (markdown)
     .venv/bin/python results/study-2022/findings.py --check   # exit 1 if the README's table differs
+    .venv/bin/python results/study-2022/findings.py --write   # put the table into the README
 
 Every number is a mean +- sd over seeds of per-cell-type PCC (Li et al.'s metric), for destVI (2022
 settings) and Cell2location. On STARmap the measure is the excitatory layers, the mean over eL2/3, eL4,
@@ -254,13 +255,20 @@ def scale_note(summary: xr.Dataset, epochs: int) -> tuple[float, str]:
     return study / here, f"batch 256 trains {here:,} steps here, {study:,} in the study ({study / here:.0f}x fewer)"
 
 
-def finding_f3(name: str, summary: xr.Dataset | None) -> list[str]:
-    says = "27,395 MERFISH spots: quality holds to batch 256, drops at 512-1,024 (both); latent stable"
+def unfinished(finding: str, says: str, name: str, summary: xr.Dataset | None) -> list[str] | None:
+    """The row of a MERFISH finding whose run is missing or has destVI tasks left; None once it is done."""
     if summary is None:
-        return ["F3", says, f"not run yet (sweeps/{name}.yaml)", "no verdict"]
+        return [finding, says, f"not run yet (sweeps/{name}.yaml)", "no verdict"]
     done, total = destvi_progress(summary)
     if done < total:
-        return ["F3", says, f"{name}: running, {done} of {total} destVI tasks done", "no verdict yet"]
+        return [finding, says, f"{name}: running, {done} of {total} destVI tasks done", "no verdict yet"]
+    return None
+
+
+def finding_f3(name: str, summary: xr.Dataset | None) -> list[str]:
+    says = "27,395 MERFISH spots: quality holds to batch 256, drops at 512-1,024 (both); latent stable"
+    if (row := unfinished("F3", says, name, summary)) is not None:
+        return row
     epochs = base_epochs(summary)
     table = quality(summary, epochs=epochs)
     both = table.loc["both"]
@@ -296,11 +304,8 @@ def finding_f3(name: str, summary: xr.Dataset | None) -> list[str]:
 
 def finding_f4(name: str, summary: xr.Dataset | None) -> list[str]:
     says = "batch 512 recovers with 5,000 epochs; 1,024 does not with 10,000"
-    if summary is None:
-        return ["F4", says, f"not run yet (the long arms of sweeps/{name}.yaml)", "no verdict"]
-    done, total = destvi_progress(summary)
-    if done < total:
-        return ["F4", says, f"{name}: running, {done} of {total} destVI tasks done", "no verdict yet"]
+    if (row := unfinished("F4", says, name, summary)) is not None:
+        return row
     epochs = base_epochs(summary)
     base = quality(summary, epochs=epochs).loc["both"]
     level, sd, holds, _ = holds_and_drops(base)
@@ -339,11 +344,8 @@ def finding_f4(name: str, summary: xr.Dataset | None) -> list[str]:
 def finding_f5(name: str, summary: xr.Dataset | None) -> list[str]:
     study = ", ".join(f"{b} {STUDY_MINUTES[b]}" for b in (32, 128, 1024))
     says = f"training time falls steeply with batch size (RTX 3090, minutes: batch {study}; Cell2location 123)"
-    if summary is None:
-        return ["F5", says, f"not run yet (sweeps/{name}.yaml)", "no verdict"]
-    done, total = destvi_progress(summary)
-    if done < total:
-        return ["F5", says, f"{name}: running, {done} of {total} destVI tasks done", "no verdict yet"]
+    if (row := unfinished("F5", says, name, summary)) is not None:
+        return row
     epochs = base_epochs(summary)
     seconds = summary["train_time_s"].sel(
         {"method": "destvi", "variant": "2022", "amortization": "both", "max_epochs": epochs}
@@ -396,13 +398,20 @@ def table() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare with the table in README.md")
+    parser.add_argument("--write", action="store_true", help="replace the table in README.md")
     args = parser.parse_args()
     current = table()
-    if not args.check:
+    if not (args.check or args.write):
         print(current)
         return
     readme = (HERE / "README.md").read_text()
-    committed = readme.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+    head, rest = readme.split(BEGIN, 1)
+    committed, tail = rest.split(END, 1)
+    if args.write:
+        (HERE / "README.md").write_text(f"{head}{BEGIN}\n{current}\n{END}{tail}")
+        print("wrote the findings table into results/study-2022/README.md")
+        return
+    committed = committed.strip()
     if committed != current:
         sys.exit("results/study-2022/README.md: the findings table differs from findings.py's; paste its output there.")
     print("the README's findings table is what findings.py computes")
