@@ -29,6 +29,9 @@ def test_the_readme_findings_table_is_what_findings_py_computes() -> None:
 # --- the MERFISH verdicts, on summaries made to the shape aggregate writes ---------------------------
 
 
+LAYERS = ["eL2/3", "eL4", "eL5", "eL6"]
+
+
 def _findings() -> ModuleType:
     spec = importlib.util.spec_from_file_location("findings", REPO / "results" / "study-2022" / "findings.py")
     module = importlib.util.module_from_spec(spec)
@@ -36,11 +39,13 @@ def _findings() -> ModuleType:
     return module
 
 
-def _merfish_summary(pcc: dict[tuple[str, int, int], float], spots: int = 2692, sd: float = 0.005) -> xr.Dataset:
-    """A done MERFISH-like sweep: destVI `pcc[(amortization, batch, epochs)]` +- sd over 3 seeds, its steps
-    and a training time proportional to them, and Cell2location; what findings.py reads and nothing more."""
+def _summary(
+    pcc: dict[tuple[str, int, int], float], spots: int = 2692, sd: float = 0.005, c2l_epochs: int = 12000
+) -> xr.Dataset:
+    """A done sweep: destVI `pcc[(amortization, batch, epochs)]` +- sd over 3 seeds (every cell type alike),
+    its steps and a training time proportional to them, and Cell2location; what findings.py reads."""
     batches = sorted({batch for _, batch, _ in pcc})
-    epochs = sorted({e for _, _, e in pcc} | {12000})
+    epochs = sorted({e for _, _, e in pcc} | {c2l_epochs})
     coords = {
         "dataset": ["merfish-scaled"],
         "method": ["cell2location", "destvi"],
@@ -69,18 +74,19 @@ def _merfish_summary(pcc: dict[tuple[str, int, int], float], spots: int = 2692, 
             steps[at] = epoch * -(-spots // batch)
             seconds[at] = steps[at] * (0.005 + batch * 1e-5)
     for seed in range(3):
-        at = (0, 0, 1, 2, index["batch_size"][str(spots)], index["max_epochs"][12000], seed)
+        at = (0, 0, 1, 2, index["batch_size"][str(spots)], index["max_epochs"][c2l_epochs], seed)
         status[at], quality[at], seconds[at] = "done", 0.8, 3000.0
     dims = list(coords)
     return xr.Dataset(
         {
             "status": (dims, status.astype(str)),
             "mean_pcc_cell_type": (dims, quality),
+            "pcc": ([*dims, "cell_type"], np.repeat(quality[..., None], len(LAYERS), axis=-1)),
             "n_steps": (dims, steps),
             "train_time_s": (dims, seconds),
             "true_proportion": (("dataset", "spot"), np.zeros((1, spots))),
         },
-        coords=coords,
+        coords=coords | {"cell_type": LAYERS},
         attrs={"provenance": str({"device": "cpu"})},
     )
 
@@ -97,7 +103,7 @@ LONG_ARMS_AS_THE_STUDY = {(512, 2000): 0.80, (512, 4000): 0.80, (1024, 2000): 0.
 
 def test_a_scaled_run_that_holds_to_256_and_drops_reproduces_f3_and_f4_in_relative_form() -> None:
     findings = _findings()
-    summary = _merfish_summary(_arms(HOLDS_THEN_DROPS, STABLE_LATENT, LONG_ARMS_AS_THE_STUDY))
+    summary = _summary(_arms(HOLDS_THEN_DROPS, STABLE_LATENT, LONG_ARMS_AS_THE_STUDY))
     f3 = findings.finding_f3("merfish-scaled", summary)
     assert f3[3] == "reproduced (latent stable), with 25x fewer steps per batch than the study"
     assert "batch 256 trains 11,000 steps here, 270,000 in the study (25x fewer)" in f3[2]
@@ -108,7 +114,7 @@ def test_a_scaled_run_that_holds_to_256_and_drops_reproduces_f3_and_f4_in_relati
 
 def test_a_scaled_run_where_256_already_drops_is_not_testable_at_this_scale() -> None:
     findings = _findings()
-    summary = _merfish_summary(
+    summary = _summary(
         _arms(
             {32: 0.80, 64: 0.78, 128: 0.74, 256: 0.70, 512: 0.65, 1024: 0.60},
             STABLE_LATENT,
@@ -121,7 +127,7 @@ def test_a_scaled_run_where_256_already_drops_is_not_testable_at_this_scale() ->
 
 def test_large_batches_that_hold_with_fewer_steps_do_not_reproduce_f3() -> None:
     findings = _findings()
-    summary = _merfish_summary(
+    summary = _summary(
         _arms(
             {32: 0.80, 64: 0.80, 128: 0.80, 256: 0.80, 512: 0.80, 1024: 0.80},
             {32: 0.80, 128: 0.70, 256: 0.60, 1024: 0.50},
@@ -136,7 +142,7 @@ def test_large_batches_that_hold_with_fewer_steps_do_not_reproduce_f3() -> None:
 
 def test_f5_compares_the_fall_of_training_time_with_the_studys_and_the_rule_reads_batch_128() -> None:
     findings = _findings()
-    summary = _merfish_summary(_arms(HOLDS_THEN_DROPS | {128: 0.82}, STABLE_LATENT, LONG_ARMS_AS_THE_STUDY))
+    summary = _summary(_arms(HOLDS_THEN_DROPS | {128: 0.82}, STABLE_LATENT, LONG_ARMS_AS_THE_STUDY))
     f5 = findings.finding_f5("merfish-scaled", summary)
     assert "merfish-scaled on cpu, 1,000 epochs" in f5[2] and "Cell2location 50.0" in f5[2]
     assert "21.1x in the study" in f5[2]
@@ -147,9 +153,33 @@ def test_f5_compares_the_fall_of_training_time_with_the_studys_and_the_rule_read
 
 def test_a_running_merfish_sweep_gets_no_verdict_yet() -> None:
     findings = _findings()
-    summary = _merfish_summary(_arms({32: 0.8, 1024: 0.6}, {}, {}))
+    summary = _summary(_arms({32: 0.8, 1024: 0.6}, {}, {}))
     status = summary["status"].values
     status[0, 1, 0, 0, 0, 0, 0] = "started"
     summary["status"] = (summary["status"].dims, status)
     for finding in (findings.finding_f3, findings.finding_f4, findings.finding_f5):
         assert finding("merfish-scaled", summary)[3] == "no verdict yet"
+
+
+def _starmap(both: dict[int, float], latent: dict[int, float]) -> xr.Dataset:
+    arms = {("both", b, 2500): v for b, v in both.items()} | {("latent", b, 2500): v for b, v in latent.items()}
+    return _summary(arms, spots=189, c2l_epochs=30000)
+
+
+def test_f1_is_reproduced_when_batch_8_to_16_beat_128_and_both_fails_at_32() -> None:
+    findings = _findings()
+    as_the_study = {8: 0.80, 12: 0.80, 16: 0.80, 32: 0.60, 128: 0.55}
+    f1 = findings.finding_f1(_starmap(as_the_study, as_the_study | {32: 0.78}))
+    assert f1[3] == "reproduced"
+    assert "both: 8: 0.800 +- 0.005 (n=3)" in f1[2] and "Cell2location 0.800 +- 0.000 (n=3)" in f1[2]
+
+
+def test_f1_names_the_claims_that_hold_and_those_that_do_not() -> None:
+    findings = _findings()
+    flat = {8: 0.80, 12: 0.80, 16: 0.80, 32: 0.80, 128: 0.80}
+    f1 = findings.finding_f1(_starmap(flat | {128: 0.60}, flat))
+    assert f1[3] == (
+        "partly: batch 8-16 beat 128 (both); not: batch 8-16 beat 128 (latent), both at batch 32 does badly "
+        "(by more than the seeds' largest sd)"
+    )
+    assert findings.finding_f1(_starmap(flat, flat))[3].startswith("not reproduced: none of batch 8-16 beat 128")
