@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The study's runs, one experiment after another, as they were run on this project's 2-core CPU machine.
+# Each run is resumable: finished tasks are skipped, a cut-off task resumes from its checkpoint (destVI)
+# or starts over (Cell2location), failed ones are retried. After each, collect.py writes what is committed.
+#
+#   bash results/study-2022/run_all.sh                      # every experiment, in this order
+#   bash results/study-2022/run_all.sh starmap-57 merfish-scaled
+#
+# Run from the repository root. Two tasks at a time, one torch thread each: on 2 cores the small-batch
+# tasks that dominate gain little from a second thread (results/engine.md), so two tasks side by side
+# finish sooner in all. Training times are then per task on one thread, beside the other task.
+set -uo pipefail
+SPOTSWEEP=${SPOTSWEEP:-.venv/bin/spotsweep}
+PYTHON=${PYTHON:-.venv/bin/python}
+OUT=${OUT:-results/study-2022}
+experiments=("$@")
+[ ${#experiments[@]} -gt 0 ] || experiments=(starmap-189 starmap-57 starmap-like merfish-scaled)
+for experiment in "${experiments[@]}"; do
+    echo "$(date -u '+%F %T') ${experiment}: running"
+    "$SPOTSWEEP" run "sweeps/${experiment}.yaml" --out "${OUT}/${experiment}" --max-parallel 2 --retry-failed \
+        || echo "${experiment}: not every task is done; see: ${SPOTSWEEP} status ${OUT}/${experiment}"
+    "$PYTHON" results/study-2022/collect.py "${OUT}/${experiment}"
+done
+echo "$(date -u '+%F %T') done: ${experiments[*]}"
