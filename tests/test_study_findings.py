@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -24,6 +25,20 @@ def test_the_readme_findings_table_is_what_findings_py_computes() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_overview_figure_is_drawn_from_the_committed_summaries(tmp_path: Path) -> None:
+    figure = tmp_path / "overview.png"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "results" / "study-2022" / "overview.py"), "--out", str(figure)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert figure.read_bytes().startswith(b"\x89PNG")
 
 
 # --- the MERFISH verdicts, on summaries made to the shape aggregate writes ---------------------------

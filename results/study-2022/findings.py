@@ -25,6 +25,8 @@ import xarray as xr
 
 HERE = Path(__file__).resolve().parent
 EXCITATORY = ["eL2/3", "eL4", "eL5", "eL6"]
+SYNTHETIC_LAYERS = ["ExcitatoryL2and3", "ExcitatoryL4", "ExcitatoryL5", "ExcitatoryL6"]
+"""The starmap-like tissue's names for eL2/3 ... eL6 (toolkit.data.synthetic)."""
 EPOCHS = 2500
 MERFISH = ("merfish", "merfish-scaled")
 """The full-size run first: where it exists, its numbers are the findings' and the scaled run is not read."""
@@ -39,10 +41,17 @@ def load(experiment: str) -> xr.Dataset | None:
     return xr.load_dataset(path, engine="h5netcdf") if path.exists() else None
 
 
-def layers(summary: xr.Dataset, method: str = "destvi") -> pd.DataFrame:
+def layers(summary: xr.Dataset, method: str = "destvi", types: list[str] = EXCITATORY) -> pd.DataFrame:
     """Excitatory-layer PCC per configuration: mean, sd and number of seeds; rows (amortization, batch)."""
-    pcc = summary["pcc"].sel({"cell_type": EXCITATORY}).mean("cell_type")
+    pcc = summary["pcc"].sel({"cell_type": types}).mean("cell_type")
     return seeds_table(pcc, method, EPOCHS)
+
+
+def measure(name: str, summary: xr.Dataset, method: str = "destvi") -> pd.DataFrame:
+    """An experiment's measure: the excitatory layers on STARmap (real or synthetic), every type on MERFISH."""
+    if name in MERFISH:
+        return quality(summary, method, base_epochs(summary) if method == "destvi" else None)
+    return layers(summary, method, SYNTHETIC_LAYERS if name == "starmap-like" else EXCITATORY)
 
 
 def quality(summary: xr.Dataset, method: str = "destvi", epochs: int | None = None) -> pd.DataFrame:
@@ -197,7 +206,7 @@ def finding_rule(summaries: dict[str, xr.Dataset | None]) -> list[str]:
         if done < total:
             parts.append(f"{name}: running ({done} of {total} destVI tasks done), not counted")
             continue
-        table = quality(summary, epochs=base_epochs(summary)) if name in MERFISH else layers(summary)
+        table = measure(name, summary)
         for amortization in sorted(set(table.index.get_level_values(0))):
             best, mean, _ = best_batch(table, amortization)
             rule = rule_batch(summary, table, amortization)
@@ -400,7 +409,10 @@ def table() -> str:
         finding_f3(merfish_name, merfish),
         finding_f4(merfish_name, merfish),
         finding_f5(merfish_name, merfish),
-        finding_rule({"starmap-57": starmap57, "starmap-189": starmap189, merfish_name: merfish}),
+        finding_rule(
+            {"starmap-57": starmap57, "starmap-189": starmap189, "starmap-like": load("starmap-like")}
+            | {merfish_name: merfish}
+        ),
     ]
     lines = [
         "| finding | the study says | spotsweep measured (PCC, mean +- sd over seeds: STARmap excitatory layers,"
