@@ -80,29 +80,3 @@ def tiny() -> dict:
     st = ad.AnnData(X=spots[:, reference.var_names].X.copy(), obs=pd.DataFrame(index=spots.obs_names.copy()))
     st.var_names = reference.var_names.copy()
     return {"reference": reference, "sc_model": sc_model, "st": st, "spots": spots}
-
-
-SLOWEST_FIRST = (
-    "test_slurm.py",
-    "test_container.py",
-    "test_slurm_time_limit.py",
-    "test_slurm_pack.py",
-    "test_faults.py",
-    "test_readme_cluster.py",
-    "test_local_resume.py",
-    "test_readme_quickstart.py",
-    "test_study_sweeps.py",
-    "test_slurm_max_timeouts.py",
-    "test_slurm_node_failure.py",
-    "test_sweep_local.py",
-    "test_gpu_check.py",
-)
-"""Test files by their time in CI (`pytest --durations`, 2026-11-30), slowest first. `make test` hands whole
-files to three workers in collection order; alphabetically the SLURM files came last and made the tail.
-A file not named here keeps its place after them."""
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slowest files first, so that the workers end together; within a file the order is unchanged."""
-    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest stays in order
