@@ -66,3 +66,21 @@ def test_a_square_grid_of_few_configurations_stays_one_band(tmp_path: Path) -> N
     assert proportion_maps(_summary(columns=10, rows=10, n_configs=4), "strip", path)
     width, height = Image.open(path).size
     assert width > height  # one row of 5 maps per cell type
+
+
+def test_the_title_and_caption_of_a_narrow_figure_stay_inside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One configuration on a small grid: a figure about 4 inches wide, narrower than the title's one line."""
+    import toolkit.report as report
+
+    drawn = []
+    monkeypatch.setattr(report, "_save", lambda fig, path: drawn.append(fig))
+    assert proportion_maps(_summary(columns=8, rows=8, n_configs=1), "strip", tmp_path / "m.png")
+    (fig,) = drawn
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    inside = fig.bbox
+    for text in (fig._suptitle, fig._supxlabel):
+        box = text.get_window_extent(renderer)
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1, text.get_text()
