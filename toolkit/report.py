@@ -128,10 +128,10 @@ def proportion_maps(summary: xr.Dataset, dataset: str, path: Path) -> bool:
         columns = [("truth", truth), *configs[start : start + size]]
         start += size
         _draw_map_band(subfigure, columns, max(bands) + 1, types, spots, (grid_x, grid_y), label_width / panel)
-    # Title and caption wrapped to the figure's width (about 10 and 13 characters an inch at 10 and 8 pt):
+    # Title and caption wrapped to the figure's width (about 11 and 13 characters an inch at 10 and 8 pt):
     # a narrow figure of few configurations or a long orientation is not cut off.
     title = f"{dataset}: cell-type proportions on the spot grid, truth and each configuration (seed {seed})"
-    fig.suptitle(textwrap.fill(title, width=max(30, int(fig.get_figwidth() * 10))), fontsize=10)
+    fig.suptitle(textwrap.fill(title, width=max(30, int(fig.get_figwidth() * 11))), fontsize=10)
     caption = textwrap.fill(_map_caption(summary, dataset, sideways), width=max(40, int(fig.get_figwidth() * 13)))
     fig.supxlabel(caption, fontsize=8)
     _save(fig, path)
