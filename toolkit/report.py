@@ -82,11 +82,12 @@ or Li et al.'s 3 x 19 columns gets longer maps rather than a line one pixel high
 MAP_PANEL_MAX_IN = 3.0
 MAPS_MAX_WIDTH_IN = 24.0
 """Wider than this, the configurations wrap into bands, each starting with the truth again."""
+MAP_COLORBAR_IN = 1.2
 
 
 def _map_bands(n_configs: int, panel: float, label_width: float) -> list[int]:
     """How many configurations each band of maps holds: as few bands as fit the width, evenly filled."""
-    per_band = max(1, int((MAPS_MAX_WIDTH_IN - label_width - 1.2) // panel) - 1)  # one column is the truth
+    per_band = max(1, int((MAPS_MAX_WIDTH_IN - label_width - MAP_COLORBAR_IN) // panel) - 1)  # one column is the truth
     n_bands = -(-n_configs // per_band)
     size, larger = divmod(n_configs, n_bands)
     return [size + 1] * larger + [size] * (n_bands - larger)
@@ -119,7 +120,7 @@ def proportion_maps(summary: xr.Dataset, dataset: str, path: Path) -> bool:
     bands = _map_bands(len(configs), panel, label_width)
     band_height = panel * aspect * len(types) + 0.9
     fig = plt.figure(
-        figsize=(label_width + panel * (max(bands) + 1) + 1.2, band_height * len(bands) + 0.9),
+        figsize=(label_width + panel * (max(bands) + 1) + MAP_COLORBAR_IN, band_height * len(bands) + 0.9),
         layout="constrained",
     )
     subfigures = np.atleast_1d(fig.subfigures(len(bands), 1))
