@@ -113,8 +113,7 @@ def finding_f2(summary: xr.Dataset | None) -> list[str]:
         parts.append(f"batch 4 latent - both: {latent4['mean'] - both4['mean']:+.3f}")
     c2l = layers(summary, "cell2location")
     if not c2l.empty:
-        mean, sd, n = c2l["mean"].iloc[0], c2l["std"].iloc[0], int(c2l["count"].iloc[0])
-        parts.append(f"Cell2location {mean:.3f}" + (f" +- {sd:.3f}" if n > 1 else "") + f" (n={n})")
+        parts.append(f"Cell2location {text(c2l, c2l.index[0])}")
     four_best = [best == "4" for best, _, _ in wins]
     clear = [best == "4" and margin > spread for best, margin, spread in wins]
     latent_wins = (
