@@ -40,7 +40,7 @@ def panel(ax: plt.Axes, name: str, summary) -> None:
         rows = table.loc[amortization]
         x = [auto_batch(summary, amortization) if b == "auto" else int(b) for b in rows.index]
         order = np.argsort(x)
-        ticks.update(x)
+        ticks.update(int(b) for b in rows.index if b != "auto")  # auto: the star and the rule's line
         xs, means, sds = np.array(x)[order], rows["mean"].to_numpy()[order], rows["std"].fillna(0).to_numpy()[order]
         ax.errorbar(
             xs, means, yerr=sds, marker="o", capsize=3, color=COLOURS.get(amortization), label=f"destVI {amortization}"
