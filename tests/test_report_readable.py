@@ -1,5 +1,6 @@
-"""The proportion maps stay readable on elongated grids (Li et al.'s 3 x 19 columns, a MERFISH strip):
-longer maps, wrapped into bands that each start with the truth, never a line one pixel high."""
+"""The report's figures stay readable: proportion maps of elongated grids (Li et al.'s 3 x 19 columns, a
+MERFISH strip) are longer and wrap into bands that each start with the truth, never a line one pixel
+high; titles wrap to a narrow figure; batch-size labels never run into each other."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import xarray as xr
 from PIL import Image
 
-from toolkit.report import MAP_SHORT_SIDE_IN, MAPS_MAX_WIDTH_IN, _map_bands, proportion_maps
+from toolkit.report import MAP_SHORT_SIDE_IN, MAPS_MAX_WIDTH_IN, _map_bands, _tick_labels, proportion_maps
 
 DPI = 110  # toolkit.report._save
 
@@ -84,3 +85,10 @@ def test_the_title_and_caption_of_a_narrow_figure_stay_inside_it(
     for text in (fig._suptitle, fig._supxlabel):
         box = text.get_window_extent(renderer)
         assert inside.x0 <= box.x0 and box.x1 <= inside.x1, text.get_text()
+
+
+def test_a_batch_label_that_would_touch_its_neighbour_is_left_out_but_its_tick_stays() -> None:
+    """starmap-189's `auto` batch is 18, beside 16: the two labels ran together as "1618"."""
+    assert _tick_labels([4, 8, 12, 16, 18, 32, 48, 64, 128]) == ["4", "8", "12", "16", "", "32", "48", "64", "128"]
+    assert _tick_labels([4, 5, 8, 12, 16, 32]) == ["4", "5", "8", "12", "16", "32"]  # 57 spots: auto is 5
+    assert _tick_labels([189.0]) == ["189"]
