@@ -15,9 +15,10 @@ import xarray as xr
 from tests.conftest import REPO
 
 
-def test_the_readme_findings_table_is_what_findings_py_computes() -> None:
+def _run_script(script: str, *arguments: str) -> None:
+    """A results/study-2022 script as a reader runs it, from the repository root."""
     done = subprocess.run(
-        [sys.executable, str(REPO / "results" / "study-2022" / "findings.py"), "--check"],
+        [sys.executable, str(REPO / "results" / "study-2022" / script), *arguments],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -25,19 +26,15 @@ def test_the_readme_findings_table_is_what_findings_py_computes() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_readme_findings_table_is_what_findings_py_computes() -> None:
+    _run_script("findings.py", "--check")
 
 
 def test_the_overview_figure_is_drawn_from_the_committed_summaries(tmp_path: Path) -> None:
     figure = tmp_path / "overview.png"
-    done = subprocess.run(
-        [sys.executable, str(REPO / "results" / "study-2022" / "overview.py"), "--out", str(figure)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    _run_script("overview.py", "--out", str(figure))
     assert figure.read_bytes().startswith(b"\x89PNG")
 
 

@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from toolkit.layout import write_atomically
+
 HERE = Path(__file__).resolve().parent
 EXCITATORY = ["eL2/3", "eL4", "eL5", "eL6"]
 SYNTHETIC_LAYERS = ["ExcitatoryL2and3", "ExcitatoryL4", "ExcitatoryL5", "ExcitatoryL6"]
@@ -435,7 +437,8 @@ def main() -> None:
     head, rest = readme.split(BEGIN, 1)
     committed, tail = rest.split(END, 1)
     if args.write:
-        (HERE / "README.md").write_text(f"{head}{BEGIN}\n{current}\n{END}{tail}")
+        text_now = f"{head}{BEGIN}\n{current}\n{END}{tail}"
+        write_atomically(HERE / "README.md", lambda tmp: tmp.write_text(text_now))  # never half a README
         print("wrote the findings table into results/study-2022/README.md")
         return
     committed = committed.strip()
