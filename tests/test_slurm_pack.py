@@ -2,8 +2,14 @@
 
 A 4-task sweep with `pack: 2` goes in as an array of 2 elements, each running 2 tasks in 2 worker
 processes on its (fake) GPU. The first element is preempted (submitit's `job._interrupt()`: SIGTERM,
-then USR2) once both of its tasks have saved a training checkpoint: both save at their epoch end,
-the element is requeued as a whole, and both tasks resume from their own checkpoints.
+then USR2) as soon as one of its tasks has saved a training checkpoint: a task training then saves at
+its epoch end, the element is requeued as a whole, and each task resumes from its own checkpoint.
+
+Why not wait until both have saved: the two workers start training seconds apart (more on a busy or
+fresh machine), and the first could finish its 1,000 epochs before the second saved and the signal
+arrived (CI saw it: one attempt, "done"). Preempting at the first save leaves the first task hundreds of
+epochs to go; the second is then training (most often), loading, or not yet started, and each of those
+must end the same way: requeued with the element and done once, from its checkpoint where it had one.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ class Packed:
     tasks: list[Task]
     submission: slurm.Submission
     preempted: list[Task]
+    first_saved: Task
+    """The task of the preempted element whose checkpoint triggered the preemption."""
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +72,14 @@ def packed(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory
         return (layout.task_dir(task.id) / "checkpoint" / checkpoint.FAST_CHECKPOINT_NAME).exists()
 
     deadline = time.monotonic() + 600
-    while not all(saved(task) for task in first):
+    while not any(saved(task) for task in first):
         if any(layout.result(task.id).exists() for task in first) or time.monotonic() > deadline:
             pytest.fail("the packed element finished (or never trained) before it could be preempted")
         time.sleep(0.2)
+    first_saved = next(task for task in first if saved(task))
     submitit.SlurmJob(folder=submission.folder, job_id=submission.elements[first[0].id])._interrupt()
     wait_for(layout, tasks, submission, progress=False)
-    return Packed(layout, tasks, submission, first)
+    return Packed(layout, tasks, submission, first, first_saved)
 
 
 def test_four_tasks_went_in_as_two_elements_of_two(packed: Packed) -> None:
@@ -95,14 +104,17 @@ def test_every_task_is_done_and_ran_in_its_element(packed: Packed) -> None:
         assert result["method_settings"]["batch_size"] == 8
 
 
-def test_both_tasks_of_the_preempted_element_saved_requeued_and_resumed(packed: Packed) -> None:
+def test_the_preempted_element_saved_requeued_and_resumed_its_tasks(packed: Packed) -> None:
+    saver = read_attempts(packed.layout, packed.first_saved.id)
+    assert [attempt["outcome"] for attempt in saver] == ["requeued", "done"], saver
+    assert EVERY <= saver[0]["checkpoint_epoch"] < EPOCHS
     for task in packed.preempted:
         attempts = read_attempts(packed.layout, task.id)
-        assert [attempt["outcome"] for attempt in attempts] == ["requeued", "done"], attempts
-        first, last = attempts
-        assert first["job"] == last["job"] == packed.submission.elements[task.id]  # the same element, requeued
-        assert EVERY <= first["checkpoint_epoch"] < EPOCHS
-        assert last["resumed_from_epoch"] == first["checkpoint_epoch"]
+        # the other task was stopped while training (requeued, then done) or before it began (done once)
+        assert [attempt["outcome"] for attempt in attempts] in (["requeued", "done"], ["done"]), attempts
+        assert {attempt["job"] for attempt in attempts} == {packed.submission.elements[task.id]}  # requeued, same id
+        if len(attempts) == 2:
+            assert attempts[1]["resumed_from_epoch"] == attempts[0]["checkpoint_epoch"]
         assert not packed.layout.error(task.id).exists()
     output = subprocess.run(
         [
