@@ -129,6 +129,23 @@ def test_fast_engine_gives_stock_training_results_bit_for_bit(results: dict, tmp
         assert np.array_equal(np.asarray(fast["proportions"]["values"]), np.asarray(stock["proportions"]["values"]))
 
 
+def test_cell2location_reports_every_epoch_and_the_same_result(results: dict, tmp_path: Path) -> None:
+    """Its fit cannot resume (Pyro's optimiser state), but inside a session it tells each epoch, which
+    `spotsweep status` shows for an hour-long fit; the callback changes nothing of the result."""
+    from toolkit.engines.checkpoint import CheckpointSession, use_session
+
+    (alone,) = by_method(results, "cell2location")
+    config = sweep([METHODS[2]], tmp_path)
+    prepare_dataset(config.datasets[0], OutputLayout(tmp_path))
+    (task,) = expand(config)
+    epochs: list[int] = []
+    with use_session(CheckpointSession(tmp_path / "checkpoint", 0, on_epoch=epochs.append)):
+        assert run_task(task.to_dict(), str(tmp_path), threads=1) == "done"
+    assert epochs == list(range(1, METHODS[2]["max_epochs"] + 1))
+    reported = read_json(OutputLayout(tmp_path).result(task.id))
+    assert np.array_equal(np.asarray(reported["proportions"]["values"]), np.asarray(alone["proportions"]["values"]))
+
+
 def test_engines_agree_bit_for_bit_with_two_threads(tmp_path: Path) -> None:
     """With several CPU threads too (deterministic kernels): reference and destVI, fast against stock."""
     proportions = {}

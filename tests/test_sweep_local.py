@@ -101,3 +101,23 @@ def test_running_again_redoes_nothing(finished: tuple[Path, object]) -> None:
     again = run_sweep(parse_sweep(TINY_SWEEP, "tiny"), out)
     assert again.submitted == 0 and again.skipped == 4
     assert [path.stat().st_mtime_ns for path in results] == before
+
+
+def test_status_names_every_task_in_full_and_lists_only_the_states_asked(finished: tuple[Path, object]) -> None:
+    """A narrow terminal folds a task id rather than cut it; `--state` leaves the others out, not the counts."""
+    from typer.testing import CliRunner
+
+    from toolkit.cli import TaskStateName, app
+    from toolkit.status import ALL_STATES
+
+    assert [name.value for name in TaskStateName] == list(ALL_STATES)
+    out, _ = finished
+    ids = [task.id for task in expand(parse_sweep(TINY_SWEEP, "tiny"))]
+    every = CliRunner().invoke(app, ["status", str(out)], terminal_width=60)
+    assert every.exit_code == 0, every.output
+    first_column = "".join(line.split("│")[1].strip() for line in every.output.splitlines() if line.startswith("│"))
+    assert all(task_id in first_column for task_id in ids) and "…" not in every.output
+    failed_only = CliRunner().invoke(app, ["status", str(out), "--state", "failed"], terminal_width=60)
+    assert failed_only.exit_code == 0, failed_only.output
+    assert not any(task_id[:20] in failed_only.output for task_id in ids)
+    assert "4 done, 0 failed" in failed_only.output

@@ -6,6 +6,7 @@ and exit status 2, never a traceback.
 
 from __future__ import annotations
 
+import enum
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -33,6 +34,10 @@ warnings_console = Console(soft_wrap=True, stderr=True)
 """Notes and warnings go to stderr, apart from the results on stdout."""
 
 OutDir = Annotated[Path, typer.Argument(metavar="OUT", help="A sweep's output folder (the sweep file's 'output').")]
+TaskStateName = enum.Enum(  # type: ignore[misc]  # a functional Enum: one choice per state
+    "TaskStateName", {name: name for name in ("done", "failed", "running", "pending", "started", "missing")}, type=str
+)
+"""The states `spotsweep status --state` lists (toolkit.status.ALL_STATES, which a test keeps equal)."""
 
 
 @app.command()
@@ -261,7 +266,18 @@ def plan(
 
 
 @app.command()
-def status(out: OutDir) -> None:
+def status(
+    out: OutDir,
+    state: Annotated[
+        Optional[list[TaskStateName]],
+        typer.Option(
+            "--state",
+            metavar="STATE",
+            help="List only the tasks in this state; repeat for several (--state running --state failed). "
+            "The counts below the table still cover every task.",
+        ),
+    ] = None,
+) -> None:
     """Show each task's state (done, failed with reason and log, running, pending, ...), counts and SLURM jobs."""
     from toolkit.launch import describe_jobs, sweep_states
     from toolkit.layout import OutputLayout
@@ -269,11 +285,15 @@ def status(out: OutDir) -> None:
 
     states = sweep_states(out)
     layout = OutputLayout(out)
+    shown = {name.value for name in state} if state else None
     table = Table("task", "state", "job", "progress", "reason / log")
-    for state in states:
-        progress = read_progress(layout, state.task.id) if state.state in ("running", "started") else None
+    table.columns[0].overflow = "fold"  # a task id is what a user copies: never cut it to "..."
+    for task in states:
+        if shown is not None and task.state not in shown:
+            continue
+        progress = read_progress(layout, task.task.id) if task.state in ("running", "started") else None
         where = progress.describe() if progress else ""
-        table.add_row(state.task.id, state.state, state.job, where, f"{state.reason}  {state.log}".strip())
+        table.add_row(task.task.id, task.state, task.job, where, f"{task.reason}  {task.log}".strip())
     console.print(table)
     console.print(", ".join(f"{n} {k}" for k, n in count_states(states).items()))
     for line in describe_jobs(out):

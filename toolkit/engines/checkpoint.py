@@ -142,6 +142,20 @@ def train_kwargs(name: str = "last") -> dict[str, Any]:
     return {"callbacks": [EpochCheckpoint(_session, path)], "ckpt_path": str(path) if path.is_file() else None}
 
 
+def progress_kwargs() -> dict[str, Any]:
+    """Extra keyword arguments for a stock `model.train()` that reports its epochs but cannot resume.
+
+    Cell2location's: its Pyro optimiser keeps its state outside Lightning's checkpoint, so a resumed fit
+    would not be the uninterrupted one; it starts over instead, and meanwhile `spotsweep status` shows
+    how far it is. Empty outside a session.
+    """
+    if _session is None:
+        return {}
+    from toolkit.engines.lightning_checkpoint import EpochProgress
+
+    return {"callbacks": [EpochProgress(_session)]}
+
+
 @contextlib.contextmanager
 def fast_engine(name: str = "last") -> Iterator[Checkpointing | None]:
     """The fast engine's `Checkpointing` for the open session, or None outside one.

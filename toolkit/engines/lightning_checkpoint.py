@@ -128,3 +128,14 @@ class EpochCheckpoint(Callback):
         os.replace(tmp, path)
         self._pending_history = None
         self.session.record("saved", completed)
+
+
+class EpochProgress(Callback):
+    """Tell the session each completed epoch (the runner's progress report) of a training that does not
+    checkpoint (`checkpoint.progress_kwargs`)."""
+
+    def __init__(self, session: CheckpointSession):
+        self.session = session
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self.session.record("epoch", int(trainer.current_epoch) + 1)

@@ -105,6 +105,8 @@ def train_reference(reference: ad.AnnData, config: dict[str, Any], model_dir: Pa
 
 def fit(spots: ad.AnnData, reference: ad.AnnData, model_dir: Path | None, task: TaskSpec) -> FitResult:
     """Fit Cell2location on the spots with the saved signatures; proportions = q05 abundances / total."""
+    from toolkit.engines import checkpoint
+
     spatial_model = _import_cell2location().models.Cell2location
     configure_scvi()
     params = task.params
@@ -122,7 +124,12 @@ def fit(spots: ad.AnnData, reference: ad.AnnData, model_dir: Path | None, task: 
     batch_size = None if task.batch_size == 0 else int(task.batch_size)
     start = time.perf_counter()
     model.train(
-        max_epochs=task.max_epochs, batch_size=batch_size, train_size=1, lr=params["lr"], enable_progress_bar=False
+        max_epochs=task.max_epochs,
+        batch_size=batch_size,
+        train_size=1,
+        lr=params["lr"],
+        enable_progress_bar=False,
+        **checkpoint.progress_kwargs(),  # epochs for `spotsweep status`; a cut-off fit starts over
     )
     train_time = time.perf_counter() - start
     st = model.export_posterior(st, sample_kwargs={"num_samples": params["num_samples"], "batch_size": st.n_obs})
