@@ -287,3 +287,13 @@ def test_apptainer_lines_are_quoted_and_comma_paths_refused(tmp_path: Path) -> N
     comma.mkdir()
     with pytest.raises(SpotsweepError, match="comma"):
         job_binds(comma)
+
+
+def test_a_task_stopped_by_sigterm_says_so_and_how_to_rerun_it() -> None:
+    """Lightning's SIGTERMException has no message: error.json's reason would read "SIGTERMException: "."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from toolkit.task import _reason
+
+    assert "SIGTERM" in _reason(SIGTERMException()) and "--retry-failed" in _reason(SIGTERMException())
+    assert _reason(ValueError("bad")) == "ValueError: bad"

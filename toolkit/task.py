@@ -122,7 +122,7 @@ def run_task(task_data: dict[str, Any], out: str, threads: int | None = None) ->
                 "task_id": task.id,
                 "status": "failed",
                 "settings": task.settings,
-                "reason": f"{type(exc).__name__}: {exc}",
+                "reason": _reason(exc),
                 "traceback": traceback.format_exc(),
                 "task_time_s": time.perf_counter() - start,
                 "provenance": provenance.collect(),
@@ -130,3 +130,16 @@ def run_task(task_data: dict[str, Any], out: str, threads: int | None = None) ->
         )
         raise
     return "done"
+
+
+STOPPED_REASON = (
+    "stopped by SIGTERM before it finished (its run, job or machine was shut down); "
+    "`spotsweep run --retry-failed` runs it again"
+)
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for error.json; Lightning's bare SIGTERMException says what happened and what to do."""
+    if type(exc).__name__ == "SIGTERMException":
+        return STOPPED_REASON
+    return f"{type(exc).__name__}: {exc}"
