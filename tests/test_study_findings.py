@@ -193,7 +193,8 @@ def test_f1_names_the_claims_that_hold_and_those_that_do_not() -> None:
     assert f1[3] == (
         "partly: batch 8-16 beat 128 (both) (8-16 0.800-0.800 vs 128 0.600, sd up to 0.005); "
         "not: batch 8-16 beat 128 (latent) (8-16 0.800-0.800 vs 128 0.800, sd up to 0.005); "
-        "both at batch 32 does badly (32 0.800 vs 8-16 0.800-0.800, sd up to 0.005) (by more than the seeds' largest sd)"
+        "both at batch 32 does badly (32 0.800 vs 8-16 0.800-0.800, sd up to 0.005) "
+        "(by more than the seeds' largest sd)"
     )
     assert findings.finding_f1(_starmap(flat, flat))[3].startswith(
         "not reproduced: no claim holds by more than the seeds' largest sd: batch 8-16 beat 128 (both) (8-16 0.800"
