@@ -1,8 +1,9 @@
 """The GPU check script at toy size on the CPU, so that it cannot rot between GPU runs.
 
-Its GPU-only parts (CUDA graphs, torch.compile's reduce-overhead, GPU memory) are absent from a CPU
-run by design; everything else (the four sections, their budgets, the files written after each)
-runs here as it would on the GPU.
+Its GPU-only parts (torch.compile's reduce-overhead, GPU memory) are absent from a CPU run by design;
+CUDA graphs are asked for and refuse the CPU, which runs the path of a mode that fails on the GPU
+(an error row, the mode not tried again). Everything else (the four sections, their budgets, the
+files written after each) runs here as it would on the GPU.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def test_gpu_check_toy_run_on_cpu(tmp_path: Path) -> None:
     measured = [row for row in sections["steps"] if "ms_per_step" in row]
     assert {(row["data"], row["engine"]) for row in measured} >= {("starmap", "scvi"), ("starmap", "fast")}
     assert all(row["ms_per_step"] > 0 for row in measured)
+    graphs = [row for row in sections["steps"] if row["engine"] == "fast-cudagraphs"]  # refuses a CPU
+    assert "CudaGraphsUnavailable" in graphs[0]["error"]
+    assert all(row["skipped"].startswith("failed at starmap batch 8") for row in graphs[1:])
     assert [row["k"] for row in sections["packing"]] == [1, 2]
     eager = [row for row in sections["equivalence"] if row["engine"] == "fast"]
     assert eager and all(row["within_seed_spread"] for row in eager)  # eager replays stock's stream on CPU
