@@ -139,6 +139,11 @@ class Isolated:
             self._pool = None
 
 
+def _log(row: dict[str, Any]) -> None:
+    """Each measurement as it lands, so that a run cut off at its time limit keeps it in its log."""
+    print(f"[gpu_check] {json.dumps(row)}", flush=True)
+
+
 def _describe(error: BaseException) -> str:
     """One line for the report (the whole traceback goes to stderr, which the run's log keeps)."""
     traceback.print_exception(error)
@@ -166,6 +171,7 @@ def _facts(device: str, mode: str) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "mode": mode,
         "elapsed_s": 0.0,
+        "inductor_env": {k: v for k, v in os.environ.items() if k.startswith("TORCHINDUCTOR")},
     }
 
 
@@ -184,10 +190,13 @@ class Prepared:
 
 def prepare(name: str, folder: Path, device: str, sizes: dict[str, int], reference_epochs: int) -> Prepared:
     """Build the problem once and save it, so that packed worker processes load instead of rebuilding."""
+    import anndata
     import torch
 
     from tests.benchmarks import engine_problems as ep
 
+    # pandas 3 (the GPU machine's) makes string columns nullable strings, which anndata writes only on request
+    anndata.settings.allow_write_nullable_strings = True
     problem = ep.load_problem(name, **sizes)
     folder.mkdir(parents=True, exist_ok=True)
     problem.spots.write_h5ad(folder / "spots.h5ad")
@@ -280,6 +289,7 @@ def section_steps(
     limit: int,
     budget: Budget,
     run: Isolated,
+    data: tuple[str, ...] = ("starmap", "merfish-like"),
 ) -> list[dict[str, Any]]:
     """Ordered so the figures that matter most come first: STARmap batch 8, then 27,000 spots at batch 32.
 
@@ -291,6 +301,7 @@ def section_steps(
     plan += [("starmap", b) for b in cfg["starmap_batches"][1:]] + [
         ("merfish-like", b) for b in cfg["merfish_batches"][1:]
     ]
+    plan = [(name, batch) for name, batch in plan if name in data]
     rows: list[dict[str, Any]] = []
     failed: dict[str, str] = {}
     for name, batch in plan:
@@ -322,6 +333,7 @@ def section_steps(
             stock = row if engine == "scvi" else stock
             row["speedup"] = stock["ms_per_step"] / row["ms_per_step"] if stock else None
             rows.append(row)
+            _log(row)
     return rows
 
 
@@ -336,12 +348,15 @@ def _estimate(rows: list[dict[str, Any]], engine: str, limit: int) -> float:
 
 
 def best_fast(rows: list[dict[str, Any]], data: str) -> str:
-    """The fast mode with the lowest ms/step on `data` (summed over its batch sizes)."""
-    totals: dict[str, float] = {}
+    """The fast mode with the lowest ms/step on `data`, summed over the batch sizes every mode measured."""
+    measured: dict[str, dict[int, float]] = {}
     for r in rows:
         if r.get("data") == data and "ms_per_step" in r and r["engine"] != "scvi":
-            totals[r["engine"]] = totals.get(r["engine"], 0.0) + r["ms_per_step"]
-    return min(totals, key=lambda engine: totals[engine]) if totals else "fast"
+            measured.setdefault(r["engine"], {})[r["batch"]] = r["ms_per_step"]
+    if not measured:
+        return "fast"
+    shared = set.intersection(*(set(by_batch) for by_batch in measured.values()))
+    return min(measured, key=lambda engine: sum(measured[engine][b] for b in shared))
 
 
 def section_runtime_table(
@@ -382,6 +397,7 @@ def section_runtime_table(
                 {"batch": batch, "engine": engine, **({"error": row["error"]} if row else {"skipped": "budget"})}
             )
             continue
+        _log(row)
         epoch_s = row["ms_per_step"] * row["steps_per_epoch"] / 1e3
         stock_min = stock[batch]["ms_per_step"] * row["steps_per_epoch"] * 2500 / 6e4 if batch in stock else None
         rows.append(
@@ -456,7 +472,8 @@ def section_packing(
     rows: list[dict[str, Any]] = []
     one = None
     for k in cfg["pack_k"]:
-        estimate = (rows[-1]["round_s"] if rows else 30.0) * 1.3
+        rounds = [r["round_s"] for r in rows if "round_s" in r]
+        estimate = (rounds[-1] if rounds else 30.0) * 1.3
         if not budget.fits(estimate):
             rows.append({"k": k, "skipped": "budget"})
             continue
@@ -626,6 +643,8 @@ EQUIVALENCE_COLUMNS = [
 # ------------------------------------------------------------------------------------------------
 # the command
 
+SECTIONS = ("steps", "runtime_table", "packing", "equivalence")
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -634,6 +653,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--toy", action="store_true", help="toy sizes (the CPU test in CI)")
     parser.add_argument("--limit-batches", type=int, default=40, help="minibatches per timed epoch")
     parser.add_argument("--pack-seconds", type=float, default=6.0, help="measured window of each packing round")
+    parser.add_argument("--engines", help="comma-separated engines to time (default: every one the device has)")
+    parser.add_argument("--data", default="starmap,merfish-like", help="comma-separated problems the steps time")
+    parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated sections to run")
+    parser.add_argument("--budget", action="append", default=[], metavar="SECTION=SECONDS", help="a section's budget")
     args = parser.parse_args(argv)
     os.environ.setdefault("TQDM_DISABLE", "1")
     import torch
@@ -641,10 +664,12 @@ def main(argv: list[str] | None = None) -> None:
     from tests.benchmarks import engine_problems as ep
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    cfg = TOY if args.toy else FULL
+    cfg = {**(TOY if args.toy else FULL)}
+    cfg["budgets_s"] = {**cfg["budgets_s"], **{k: float(v) for k, v in (b.split("=") for b in args.budget)}}
+    sections = args.sections.split(",")
     begun = time.perf_counter()
     report = Report(args.out, _facts(device, "toy" if args.toy else "full"))
-    engines = engines_for(device, args.toy)
+    engines = args.engines.split(",") if args.engines else engines_for(device, args.toy)
     ep.quiet()
     with tempfile.TemporaryDirectory() as tmp:
         sizes = {"n_spatial_cells": cfg["merfish_cells"], "n_reference_cells": cfg["merfish_reference_cells"]}
@@ -661,30 +686,44 @@ def main(argv: list[str] | None = None) -> None:
 
         budgets = cfg["budgets_s"]
         run = Isolated()
-        steps = section_steps(problems, cfg, device, engines, args.limit_batches, Budget(budgets["steps"]), run)
-        save("steps", steps, STEP_COLUMNS)
-        table = section_runtime_table(
-            problems["merfish-like"], steps, cfg, device, args.limit_batches, Budget(budgets["runtime_table"]), run
-        )
-        save("runtime_table", table, TABLE_COLUMNS)
+        steps: list[dict[str, Any]] = []
+        if "steps" in sections:
+            steps = section_steps(
+                problems,
+                cfg,
+                device,
+                engines,
+                args.limit_batches,
+                Budget(budgets["steps"]),
+                run,
+                tuple(args.data.split(",")),
+            )
+            save("steps", steps, STEP_COLUMNS)
+        if "runtime_table" in sections:
+            table = section_runtime_table(
+                problems["merfish-like"], steps, cfg, device, args.limit_batches, Budget(budgets["runtime_table"]), run
+            )
+            save("runtime_table", table, TABLE_COLUMNS)
         run.close()  # the packed fits get the GPU to themselves
-        pack_engine = best_fast(steps, "starmap")
-        try:
-            packing = section_packing(
-                problems["starmap"], pack_engine, 8, cfg, device, args.pack_seconds, Budget(budgets["packing"])
-            )
-        except Exception as error:  # recorded; the equivalence section still runs
-            packing = [{"k": "-", "engine": pack_engine, "batch": 8, "error": _describe(error)}]
-        save("packing", packing, PACK_COLUMNS)
-        try:
-            equivalence = section_equivalence(
-                problems["starmap"], steps, cfg, device, engines, Budget(budgets["equivalence"])
-            )
-        except Exception as error:  # recorded in the report
-            equivalence = [{"batch": "-", "engine": "-", "error": _describe(error)}]
-        save("equivalence", [{k: v for k, v in r.items() if k != "runs"} for r in equivalence], EQUIVALENCE_COLUMNS)
-        report.sections["equivalence_runs"] = [run for r in equivalence for run in r.get("runs", [])]
-        save("equivalence", report.sections["equivalence"], EQUIVALENCE_COLUMNS)
+        if "packing" in sections:
+            pack_engine = best_fast(steps, "starmap")
+            try:
+                packing = section_packing(
+                    problems["starmap"], pack_engine, 8, cfg, device, args.pack_seconds, Budget(budgets["packing"])
+                )
+            except Exception as error:  # recorded; the equivalence section still runs
+                packing = [{"k": "-", "engine": pack_engine, "batch": 8, "error": _describe(error)}]
+            save("packing", packing, PACK_COLUMNS)
+        if "equivalence" in sections:
+            try:
+                equivalence = section_equivalence(
+                    problems["starmap"], steps, cfg, device, engines, Budget(budgets["equivalence"])
+                )
+            except Exception as error:  # recorded in the report
+                equivalence = [{"batch": "-", "engine": "-", "error": _describe(error)}]
+            rows = [{k: v for k, v in r.items() if k != "runs"} for r in equivalence]
+            report.sections["equivalence_runs"] = [fit for r in equivalence for fit in r.get("runs", [])]
+            save("equivalence", rows, EQUIVALENCE_COLUMNS)
     print((args.out / "gpu_check.md").read_text())
 
 

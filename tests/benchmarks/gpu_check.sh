@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check (tests/benchmarks/gpu_check.py), in two steps:
 #   here, once:           bash tests/benchmarks/gpu_check.sh pack       -> .gpu/wheels and .gpu/starmap (ignored by git)
-#   on the GPU machine:   bash tests/benchmarks/gpu_check.sh run OUT    -> OUT/gpu_check.{json,md}, < 8 min
+#   on the GPU machine:   bash tests/benchmarks/gpu_check.sh run OUT [OPTIONS] -> OUT/gpu_check.{json,md}, < 8 min
 # The GPU machine has Python 3.12 with its own torch, lightning, jax, numpyro, h5py, xarray, ... but no
 # package registry and no ../shared: `pack` downloads the wheels it lacks (what gpu_check imports beyond
 # that machine's packages, versions as in this project's venv) and copies the STARmap files; pass .gpu
@@ -30,7 +30,7 @@ case "${1:-}" in
     if [ -d .gpu/wheels ]; then python3 -m pip install --quiet --no-index --no-deps .gpu/wheels/*.whl; fi
     if [ -d .gpu/starmap ]; then export SPOTSWEEP_STARMAP="${SPOTSWEEP_STARMAP:-$PWD/.gpu/starmap}"; fi
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-    exec python3 -m tests.benchmarks.gpu_check --device cuda --out "$out"
+    exec python3 -m tests.benchmarks.gpu_check --device cuda --out "$out" "${@:3}"  # more options: --help
     ;;
   *)
     echo "usage: bash tests/benchmarks/gpu_check.sh pack | run OUT_FOLDER" >&2
