@@ -20,6 +20,7 @@ pytest.importorskip("scvi")
 
 from tests.test_fast_engine import LR, _destvi, _params  # noqa: E402
 from toolkit.engines import graphs, train_destvi_fast  # noqa: E402
+from toolkit.engines.fast import CUDA_COMPILE, compile_for_device  # noqa: E402
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none here: CPU-only build)")
 compiles = pytest.mark.skipif(
@@ -118,3 +119,13 @@ def test_cuda_graphs_train_on_cuda(tiny: dict) -> None:
     eager = results[False][0][1].history["elbo_train"].to_numpy()
     assert np.isfinite(graphed).all()
     assert abs(graphed[-1] - eager[-1]) < 0.1 * abs(eager[0] - eager[-1])  # same optimisation, other rounding
+
+
+def test_compile_true_runs_as_reduce_overhead_on_cuda() -> None:
+    """The H200 check's finding (results/engine.md): on CUDA `compile: true` runs as torch.compile's
+    reduce-overhead mode, which ran there where the default mode failed; every other value runs as asked."""
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")  # a device object needs no GPU
+    assert compile_for_device(True, cuda) == CUDA_COMPILE == "reduce-overhead"
+    assert compile_for_device(True, cpu) is True
+    assert compile_for_device(False, cuda) is False
+    assert compile_for_device("cudagraphs", cuda) == "cudagraphs"

@@ -59,9 +59,11 @@ class DestVIGrid(MethodGrid):
     compile: bool | Literal["cudagraphs", "reduce-overhead"] = False
     """With engine `fast`: `true` torch.compiles the step. Faster for long runs at small batches after a
     one-off compilation (10 s to 2 min per task), and equal to stock statistically rather than bit for bit.
-    On a GPU, `cudagraphs` also captures the whole step (forward, backward, Adam) as one CUDA graph
-    (toolkit/engines/graphs.py) and `reduce-overhead` is torch.compile's own CUDA-graph mode; a task
-    asking for `cudagraphs` without a GPU stops before training with a sentence saying so."""
+    On a GPU, `true` runs as `reduce-overhead`, torch.compile's own CUDA-graph mode (the task's settings
+    record both): the fastest mode on an H200, where the default mode failed (results/engine.md).
+    `cudagraphs` captures the whole step (forward, backward, Adam) as one CUDA graph
+    (toolkit/engines/graphs.py); it failed on that H200 as the default mode did. A task asking for
+    `cudagraphs` without a GPU stops before training with a sentence saying so."""
     reference: CondSCVIConfig = CondSCVIConfig()
 
     @model_validator(mode="after")
