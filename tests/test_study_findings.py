@@ -4,6 +4,7 @@ output is exactly the table in results/study-2022/README.md."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -152,8 +153,9 @@ def test_large_batches_that_hold_with_fewer_steps_do_not_reproduce_f3() -> None:
     assert findings.finding_f4("merfish-scaled", summary)[3].startswith("partly: 512 recovers, 1,024 recovers too")
 
 
-def test_f5_compares_the_fall_of_training_time_with_the_studys_and_the_rule_reads_batch_128() -> None:
+def test_f5_compares_the_fall_of_training_time_with_the_studys_and_the_rule_reads_batch_128(tmp_path: Path) -> None:
     findings = _findings()
+    findings.GPU_CHECKS = tmp_path  # no GPU check: the CPU run's verdict alone
     summary = _summary(_arms(HOLDS_THEN_DROPS | {128: 0.82}, STABLE_LATENT, LONG_ARMS_AS_THE_STUDY))
     f5 = findings.finding_f5("merfish-scaled", summary)
     assert "merfish-scaled on cpu, 1,000 epochs" in f5[2] and "Cell2location 50.0" in f5[2]
@@ -163,14 +165,35 @@ def test_f5_compares_the_fall_of_training_time_with_the_studys_and_the_rule_read
     assert "merfish-scaled both: rule (batch 128) 0.820" in rule[2] and rule[3].startswith("holds where run")
 
 
-def test_a_running_merfish_sweep_gets_no_verdict_yet() -> None:
+def test_a_running_merfish_sweep_gets_no_verdict_yet(tmp_path: Path) -> None:
     findings = _findings()
+    findings.GPU_CHECKS = tmp_path
     summary = _summary(_arms({32: 0.8, 1024: 0.6}, {}, {}))
     status = summary["status"].values
     status[0, 1, 0, 0, 0, 0, 0] = "started"
     summary["status"] = (summary["status"].dims, status)
     for finding in (findings.finding_f3, findings.finding_f4, findings.finding_f5):
         assert finding("merfish-scaled", summary)[3] == "no verdict yet"
+
+
+def _gpu_check(folder: Path, engine: str, minutes: dict[int, float]) -> None:
+    rows = [{"batch": b, "engine": engine, "minutes_2500_epochs": m} for b, m in minutes.items()]
+    check = {"device_name": "NVIDIA H200", "sections": {"runtime_table": [*rows, {"batch": 2048, "skipped": "budget"}]}}
+    (folder / f"{engine}.json").write_text(json.dumps(check))
+
+
+def test_f5_reads_the_committed_gpu_check_and_judges_it_where_it_spans_batch_32_to_1024(tmp_path: Path) -> None:
+    findings = _findings()
+    findings.GPU_CHECKS = tmp_path
+    _gpu_check(tmp_path, "fast", {32: 296.0, 128: 63.0, 1024: 8.0})
+    _gpu_check(tmp_path, "fast-reduce-overhead", {32: 74.0, 128: 15.0})  # too short a span to judge
+    row = findings.finding_f5("merfish-scaled", None)
+    assert "NVIDIA H200, 26,984 merfish-like spots" in row[2] and "fast: 32 296, 128 63, 1024 8" in row[2]
+    assert "not run yet" in row[2]  # the CPU run is still said to be missing
+    verdict = "reproduced on the NVIDIA H200 (fast, batch 32 / 1,024: 37x; the study 21x)"
+    assert row[3] == f"{verdict}; the merfish-scaled run: no verdict"
+    _gpu_check(tmp_path, "fast", {32: 20.0, 128: 19.0, 1024: 18.0})  # nearly flat: not the study's fall
+    assert findings.finding_f5("merfish-scaled", None)[3].startswith("not reproduced on the NVIDIA H200")
 
 
 def _starmap(both: dict[int, float], latent: dict[int, float]) -> xr.Dataset:

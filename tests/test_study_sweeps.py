@@ -86,7 +86,9 @@ def test_estimates_follow_the_measured_table() -> None:
     assert ms_per_step("cpu", "fast", 8) == pytest.approx(6.80)
     assert ms_per_step("cpu", "fast", 8) < ms_per_step("cpu", "fast", 16) < ms_per_step("cpu", "fast", 32)
     assert ms_per_step("cpu", "fast", 1024) > ms_per_step("cpu", "fast", 128)
-    assert ms_per_step("gpu", "fast", 8) is None  # not measured: left blank, never guessed
+    assert ms_per_step("gpu", "fast", 8) == pytest.approx(7.59)  # one H200 (results/gpu-h200/)
+    assert ms_per_step("gpu", "fast+compile", 32) < ms_per_step("gpu", "fast", 32) < ms_per_step("gpu", "scvi", 32)
+    assert ms_per_step("tpu", "fast", 8) is None  # not measured: left blank, never guessed
 
 
 # --- subsets ---------------------------------------------------------------------------------------

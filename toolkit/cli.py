@@ -231,14 +231,18 @@ def plan(
 ) -> None:
     """A dry run: the tasks, their spots, steps and estimated hours, and what is done already. Writes nothing."""
     from toolkit.launch import check_size, load_sweep
-    from toolkit.plan import SOURCES, plan_sweep
+    from toolkit.plan import SOURCES, PlannedTask, plan_sweep
 
     config = load_sweep(sweep)
     check_size(config)
     result = plan_sweep(config, out)
-    table = Table("task", "spots", "batch", "epochs", "steps", "trains as", "CPU h", "state")
+    table = Table("task", "spots", "batch", "epochs", "steps", "trains as", "CPU h", "GPU h", "state")
+
+    def shown(planned: PlannedTask, device: str) -> str:
+        hours = planned.hours(device)
+        return "-" if not planned.steps else ("not measured" if hours is None else f"{hours:.2f}")
+
     for planned in result.tasks:
-        hours = planned.hours("cpu")
         table.add_row(
             planned.task.id,
             str(planned.n_spots),
@@ -246,7 +250,8 @@ def plan(
             str(planned.task.max_epochs),
             f"{planned.steps:,}",
             planned.mode,
-            "-" if not planned.steps else ("not measured" if hours is None else f"{hours:.2f}"),
+            shown(planned, "cpu"),
+            shown(planned, "gpu"),
             planned.state,
         )
     console.print(table)
@@ -255,14 +260,15 @@ def plan(
     done = sum(planned.state == "done" for planned in result.tasks)
     steps = sum(planned.steps for planned in result.tasks if planned.state != "done")
     cpu, unmeasured = result.total_hours("cpu")
+    gpu, _ = result.total_hours("gpu")
     spots = ", ".join(f"{name} {n:,}" for name, n in result.spots.items())
     console.print(
         f"{config.name}: {len(result.tasks)} tasks ({done} done), spots {spots}; to run: {steps:,} optimizer steps, "
         f"about {cpu:.1f} CPU hours"
         + (f" plus {unmeasured} tasks without a measured figure" if unmeasured else "")
-        + f"; GPU hours: {SOURCES['gpu'].split(': ')[0]}.",
+        + f"; about {gpu:.1f} GPU hours on one GPU, one task at a time.",
     )
-    console.print(f"CPU figures: {SOURCES['cpu']}.")
+    console.print(f"CPU figures: {SOURCES['cpu']}. GPU figures: {SOURCES['gpu']}.")
 
 
 @app.command()

@@ -30,15 +30,22 @@ MS_PER_STEP: dict[str, dict[str, dict[int, float]]] = {
         "fast": {8: 6.80, 32: 10.86, 128: 29.40},
         "fast+compile": {8: 3.18, 32: 8.00, 128: 19.26},
     },
-    "gpu": {},
+    "gpu": {
+        "scvi": {8: 14.30, 32: 18.69},
+        "fast": {8: 7.59, 32: 8.41, 48: 7.63, 64: 7.46, 128: 7.22, 256: 7.00, 512: 7.46, 1024: 7.14},
+        "fast+compile": {8: 1.88, 32: 2.09, 48: 1.80, 64: 1.98, 128: 1.65},
+    },
 }
 """destVI milliseconds per optimizer step by engine and batch size. CPU: this project's 2-core machine
 (2 threads), real STARmap (189 spots x 1,019 genes), idle, 2026-11-25 (results/engine.md,
-`python -m tests.benchmarks.bench_engine --threads 2`). GPU: not measured yet (tests/benchmarks, issue
-"On the GPU"). Between and beyond the measured batch sizes: a power law through the nearest two."""
+`python -m tests.benchmarks.bench_engine --threads 2`). GPU: one H200, torch 2.11, 2026-11-30
+(results/gpu-h200/, `tests/benchmarks/gpu_check.py`): batch 8 on real STARmap, the others on 27,000
+merfish-like spots; `fast+compile` is `reduce-overhead`, what `compile: true` runs as on CUDA. On a GPU a
+step is overhead, nearly flat in the batch size. Between and beyond the measured batch sizes: a power
+law through the nearest two."""
 SOURCES = {
     "cpu": "destVI ms/step measured on 2 CPU threads, real STARmap 1,019 genes (results/engine.md, 2026-11-25)",
-    "gpu": "no GPU figures measured yet: GPU hours left blank",
+    "gpu": "destVI ms/step measured on one H200, torch 2.11 (results/gpu-h200/, 2026-11-30)",
 }
 
 

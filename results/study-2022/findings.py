@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import math
 import sys
 from pathlib import Path
@@ -35,6 +36,8 @@ MERFISH = ("merfish", "merfish-scaled")
 STUDY_SPOTS = 27_395
 STUDY_MINUTES = {32: 211, 48: 104, 64: 86, 128: 36, 256: 21, 512: 11, 1024: 10}
 """The study's destVI training times on one RTX 3090 (27,395 spots, 2,500 epochs); Cell2location 123 min."""
+GPU_CHECKS = HERE.parent / "gpu-h200"
+"""The H200 check's runs (tests/benchmarks/gpu_check.py): per-step times at the study's size, for F5."""
 BEGIN, END = "<!-- findings: begin (findings.py) -->", "<!-- findings: end -->"
 
 
@@ -380,11 +383,49 @@ def finding_f4(name: str, summary: xr.Dataset | None) -> list[str]:
     return ["F4", says, "; ".join(parts), verdict]
 
 
+def gpu_minutes() -> tuple[str, dict[str, pd.Series]]:
+    """(the GPU's name, per engine the 2,500-epoch minutes by batch) from the committed GPU checks."""
+    device, series = "", {}
+    for path in sorted(GPU_CHECKS.glob("*.json")):
+        check = json.loads(path.read_text())
+        device = check["device_name"]
+        for row in check["sections"].get("runtime_table", []):
+            if "minutes_2500_epochs" in row:
+                series.setdefault(row["engine"], {})[int(row["batch"])] = row["minutes_2500_epochs"]
+    return device, {engine: pd.Series(by_batch).sort_index() for engine, by_batch in series.items()}
+
+
+def gpu_f5() -> tuple[str, str] | None:
+    """F5's GPU part: what it measured and its verdict, or None without a committed check."""
+    device, series = gpu_minutes()
+    if not series:
+        return None
+    study_ratio = STUDY_MINUTES[32] / STUDY_MINUTES[1024]
+    parts, verdicts = [], []
+    for engine, minutes in series.items():
+        first, last = int(minutes.index[0]), int(minutes.index[-1])
+        ratio = minutes[first] / minutes[last]
+        parts.append(f"{engine}: " + ", ".join(f"{b} {m:.0f}" for b, m in minutes.items()))
+        if last == 1024 and first == 32:
+            falls = bool((np.diff(minutes.to_numpy()) <= 0).all())
+            verdicts.append(
+                f"{'reproduced' if falls and ratio >= study_ratio / 2 else 'not reproduced'} on the "
+                f"{device} ({engine}, batch 32 / 1,024: {ratio:.0f}x; the study {study_ratio:.0f}x)"
+            )
+    measured = (
+        f"{device}, 26,984 merfish-like spots, minutes for 2,500 epochs extrapolated from timing epochs "
+        f"(results/gpu-h200), by batch: " + "; ".join(parts)
+    )
+    return measured, "; ".join(verdicts) or "no verdict: no engine timed from batch 32 to 1,024"
+
+
 def finding_f5(name: str, summary: xr.Dataset | None) -> list[str]:
     study = ", ".join(f"{b} {STUDY_MINUTES[b]}" for b in (32, 128, 1024))
     says = f"training time falls steeply with batch size (RTX 3090, minutes: batch {study}; Cell2location 123)"
-    if (row := unfinished("F5", says, name, summary)) is not None:
-        return row
+    row = unfinished("F5", says, name, summary)
+    gpu = gpu_f5()
+    if row is not None:
+        return row if gpu is None else ["F5", says, f"{gpu[0]}; {row[2]}", f"{gpu[1]}; the {name} run: {row[3]}"]
     epochs = base_epochs(summary)
     seconds = summary["train_time_s"].sel(
         {"method": "destvi", "variant": "2022", "amortization": "both", "max_epochs": epochs}
@@ -411,6 +452,9 @@ def finding_f5(name: str, summary: xr.Dataset | None) -> list[str]:
             verdict += " (on a CPU a step's arithmetic grows with the batch; a GPU's barely does)"
     else:
         verdict = f"not reproduced: batch {first} takes {ratio:.1f}x batch {last}'s time"
+    if gpu is not None:
+        parts.append(gpu[0])
+        verdict = f"{verdict} ({name}); {gpu[1]}"
     return ["F5", says, "; ".join(parts), verdict]
 
 
