@@ -129,3 +129,12 @@ def test_compile_true_runs_as_reduce_overhead_on_cuda() -> None:
     assert compile_for_device(True, cpu) is True
     assert compile_for_device(False, cuda) is False
     assert compile_for_device("cudagraphs", cuda) == "cudagraphs"
+
+
+def test_the_graph_step_makes_tensors_without_a_device_on_the_batch_device() -> None:
+    """scvi-tools' CPU `torch.arange` inside destVI's step is born on the GPU in the CUDA-graph mode
+    (the H200 check's failure, results/engine.md); `meta` stands in for a GPU here."""
+    from toolkit.engines.step import _born_on
+
+    with _born_on(torch.device("meta")):
+        assert torch.arange(0, 3).device.type == "meta"

@@ -275,7 +275,9 @@ def timed_fit(
 
 def engines_for(device: str, toy: bool) -> list[str]:
     if device.startswith("cuda"):
-        return ["scvi", "fast", "fast-cudagraphs", "fast-compiled", "fast-reduce-overhead"]
+        # Modes that ran on the H200 first, so that a failing one cannot eat their budget; `fast-compiled`
+        # (compile: true) runs as reduce-overhead on CUDA since that check, so it is not timed twice.
+        return ["scvi", "fast", "fast-reduce-overhead", "fast-cudagraphs"]
     # The CUDA-graph mode refuses a CPU by design: the toy run keeps it so that CI runs the path of a
     # mode that fails (an error row, the mode not tried again, the rest measured).
     return ["scvi", "fast", "fast-cudagraphs"] if toy else ["scvi", "fast", "fast-compiled"]

@@ -136,11 +136,23 @@ def make_step(
         loss_and_row = torch.compile(loss_and_row, dynamic=False, mode=str(compile))
 
     def step(index: torch.Tensor) -> torch.Tensor:
-        batch = {key: value.index_select(0, index) for key, value in data.items()}
-        loss, row = loss_and_row(batch, loss_kwargs)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        with _born_on(index.device) if compile == CUDA_GRAPHS else contextlib.nullcontext():
+            batch = {key: value.index_select(0, index) for key, value in data.items()}
+            loss, row = loss_and_row(batch, loss_kwargs)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
         return row
 
     return step
+
+
+def _born_on(device: torch.device) -> contextlib.AbstractContextManager:
+    """Tensors made without a device inside the step are made on `device`.
+
+    scvi-tools' MRDeconv builds its label enumeration with `torch.arange(0, n_labels)` on the CPU and
+    moves it to the GPU every step. On one H200 (torch 2.11, results/engine.md) the compiled step then
+    failed in an inductor kernel handed that CPU buffer. Made on the GPU, the move is a no-op. For the
+    CUDA-graph mode only, which failed there anyway; not yet run on a GPU.
+    """
+    return torch.device(device)
