@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -44,3 +46,20 @@ def test_gpu_check_toy_run_on_cpu(tmp_path: Path) -> None:
     markdown = (out / "gpu_check.md").read_text()
     for title in ("## steps", "## runtime_table", "## packing", "## equivalence", "study RTX 3090"):
         assert title in markdown
+
+
+def test_a_narrower_run_is_refused_in_one_sentence_when_it_names_what_does_not_exist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A GPU lease is minutes: a typo in the options must stop the run before anything is built."""
+    from tests.benchmarks import gpu_check
+
+    for options, said in (
+        (["--budget", "step=150"], "--budget 'step=150': give SECTION=SECONDS"),
+        (["--engines", "fast,fast-turbo"], "--engines: unknown fast-turbo; choose from scvi, fast,"),
+        (["--sections", "steps,packs"], "--sections: unknown packs"),
+    ):
+        with pytest.raises(SystemExit) as stopped:
+            gpu_check.main(["--out", str(tmp_path), *options])
+        assert stopped.value.code == 2 and said in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing written

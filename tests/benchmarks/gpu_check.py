@@ -650,6 +650,19 @@ EQUIVALENCE_COLUMNS = [
 SECTIONS = ("steps", "runtime_table", "packing", "equivalence")
 
 
+def _budget(text: str) -> tuple[str, float]:
+    """`--budget steps=150` -> ("steps", 150.0), refused in one sentence otherwise."""
+    name, _, seconds = text.partition("=")
+    try:
+        if name not in SECTIONS:
+            raise ValueError
+        return name, float(seconds)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--budget {text!r}: give SECTION=SECONDS with SECTION one of {', '.join(SECTIONS)}, e.g. steps=150"
+        ) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder for gpu_check.json and gpu_check.md")
@@ -660,7 +673,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engines", help="comma-separated engines to time (default: every one the device has)")
     parser.add_argument("--data", default="starmap,merfish-like", help="comma-separated problems the steps time")
     parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated sections to run")
-    parser.add_argument("--budget", action="append", default=[], metavar="SECTION=SECONDS", help="a section's budget")
+    parser.add_argument(
+        "--budget", action="append", default=[], type=_budget, metavar="SECTION=SECONDS", help="a section's budget"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("TQDM_DISABLE", "1")
     import torch
@@ -669,8 +684,16 @@ def main(argv: list[str] | None = None) -> None:
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     cfg = {**(TOY if args.toy else FULL)}
-    cfg["budgets_s"] = {**cfg["budgets_s"], **{k: float(v) for k, v in (b.split("=") for b in args.budget)}}
+    cfg["budgets_s"] = {**cfg["budgets_s"], **dict(args.budget)}
     sections = args.sections.split(",")
+    known_engines = ["scvi", *ep.FAST_ENGINES]
+    for option, given, known in (
+        ("--sections", sections, SECTIONS),
+        ("--engines", args.engines.split(",") if args.engines else [], known_engines),
+        ("--data", args.data.split(","), ("starmap", "merfish-like")),
+    ):
+        if unknown := [name for name in given if name not in known]:
+            parser.error(f"{option}: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
     begun = time.perf_counter()
     report = Report(args.out, _facts(device, "toy" if args.toy else "full"))
     engines = args.engines.split(",") if args.engines else engines_for(device, args.toy)
