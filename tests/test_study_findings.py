@@ -163,6 +163,8 @@ def test_f5_compares_the_fall_of_training_time_with_the_studys_and_the_rule_read
     assert f5[3].startswith("partly: falls") and "on a CPU" in f5[3]  # 85,000 steps vs 3,000 at a growing cost
     rule = findings.finding_rule({"merfish-scaled": summary})
     assert "merfish-scaled both: rule (batch 128) 0.820" in rule[2] and rule[3].startswith("holds where run")
+    below = findings.finding_rule({"merfish-scaled": _summary(_arms(HOLDS_THEN_DROPS | {128: 0.74}, {}, {}))})
+    assert below[3].endswith("more than one sd below the best batch in merfish-scaled both (by 0.060)")
 
 
 def test_a_running_merfish_sweep_gets_no_verdict_yet(tmp_path: Path) -> None:

@@ -230,7 +230,7 @@ def finding_rule(summaries: dict[str, xr.Dataset | None]) -> list[str]:
             if (amortization, rule) in table.index:
                 chosen = table.loc[(amortization, rule)]
                 checks.append(bool(mean - chosen["mean"] <= max(chosen["std"], 1e-12)))
-                names.append(f"{name} {amortization}")
+                names.append(f"{name} {amortization} (by {mean - chosen['mean']:.3f})")
             parts.append(
                 f"{name} {amortization}: rule (batch {rule}) {text(table, (amortization, rule))} "
                 f"vs best (batch {best}) {mean:.3f}"
