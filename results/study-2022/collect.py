@@ -6,7 +6,8 @@ For each experiment folder (the output of `spotsweep run sweeps/<experiment>.yam
 task (done or not), then keep what the findings and figures need: every metric per cell type, runtimes,
 statuses, the true proportions and the predicted proportions of the first seed (the one the maps show);
 the per-spot metric arrays and the other seeds' proportions are dropped and the file is compressed, so
-the repository stays light. Then `spotsweep report` draws the figures from that file alone.
+the repository stays light. Then `spotsweep report` draws the figures from that file alone, and the
+sweep file (sweeps/<experiment>.yaml, run from the repository root) is copied beside them as sweep.yaml.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ def collect(folder: Path) -> None:
     }
     write_atomically(layout.summary, lambda tmp: summary.to_netcdf(tmp, engine="h5netcdf", encoding=encoding))
     shutil.rmtree(layout.summary.with_suffix(".zarr"), ignore_errors=True)  # the full copy: not committed
+    sweep_file = Path("sweeps") / f"{folder.name}.yaml"
+    if sweep_file.exists():  # the sweep file beside its results, as committed
+        shutil.copyfile(sweep_file, folder / "sweep.yaml")
     write_report(folder)
     print(f"{folder}: {layout.summary.stat().st_size / 2**20:.1f} MiB summary, report in {layout.report}")
 
