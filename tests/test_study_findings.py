@@ -14,6 +14,8 @@ import numpy as np
 import xarray as xr
 
 from tests.conftest import REPO
+from toolkit.config import parse_sweep
+from toolkit.launch import run_sweep
 
 
 def _run_script(script: str, *arguments: str) -> None:
@@ -37,6 +39,24 @@ def test_the_overview_figure_is_drawn_from_the_committed_summaries(tmp_path: Pat
     figure = tmp_path / "overview.png"
     _run_script("overview.py", "--out", str(figure))
     assert figure.read_bytes().startswith(b"\x89PNG")
+
+
+def test_collect_keeps_what_is_committed_slim_and_the_sweep_file_beside_it(
+    tmp_path: Path, tiny_sweep_data: dict
+) -> None:
+    """collect.py on a real (tiny) run: no per-spot metrics, the first seed's proportions only, the report,
+    and the experiment's sweep file copied from sweeps/ (the folder is named as the experiment)."""
+    folder = tmp_path / "starmap-like"
+    tiny_sweep_data["methods"][0] |= {"amortization": "latent", "batch_size": 64, "seed": [0, 1]}
+    tiny_sweep_data["output"] = str(folder)
+    assert run_sweep(parse_sweep(tiny_sweep_data, "tiny"), report=False).states["done"] == 2
+    _run_script("collect.py", str(folder))
+    summary = xr.open_dataset(folder / "summary.nc")
+    assert not [name for name in summary.data_vars if str(name).endswith("_spot")]
+    proportion = summary["proportion"].sel({"method": "destvi"})
+    assert proportion.sel(seed=0).notnull().any() and proportion.sel(seed=1).isnull().all()
+    assert (folder / "report" / "index.md").exists() and not (folder / "summary.zarr").exists()
+    assert (folder / "sweep.yaml").read_bytes() == (REPO / "sweeps" / "starmap-like.yaml").read_bytes()
 
 
 # --- the MERFISH verdicts, on summaries made to the shape aggregate writes ---------------------------
