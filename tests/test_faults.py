@@ -297,3 +297,18 @@ def test_a_task_stopped_by_sigterm_says_so_and_how_to_rerun_it() -> None:
 
     assert "SIGTERM" in _reason(SIGTERMException()) and "--retry-failed" in _reason(SIGTERMException())
     assert _reason(ValueError("bad")) == "ValueError: bad"
+
+
+def test_an_interrupted_task_is_told_from_a_failed_one() -> None:
+    """Ctrl-C reaches a task as KeyboardInterrupt, or as the SystemExit Lightning raises after shutting down
+    on one: either is a stop (resumable as it is), not a failure."""
+    from toolkit.task import interrupted
+
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise SystemExit(1) from None
+    except SystemExit as lightning_exit:
+        assert interrupted(lightning_exit)
+    assert interrupted(KeyboardInterrupt()) and not interrupted(SystemExit(1)) and not interrupted(ValueError())

@@ -80,3 +80,45 @@ def test_a_killed_local_sweep_resumes_its_task_from_the_checkpoint(tmp_path: Pat
     uninterrupted = read_json(OutputLayout(tmp_path / "whole").result(task.id))
     assert resumed["proportions"] == uninterrupted["proportions"]  # bit for bit on CPU
     assert resumed["n_steps"] == uninterrupted["n_steps"]
+
+
+def test_a_local_run_stopped_by_sigterm_stops_its_task_which_resumes_unfailed(tmp_path: Path) -> None:
+    """`kill` of the launcher (SIGTERM) stops its task process too, as Ctrl-C does: no orphan trains on, no
+    failure is recorded, and a plain rerun (no --retry-failed) resumes the task from its checkpoint."""
+    data = _one_task_sweep(tmp_path / "out")
+    (task,) = expand(parse_sweep(data, "t"))
+    layout = OutputLayout(tmp_path / "out")
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump(data))
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "toolkit", "run", str(sweep_file)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as from a terminal, not from `&`
+    )
+    checkpoint = layout.task_dir(task.id) / "checkpoint" / "last.pt"
+    deadline = time.monotonic() + 3600  # a guard against a hang, not a timing: a loaded CI machine is slow
+    try:
+        while not checkpoint.exists():
+            assert launcher.poll() is None, "the run ended before its task saved a checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within an hour"
+            time.sleep(0.2)
+        launcher.send_signal(signal.SIGTERM)
+        _, stderr = launcher.communicate(timeout=600)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    assert launcher.returncode != 0
+    assert "stopped (Ctrl-C or SIGTERM) with 1 task(s) running: they were stopped too" in stderr, stderr
+    while is_running(layout, task.id):  # the lock goes with the process; on a loaded machine a moment later
+        assert time.monotonic() < deadline, "the task process trains on after its launcher was stopped"
+        time.sleep(0.2)
+    assert task_state(layout, task).state == "started" and not layout.error(task.id).exists()
+    assert [attempt["outcome"] for attempt in read_attempts(layout, task.id)] in ([], ["interrupted"])
+
+    summary = run_sweep(parse_sweep(data, "t"), report=False)
+    assert summary.submitted == 1 and summary.states["done"] == 1
+    assert read_attempts(layout, task.id)[-1]["resumed_from_epoch"] >= 10

@@ -116,6 +116,8 @@ def run_task(task_data: dict[str, Any], out: str, threads: int | None = None) ->
             },
         )
     except BaseException as exc:
+        if interrupted(exc):
+            raise  # stopped, not failed: no error.json, so a plain rerun resumes it from its checkpoint
         write_json(
             layout.error(task.id),
             {
@@ -136,6 +138,17 @@ STOPPED_REASON = (
     "stopped by SIGTERM before it finished (its run, job or machine was shut down); "
     "`spotsweep run --retry-failed` runs it again"
 )
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Ctrl-C, or the SIGINT a cancelled local job gets: a KeyboardInterrupt, or the SystemExit Lightning
+    raises after shutting down on one (the interrupt is then its context)."""
+    link: BaseException | None = exc
+    while link is not None:
+        if isinstance(link, KeyboardInterrupt):
+            return True
+        link = link.__cause__ or link.__context__
+    return False
 
 
 def _reason(exc: BaseException) -> str:

@@ -104,7 +104,7 @@ def _run_with_checkpoints(
     grace_s: float,
     requeueing: Callable[[], bool],
 ) -> str:
-    from toolkit.task import run_task
+    from toolkit.task import interrupted, run_task
 
     attempt: dict[str, Any] = {"job": _job_id(), "start": time.time()}
     directory = layout.task_dir(task.id) / "checkpoint"
@@ -121,15 +121,18 @@ def _run_with_checkpoints(
                 for _ in range(SIGTERM_WAIT_S):
                     time.sleep(1)
                 raise
-        except SystemExit:
+        except SystemExit as exc:
             if requeueing():
                 layout.error(task.id).unlink(missing_ok=True)  # run_task recorded the exit as a failure
                 _log_attempt(layout, task.id, {**attempt, **_outcome(session, "requeued")})
+            elif interrupted(exc):  # Lightning's exit after a Ctrl-C or a cancelled local job
+                _log_attempt(layout, task.id, {**attempt, **_outcome(session, "interrupted")})
             raise
         except BaseException as exc:
             if _time_limits_spent(exc):
                 _explain_time_limit(layout, task.id)
-            _log_attempt(layout, task.id, {**attempt, **_outcome(session, "failed")})
+            outcome = "interrupted" if interrupted(exc) else "failed"
+            _log_attempt(layout, task.id, {**attempt, **_outcome(session, outcome)})
             raise
     if outcome == "done":
         _log_attempt(layout, task.id, {**attempt, **_outcome(session, "done")})

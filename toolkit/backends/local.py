@@ -5,14 +5,18 @@ At most `max_parallel` tasks run at once so that a laptop is not oversubscribed;
 of the cores as torch threads. Tasks run the same checkpointed body as SLURM's (backends.checkpointed):
 they save their training every `checkpoint_every_epochs`, so a sweep stopped half way and run again
 resumes each task where it was. The prepare job's stage and each running task's epoch are shown as
-they go. Optionally every job runs inside an Apptainer image.
+they go. Optionally every job runs inside an Apptainer image. Stopped by Ctrl-C or SIGTERM, a run stops
+its task processes too (never leaving them training as orphans) and says how to resume them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,8 @@ from toolkit.status import TaskState, count_states, read_progress, read_stage, t
 from toolkit.sweep import Task
 
 POLL_S = 0.5
+STOP_WAIT_S = 30.0
+"""How long a stopped run waits for its cancelled task processes to exit (they checkpoint and go at once)."""
 
 
 def check(executor: ExecutorConfig) -> None:
@@ -88,10 +94,64 @@ def _epoch_text(layout: OutputLayout, task: Task) -> str:
     return "starting" if progress is None else progress.describe()
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """`kill` of a local run stops it as Ctrl-C does; by default SIGTERM would end this process alone and
+    leave its task processes training on as orphans (submitit's jobs ignore SIGTERM)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop(jobs: list[submitit.Job]) -> bool:
+    """Cancel the jobs still running (SIGINT: a task stops without recording a failure, keeping its last
+    checkpoint) and wait for them to exit. False where they cannot be stopped: a run started in the
+    background of a script (`&`) ignores SIGINT, and so do the processes it starts."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        return False
+    running = [job for job in jobs if not job.done()]
+    for job in running:
+        job.cancel(check=False)
+    deadline = time.monotonic() + STOP_WAIT_S
+    while any(not job.done() for job in running) and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+    return all(job.done() for job in running)
+
+
+def _stopped_error(n_running: int, stopped: bool, every_n_epochs: int) -> SpotsweepError:
+    if not n_running:
+        return SpotsweepError("stopped (Ctrl-C or SIGTERM) before any task ran; the same `spotsweep run` starts it.")
+    if not stopped:
+        return SpotsweepError(
+            f"stopped (Ctrl-C or SIGTERM), but its {n_running} running task(s) ignore SIGINT (a run started with "
+            "`&` from a script does) and train on until they finish; `spotsweep status` shows them."
+        )
+    return SpotsweepError(
+        f"stopped (Ctrl-C or SIGTERM) with {n_running} task(s) running: they were stopped too and keep their "
+        f"training up to the last checkpoint (every {every_n_epochs} epochs), finished tasks keep their "
+        "results; the same `spotsweep run` resumes the rest."
+    )
+
+
 def _run_tasks(
-    executor: submitit.Executor, tasks: list[Task], layout: OutputLayout, parallel: int, every_n_epochs: int
+    executor: submitit.Executor,
+    tasks: list[Task],
+    layout: OutputLayout,
+    parallel: int,
+    every_n_epochs: int,
+    submitted: list[submitit.Job],
 ) -> None:
-    """Keep at most `parallel` task processes running; show each one's epoch; never raise for a failed task."""
+    """Keep at most `parallel` task processes running; show each one's epoch; never raise for a failed task.
+    Every job it submits is appended to `submitted`, for a stopped run to cancel."""
     threads = max(1, (os.cpu_count() or 1) // parallel)
     queue: list[Task] = list(tasks)
     running: dict[Any, tuple[Task, Any]] = {}
@@ -103,6 +163,7 @@ def _run_tasks(
             while queue and len(running) < parallel:
                 task = queue.pop(0)
                 job = executor.submit(run_local_task, task.to_dict(), str(layout.root), threads, every_n_epochs)
+                submitted.append(job)
                 row = progress.add_task(f"  {task.id}", total=None, note="starting")
                 running[job] = (task, row)
             time.sleep(POLL_S)
@@ -152,13 +213,20 @@ def run(
     to_run = tasks_to_run([task_state(layout, task) for task in tasks], retry_failed)
     if to_run:
         executor = _executor(layout, sweep)
+        every_n_epochs = sweep.executor.checkpoint_every_epochs
+        jobs: list[submitit.Job] = []
         try:
-            prepare_job = executor.submit(
-                prepare, sweep.model_dump(mode="json"), [task.to_dict() for task in to_run], str(layout.root)
-            )
-            _wait_for_prepare(prepare_job, layout)
-            parallel = max_parallel or sweep.executor.max_parallel or default_parallel()
-            _run_tasks(executor, to_run, layout, parallel, sweep.executor.checkpoint_every_epochs)
+            with _sigterm_as_interrupt():
+                prepare_job = executor.submit(
+                    prepare, sweep.model_dump(mode="json"), [task.to_dict() for task in to_run], str(layout.root)
+                )
+                jobs.append(prepare_job)
+                _wait_for_prepare(prepare_job, layout)
+                parallel = max_parallel or sweep.executor.max_parallel or default_parallel()
+                _run_tasks(executor, to_run, layout, parallel, every_n_epochs, jobs)
+        except KeyboardInterrupt:
+            tasks_running = sum(not job.done() for job in jobs[1:])  # jobs[0] prepares
+            raise _stopped_error(tasks_running, _stop(jobs), every_n_epochs) from None
         finally:
             _remove_pattern_folder(layout)
     states = [task_state(layout, task) for task in tasks]
