@@ -34,19 +34,28 @@ def _one_task_sweep(out: Path) -> dict:
     return data
 
 
+def _launch(tmp_path: Path, data: dict, stderr: int) -> subprocess.Popen:
+    """`spotsweep run` of the sweep as a user starts it from a terminal: in a session of its own (the launcher
+    and the task processes it starts: one group to kill), with SIGINT handled as a terminal's, not ignored
+    as for a test runner's background worker."""
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump(data))
+    return subprocess.Popen(
+        [sys.executable, "-m", "toolkit", "run", str(sweep_file)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
 def test_a_killed_local_sweep_resumes_its_task_from_the_checkpoint(tmp_path: Path) -> None:
     data = _one_task_sweep(tmp_path / "stopped")
     (task,) = expand(parse_sweep(data, "t"))
     layout = OutputLayout(tmp_path / "stopped")
-    sweep_file = tmp_path / "sweep.yaml"
-    sweep_file.write_text(yaml.safe_dump(data))
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "toolkit", "run", str(sweep_file)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # the launcher and the task processes it starts: one group to kill
-    )
+    launcher = _launch(tmp_path, data, stderr=subprocess.DEVNULL)
     checkpoint = layout.task_dir(task.id) / "checkpoint" / "last.pt"
     seen_progress = None
     try:
@@ -88,17 +97,7 @@ def test_a_local_run_stopped_by_sigterm_stops_its_task_which_resumes_unfailed(tm
     data = _one_task_sweep(tmp_path / "out")
     (task,) = expand(parse_sweep(data, "t"))
     layout = OutputLayout(tmp_path / "out")
-    sweep_file = tmp_path / "sweep.yaml"
-    sweep_file.write_text(yaml.safe_dump(data))
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "toolkit", "run", str(sweep_file)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as from a terminal, not from `&`
-    )
+    launcher = _launch(tmp_path, data, stderr=subprocess.PIPE)
     checkpoint = layout.task_dir(task.id) / "checkpoint" / "last.pt"
     deadline = time.monotonic() + 3600  # a guard against a hang, not a timing: a loaded CI machine is slow
     try:
