@@ -55,6 +55,7 @@ def test_collect_keeps_what_is_committed_slim_and_the_sweep_file_beside_it(
     assert not [name for name in summary.data_vars if str(name).endswith("_spot")]
     proportion = summary["proportion"].sel({"method": "destvi"})
     assert proportion.sel(seed=0).notnull().any() and proportion.sel(seed=1).isnull().all()
+    assert summary["proportion"].dtype == np.float32  # the maps' values: half the bytes
     assert (folder / "report" / "index.md").exists() and not (folder / "summary.zarr").exists()
     assert (folder / "sweep.yaml").read_bytes() == (REPO / "sweeps" / "starmap-like.yaml").read_bytes()
 
