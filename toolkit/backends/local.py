@@ -35,7 +35,7 @@ from toolkit.sweep import Task
 
 POLL_S = 0.5
 STOP_WAIT_S = 30.0
-"""How long a stopped run waits for its cancelled task processes to exit (they checkpoint and go at once)."""
+"""How long a stopped run waits for its cancelled task processes to exit (they keep their last checkpoint)."""
 
 
 def check(executor: ExecutorConfig) -> None:
