@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,23 +42,35 @@ def test_the_overview_figure_is_drawn_from_the_committed_summaries(tmp_path: Pat
     assert figure.read_bytes().startswith(b"\x89PNG")
 
 
-def test_collect_keeps_what_is_committed_slim_and_the_sweep_file_beside_it(
+def test_collect_keeps_what_is_committed_slim_and_restore_gives_a_fresh_run_its_done_tasks(
     tmp_path: Path, tiny_sweep_data: dict
 ) -> None:
     """collect.py on a real (tiny) run: no per-spot metrics, the first seed's proportions only, the report,
-    and the experiment's sweep file copied from sweeps/ (the folder is named as the experiment)."""
+    and the experiment's sweep file copied from sweeps/ (the folder is named as the experiment); then
+    restore.py on that folder without its tasks/, as on a fresh clone."""
     folder = tmp_path / "starmap-like"
     tiny_sweep_data["methods"][0] |= {"amortization": "latent", "batch_size": 64, "seed": [0, 1]}
     tiny_sweep_data["output"] = str(folder)
     assert run_sweep(parse_sweep(tiny_sweep_data, "tiny"), report=False).states["done"] == 2
     _run_script("collect.py", str(folder))
-    summary = xr.open_dataset(folder / "summary.nc")
+    summary = xr.load_dataset(folder / "summary.nc")
     assert not [name for name in summary.data_vars if str(name).endswith("_spot")]
     proportion = summary["proportion"].sel({"method": "destvi"})
     assert proportion.sel(seed=0).notnull().any() and proportion.sel(seed=1).isnull().all()
     assert summary["proportion"].dtype == np.float32  # the maps' values: half the bytes
     assert (folder / "report" / "index.md").exists() and not (folder / "summary.zarr").exists()
     assert (folder / "sweep.yaml").read_bytes() == (REPO / "sweeps" / "starmap-like.yaml").read_bytes()
+
+    # A fresh machine has the committed summary but no tasks/: restore.py gives the run its done tasks back,
+    # the run skips them, and collect.py writes the same committed values again.
+    shutil.rmtree(folder / "tasks")
+    _run_script("restore.py", str(folder))
+    restored = json.loads(next((folder / "tasks").glob("*-s1-*/result.json")).read_text())
+    assert restored["restored_from"].endswith("summary.nc (slimmed summary)")
+    assert run_sweep(parse_sweep(tiny_sweep_data, "tiny"), report=False).states["done"] == 2
+    assert not list((folder / "tasks").glob("*/history.csv")), "a restored task was trained again"
+    _run_script("collect.py", str(folder))
+    xr.testing.assert_identical(xr.load_dataset(folder / "summary.nc"), summary)
 
 
 # --- the MERFISH verdicts, on summaries made to the shape aggregate writes ---------------------------

@@ -2,6 +2,8 @@
 # The study's runs, one experiment after another, as they were run on this project's 2-core CPU machine.
 # Each run is resumable: finished tasks are skipped, a cut-off task resumes from its checkpoint (destVI)
 # or starts over (Cell2location), failed ones are retried. After each, collect.py writes what is committed.
+# On a fresh clone restore.py first gives the run the tasks its committed summary.nc holds as done, so a
+# study cut off on one machine goes on from its last commit on the next.
 #
 #   bash results/study-2022/run_all.sh                      # every experiment, in this order
 #   bash results/study-2022/run_all.sh starmap-57 merfish-scaled
@@ -17,6 +19,7 @@ experiments=("$@")
 [ ${#experiments[@]} -gt 0 ] || experiments=(starmap-189 starmap-57 starmap-like merfish-scaled)
 for experiment in "${experiments[@]}"; do
     echo "$(date -u '+%F %T') ${experiment}: running"
+    "$PYTHON" results/study-2022/restore.py "${OUT}/${experiment}"
     "$SPOTSWEEP" run "sweeps/${experiment}.yaml" --out "${OUT}/${experiment}" --max-parallel 2 --retry-failed \
         || echo "${experiment}: not every task is done; see: ${SPOTSWEEP} status ${OUT}/${experiment}"
     "$PYTHON" results/study-2022/collect.py "${OUT}/${experiment}"

@@ -1,0 +1,93 @@
+"""Give a study run on a fresh machine the tasks its committed summary.nc already holds, so it resumes there.
+
+    .venv/bin/python results/study-2022/restore.py results/study-2022/merfish-scaled [...]
+
+The run folders (tasks/, models/, data/) are not committed, so a run cut off on one machine would start
+over on the next. For every task the committed summary.nc marks done and whose tasks/<id>/result.json is
+missing, this writes that result.json back from the summary: per-type metrics, means, grid SSIM, cell-state
+agreement, runtimes, and the proportions where the summary kept them (the first seed; the other seeds' are
+NaN, as collect.py drops them anyway). `spotsweep run` then skips those tasks, and collect.py writes the
+same committed values for them again. Each restored result says so in its "restored_from" field.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from toolkit.aggregate import SCALARS, STATE_AGREEMENT
+from toolkit.layout import OutputLayout, write_json
+from toolkit.metrics import METRICS
+from toolkit.sweep import SWEPT_SETTINGS
+
+
+def _frame(values: xr.DataArray, index: list[str], columns: list[str]) -> dict[str, Any]:
+    """A result.json frame (index, columns, values); NaN is written as null and read back as NaN."""
+    return {"index": index, "columns": columns, "values": np.asarray(values, dtype=float).tolist()}
+
+
+def _optional(value: Any) -> float | None:
+    value = float(value)
+    return None if np.isnan(value) else value
+
+
+def _result(task: xr.Dataset, provenance: dict[str, Any], source: str) -> dict[str, Any]:
+    """One task's result.json, read off its point of the summary's grid."""
+    types = [str(name) for name in task.cell_type.values]
+    spots = [str(name) for name in task.spot.values]
+    settings = {name: task[name].item() for name in SWEPT_SETTINGS}
+    scores: dict[str, Any] = {
+        "per_cell_type": _frame(np.stack([task[m].values for m in METRICS], axis=1), types, list(METRICS)),
+        "per_spot": _frame(np.full((len(spots), len(METRICS)), np.nan), spots, list(METRICS)),
+        "means": {
+            str(name).removeprefix("mean_"): _optional(task[name])
+            for name in task.data_vars
+            if str(name).startswith("mean_")
+        },
+        "grid_ssim": {name: _optional(value) for name, value in zip(types, task["grid_ssim"].values, strict=True)},
+    }
+    agreement = np.stack([task[f"state_{name}"].values for name in STATE_AGREEMENT], axis=1)
+    if np.isfinite(agreement).any():
+        scores["state_agreement"] = _frame(agreement, types, list(STATE_AGREEMENT))
+    batch_size_used = _optional(task["batch_size_used"])
+    return {
+        "task_id": str(task["task_id"].item()),
+        "status": "done",
+        "task": settings,
+        "settings": settings,
+        "scores": scores,
+        "proportions": _frame(task["proportion"].transpose("spot", "cell_type").values, spots, types),
+        **{name: _optional(task[name]) for name in SCALARS if name != "batch_size_used"},
+        "method_settings": {"batch_size": None if batch_size_used is None else int(batch_size_used)},
+        "provenance": provenance,
+        "restored_from": source,
+    }
+
+
+def restore(folder: Path) -> int:
+    """Write result.json for every done task of folder/summary.nc that has none; returns how many."""
+    layout = OutputLayout(folder)
+    if not layout.summary.exists():
+        return 0
+    summary = xr.open_dataset(layout.summary)
+    provenance = json.loads(summary.attrs.get("provenance") or "{}")
+    done = summary["status"].stack(task=list(SWEPT_SETTINGS)).to_series()
+    written = 0
+    for point in done[done == "done"].index:
+        task = summary.sel(dict(zip(SWEPT_SETTINGS, point, strict=True)))
+        task_id = str(task["task_id"].item())
+        if layout.result(task_id).exists():
+            continue
+        write_json(layout.result(task_id), _result(task, provenance, f"{layout.summary} (slimmed summary)"))
+        written += 1
+    return written
+
+
+if __name__ == "__main__":
+    for argument in sys.argv[1:]:
+        print(f"{argument}: {restore(Path(argument))} done task(s) restored from its summary.nc")
