@@ -74,6 +74,7 @@ def test_each_method_predicts_proportions_and_is_scored(results: dict, method: s
         means = result["scores"]["means"]
         assert set(means) >= {"pcc_cell_type", "ssim_cell_type", "rmse_cell_type", "js_cell_type"}
         assert result["provenance"]["versions"]["scvi-tools"]
+        assert result["provenance"]["cpu"]  # the processor: a seed's digits, and a reference model, depend on it
 
 
 def test_controls_calibrate_the_metrics(results: dict) -> None:

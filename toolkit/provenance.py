@@ -57,6 +57,16 @@ def device_name() -> str:
     return "cpu"
 
 
+def cpu_model() -> str:
+    """The processor's model name: results of one seed differ in their last digits between processors, and a
+    reference model retrained on another one can differ enough to move a rare type (results/study-2022)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def container_image() -> str | None:
     """The Apptainer/Singularity image this process runs in, or None when it runs on the host."""
     return os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER")
@@ -128,6 +138,7 @@ def collect() -> dict[str, Any]:
     return {
         "versions": package_versions(),
         "device": device_name(),
+        "cpu": cpu_model(),
         "container_image": container_image(),
         "container": container_runtime(),  # image path, sha256, labels; None on the host
         "host": socket.gethostname(),

@@ -410,7 +410,8 @@ def _provenance_section(summary: xr.Dataset) -> list[str]:
     if not isinstance(record, dict):
         return []
     rows = [(f"{name} version", version) for name, version in (record.get("versions") or {}).items()]
-    rows += [("device", record.get("device")), ("container image", record.get("container_image"))]
+    rows += [("device", record.get("device"))] + ([("cpu", record["cpu"])] if record.get("cpu") else [])
+    rows += [("container image", record.get("container_image"))]
     rows += [("host", record.get("host"))]
     rows += [(f"job {key}", value) for key, value in (record.get("job") or {}).items()]
     cells = [(what, "none" if value is None else value) for what, value in rows]
