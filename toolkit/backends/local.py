@@ -112,6 +112,24 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _submit(executor: submitit.Executor, layout: OutputLayout, function: Any, *arguments: Any) -> submitit.Job:
+    """Submit with the job's controller process writing its stderr to logs/controllers.log.
+
+    submitit's controller inherits the launcher's stderr, and when a stop cancels it (Ctrl-C, `kill`) it
+    prints a KeyboardInterrupt traceback there: a stopped run looked like a crash above its one sentence.
+    """
+    path = layout.logs / "controllers.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    saved = os.dup(2)
+    try:
+        with open(path, "a") as log:
+            os.dup2(log.fileno(), 2)
+        return executor.submit(function, *arguments)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _stop(jobs: list[submitit.Job]) -> bool:
     """Cancel the jobs still running (SIGINT: a task stops without recording a failure, keeping its last
     checkpoint) and wait for them to exit. False where they cannot be stopped: a run started in the
@@ -162,7 +180,8 @@ def _run_tasks(
         while queue or running:
             while queue and len(running) < parallel:
                 task = queue.pop(0)
-                job = executor.submit(run_local_task, task.to_dict(), str(layout.root), threads, every_n_epochs)
+                arguments = (task.to_dict(), str(layout.root), threads, every_n_epochs)
+                job = _submit(executor, layout, run_local_task, *arguments)
                 submitted.append(job)
                 row = progress.add_task(f"  {task.id}", total=None, note="starting")
                 running[job] = (task, row)
@@ -217,9 +236,8 @@ def run(
         jobs: list[submitit.Job] = []
         try:
             with _sigterm_as_interrupt():
-                prepare_job = executor.submit(
-                    prepare, sweep.model_dump(mode="json"), [task.to_dict() for task in to_run], str(layout.root)
-                )
+                arguments = (sweep.model_dump(mode="json"), [task.to_dict() for task in to_run], str(layout.root))
+                prepare_job = _submit(executor, layout, prepare, *arguments)
                 jobs.append(prepare_job)
                 _wait_for_prepare(prepare_job, layout)
                 parallel = max_parallel or sweep.executor.max_parallel or default_parallel()
