@@ -94,3 +94,21 @@ def test_report_lists_what_is_not_done(sweep_out: Path) -> None:
     assert "**2 tasks are not done:**" in page
     assert "Optimizer not understood" in page
     assert "missing" in page
+
+
+def test_each_task_records_what_it_ran_on_and_the_runtime_figure_names_it(sweep_out: Path) -> None:
+    """Times from different machines are not comparable: every done task keeps its device and processor,
+    and the runtime figure's title says what the times were measured on."""
+    from toolkit.provenance import cpu_model
+    from toolkit.report import _runtime_title, machines
+
+    summary = xr.load_dataset(sweep_out / "summary.nc")
+    done = summary["status"] == "done"
+    assert set(summary["device"].where(done, drop=True).values.ravel()) - {""} == {"cpu"}
+    assert set(summary["cpu"].where(done, drop=True).values.ravel()) - {""} == {cpu_model()}
+    assert set(summary["device"].where(summary["status"] == "failed", drop=True).values.ravel()) <= {""}
+    assert machines(summary, "agg") == []  # only controls finished: nothing trained
+    assert _runtime_title("agg", ["NVIDIA H200"]).endswith("\non NVIDIA H200")
+    assert "on 2 machines, not comparable: cpu: AMD EPYC; NVIDIA H200" in _runtime_title(
+        "agg", ["cpu: AMD EPYC", "NVIDIA H200"]
+    )

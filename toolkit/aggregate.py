@@ -214,6 +214,8 @@ def _aggregate(layout: OutputLayout) -> xr.Dataset:
     status = grid.empty(fill="absent", dtype=object)
     reason = grid.empty(fill="", dtype=object)
     task_id = grid.empty(fill="", dtype=object)
+    device = grid.empty(fill="", dtype=object)
+    cpu = grid.empty(fill="", dtype=object)
     scalars = {name: grid.empty() for name in SCALARS}
     by_type = {m: grid.empty(len(types)) for m in (*METRICS, "grid_ssim")}
     by_spot = {m: grid.empty(len(spots)) for m in METRICS}
@@ -228,6 +230,8 @@ def _aggregate(layout: OutputLayout) -> xr.Dataset:
         if result is None:
             continue
         result["batch_size_used"] = result.get("method_settings", {}).get("batch_size")
+        provenance = result.get("provenance") or {}
+        device[at], cpu[at] = provenance.get("device") or "", provenance.get("cpu") or ""
         for name in SCALARS:
             value = result.get(name)
             scalars[name][at] = np.nan if value is None else value
@@ -258,6 +262,8 @@ def _aggregate(layout: OutputLayout) -> xr.Dataset:
         "status": (dims, status.astype(str), {"long_name": "task state: done, failed, started, missing, absent"}),
         "reason": (dims, reason.astype(str), {"long_name": "last line of the failure, where failed"}),
         "task_id": (dims, task_id.astype(str), {"long_name": "task id (folder under tasks/)"}),
+        "device": (dims, device.astype(str), {"long_name": "what the task trained on: a GPU's name or cpu"}),
+        "cpu": (dims, cpu.astype(str), {"long_name": 'the processor\'s model ("" where not recorded)'}),
         "proportion": (
             [*dims, "spot", "cell_type"],
             proportion,

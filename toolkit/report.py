@@ -245,6 +245,29 @@ def metrics_vs_batch(summary: xr.Dataset, dataset: str, path: Path) -> bool:
     return True
 
 
+def machines(summary: xr.Dataset, dataset: str) -> list[str]:
+    """What the dataset's trained tasks ran on (a GPU's name, or cpu with its model), each named once; empty
+    for summaries written before the aggregate recorded it."""
+    if "device" not in summary:
+        return []
+    frame = summary[["device", "cpu", "status"]].sel(dataset=dataset).to_dataframe().reset_index()
+    frame = frame[(frame["status"] == "done") & (frame["method"] != "control") & (frame["device"] != "")]
+    labels = [
+        device if device != "cpu" else (f"cpu: {cpu}" if cpu else "cpu")
+        for device, cpu in zip(frame["device"], frame["cpu"], strict=True)
+    ]
+    return sorted(set(labels))
+
+
+def _runtime_title(dataset: str, ran_on: list[str]) -> str:
+    title = f"{dataset}: training time against minibatch size"
+    if len(ran_on) == 1:
+        return f"{title}\non {ran_on[0]}"
+    if ran_on:
+        return f"{title}\n" + textwrap.fill(f"on {len(ran_on)} machines, not comparable: {'; '.join(ran_on)}", 80)
+    return title
+
+
 def runtime_vs_batch(summary: xr.Dataset, dataset: str, path: Path) -> bool:
     lines = _lines(summary, dataset, "train_time_s")
     lines = lines[lines["method"] != "control"]
@@ -258,7 +281,7 @@ def runtime_vs_batch(summary: xr.Dataset, dataset: str, path: Path) -> bool:
     ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
-    ax.set_title(f"{dataset}: training time against minibatch size")
+    ax.set_title(_runtime_title(dataset, machines(summary, dataset)), fontsize=9)
     _save(fig, path)
     return True
 
@@ -379,6 +402,8 @@ def _dataset_section(summary: xr.Dataset, dataset: str, folder: Path) -> list[st
     runtimes = _runtime_table(summary, dataset)
     if not runtimes.empty:
         lines += ["### Runtimes (mean over seeds)", "", _markdown_table(runtimes), ""]
+        if ran_on := machines(summary, dataset):
+            lines += [f"Trained on: {'; '.join(ran_on)}.", ""]
     return lines
 
 

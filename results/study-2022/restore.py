@@ -64,7 +64,7 @@ def _result(task: xr.Dataset, provenance: dict[str, Any], source: str) -> dict[s
         "proportions": _frame(task["proportion"].transpose("spot", "cell_type").values, spots, types),
         **{name: _optional(task[name]) for name in SCALARS if name != "batch_size_used"},
         "method_settings": {"batch_size": None if batch_size_used is None else int(batch_size_used)},
-        "provenance": provenance,
+        "provenance": {**provenance, **{key: str(task[key].item()) for key in ("device", "cpu") if key in task}},
         "restored_from": source,
     }
 
