@@ -118,6 +118,14 @@ def test_a_local_run_stopped_by_sigterm_stops_its_task_which_resumes_unfailed(tm
         time.sleep(0.2)
     assert task_state(layout, task).state == "started" and not layout.error(task.id).exists()
     assert [attempt["outcome"] for attempt in read_attempts(layout, task.id)] in ([], ["interrupted"])
+    shown = subprocess.run(
+        [sys.executable, "-m", "toolkit", "status", str(layout.root)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "200"},  # one table row a line
+    ).stdout
+    assert "stopped at epoch" in shown and "min left" not in shown, shown  # no end time for a stopped task
 
     summary = run_sweep(parse_sweep(data, "t"), report=False)
     assert summary.submitted == 1 and summary.states["done"] == 1

@@ -298,7 +298,7 @@ def status(
         if shown is not None and task.state not in shown:
             continue
         progress = read_progress(layout, task.task.id) if task.state in ("running", "started") else None
-        where = progress.describe() if progress else ""
+        where = progress.describe(running=task.state == "running") if progress else ""
         table.add_row(task.task.id, task.state, task.job, where, f"{task.reason}  {task.log}".strip())
     console.print(table)
     console.print(", ".join(f"{n} {k}" for k, n in count_states(states).items()))

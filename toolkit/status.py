@@ -127,7 +127,11 @@ class TaskProgress:
             return None
         return max(0.0, (self.max_epochs - self.epoch) * self.seconds_per_epoch - (time.time() - self.updated))
 
-    def describe(self) -> str:
+    def describe(self, running: bool = True) -> str:
+        """Where the training is and when it should end; a task no longer running (stopped or killed) was
+        shown its last estimate, an end time in the past or one that would never come."""
+        if not running:
+            return f"stopped at epoch {self.epoch}/{self.max_epochs}"
         text = f"epoch {self.epoch}/{self.max_epochs}"
         left = self.seconds_left
         if left is not None:
