@@ -253,7 +253,7 @@ def machines(summary: xr.Dataset, dataset: str) -> list[str]:
     frame = summary[["device", "cpu", "status"]].sel(dataset=dataset).to_dataframe().reset_index()
     frame = frame[(frame["status"] == "done") & (frame["method"] != "control") & (frame["device"] != "")]
     labels = [
-        device if device != "cpu" else (f"cpu: {cpu}" if cpu else "cpu")
+        device if device != "cpu" else (f"cpu: {cpu}" if cpu else "cpu (model not recorded)")
         for device, cpu in zip(frame["device"], frame["cpu"], strict=True)
     ]
     return sorted(set(labels))

@@ -74,17 +74,17 @@ def restore(folder: Path) -> int:
     layout = OutputLayout(folder)
     if not layout.summary.exists():
         return 0
-    summary = xr.open_dataset(layout.summary)
-    provenance = json.loads(summary.attrs.get("provenance") or "{}")
-    done = summary["status"].stack(task=list(SWEPT_SETTINGS)).to_series()
     written = 0
-    for point in done[done == "done"].index:
-        task = summary.sel(dict(zip(SWEPT_SETTINGS, point, strict=True)))
-        task_id = str(task["task_id"].item())
-        if layout.result(task_id).exists():
-            continue
-        write_json(layout.result(task_id), _result(task, provenance, f"{layout.summary} (slimmed summary)"))
-        written += 1
+    with xr.open_dataset(layout.summary) as summary:
+        provenance = json.loads(summary.attrs.get("provenance") or "{}")
+        done = summary["status"].stack(task=list(SWEPT_SETTINGS)).to_series()
+        for point in done[done == "done"].index:
+            task = summary.sel(dict(zip(SWEPT_SETTINGS, point, strict=True)))
+            task_id = str(task["task_id"].item())
+            if layout.result(task_id).exists():
+                continue
+            write_json(layout.result(task_id), _result(task, provenance, f"{layout.summary} (slimmed summary)"))
+            written += 1
     return written
 
 
