@@ -39,8 +39,9 @@ def test_tasks_ran_as_separate_local_submitit_processes(finished: tuple[Path, ob
     jobs = [read_json(layout.result(task.id))["provenance"]["job"] for task in expand(parse_sweep(TINY_SWEEP, "t"))]
     assert {job["SUBMITIT_EXECUTOR"] for job in jobs} == {"local"}
     assert len({job["SUBMITIT_LOCAL_JOB_ID"] for job in jobs}) == 4
-    logs = sorted(path.name for path in layout.logs.iterdir())
+    logs = sorted(path.name for path in layout.logs.iterdir() if path.is_dir())
     assert "%j" not in logs and len(logs) == 5, logs  # one folder per job (prepare + 4), no literal pattern
+    assert (layout.logs / "controllers.log").exists()  # submitit's job controllers' own stderr
 
 
 def test_reference_model_trained_once_for_the_whole_sweep(finished: tuple[Path, object]) -> None:
