@@ -138,8 +138,12 @@ def test_resumed_training_equals_uninterrupted_bit_for_bit(prepared: tuple, engi
         if "stop-requested" in events:
             assert events[-1] == "saved" and events.index("stop-requested") < len(events) - 1
 
+        saved = tmp_path / CHECKPOINT_FILES[engine]
+        assert _set_saved_train_seconds(saved, EARLIER_S) > 0  # the first attempt's, marked to be found again
+        started = time.perf_counter()
         with preemption.activate(tmp_path, every_n_epochs=EVERY) as second:
             resumed = _fit(prepared)
+        this_attempt_s = time.perf_counter() - started
     finally:
         signal.signal(signal.SIGUSR2, previous)
         signal.signal(signal.SIGTERM, previous_term)
@@ -152,6 +156,23 @@ def test_resumed_training_equals_uninterrupted_bit_for_bit(prepared: tuple, engi
     assert np.array_equal(resumed.states, uninterrupted.states)
     assert resumed.history.equals(uninterrupted.history)
     assert len(resumed.history) == EPOCHS
+    # Its training time counts the earlier attempt's, as its checkpoint recorded it, plus this one's.
+    assert EARLIER_S <= resumed.train_time_s <= EARLIER_S + this_attempt_s
+
+
+EARLIER_S = 100_000.0
+"""A training time no tiny fit reaches, written into a checkpoint as its earlier attempts' time."""
+
+
+def _set_saved_train_seconds(path: Path, seconds: float) -> float:
+    """Replace the training time a checkpoint (either engine's) records as spent; return the recorded one."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    holder = state if "seconds" in state else state["callbacks"][checkpoint.STATE_KEY]  # fast engine; stock
+    recorded, holder["seconds"] = float(holder["seconds"]), seconds
+    torch.save(state, path)
+    return recorded
 
 
 @pytest.mark.usefixtures("wired")

@@ -54,6 +54,8 @@ class CheckpointSession:
     """What is training now (the Lightning callback or the fast engine's Checkpointing); None between."""
     resumed_from_epoch: int | None = None
     saved_epoch: int | None = None
+    earlier_train_s: float = 0.0
+    """Training time of the earlier attempts, as the checkpoint resumed from recorded it (stock engine)."""
     events: list[dict[str, Any]] = field(default_factory=list)
     on_epoch: Callable[[int], None] | None = None
     """Hears every completed epoch (the runner's progress report); None: nobody listens."""
@@ -140,6 +142,12 @@ def train_kwargs(name: str = "last") -> dict[str, Any]:
 
     path = _session.directory / f"{name}.ckpt"
     return {"callbacks": [EpochCheckpoint(_session, path)], "ckpt_path": str(path) if path.is_file() else None}
+
+
+def earlier_train_s() -> float:
+    """Training time that earlier attempts of this task spent before the stock-engine checkpoint it resumed
+    from: added to this attempt's, a resumed task reports the time its whole training took. 0 outside a session."""
+    return 0.0 if _session is None else _session.earlier_train_s
 
 
 def progress_kwargs() -> dict[str, Any]:

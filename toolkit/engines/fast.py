@@ -83,6 +83,8 @@ class FastTrainResult:
     """Wall time of each epoch (the first ones carry the compilation when `compile` is on)."""
     settings: dict[str, Any] = field(default_factory=dict)
     """Optimizer, schedule and loss kwargs as resolved from plan_kwargs: what actually ran."""
+    earlier_seconds: float = 0.0
+    """The part of `seconds` spent by earlier attempts, up to the checkpoint this one resumed from."""
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -267,6 +269,7 @@ def train_fast(
         history=history,
         n_steps=step,
         seconds=seconds,
+        earlier_seconds=progress.seconds,
         device=str(dev),
         epoch_seconds=np.diff(np.asarray([start, *epoch_ends])),
         settings={

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,8 @@ class EpochCheckpoint(Callback):
         self.path = path
         self._loaded: dict[str, Any] | None = None
         self._pending_history: dict[str, Any] | None = None
+        self._started: float | None = None
+        self._earlier_s = 0.0
 
     @property
     def state_key(self) -> str:
@@ -51,7 +54,8 @@ class EpochCheckpoint(Callback):
 
     # -- what goes into the checkpoint -------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": rng_state(), "history": self._pending_history or {}}
+        spent = 0.0 if self._started is None else time.perf_counter() - self._started
+        return {"rng": rng_state(), "history": self._pending_history or {}, "seconds": self._earlier_s + spent}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._loaded = state_dict
@@ -60,6 +64,7 @@ class EpochCheckpoint(Callback):
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self.session.training = self
         self._keep_sigterm_handler(trainer)
+        self._started = time.perf_counter()
         if self._loaded is not None:
             set_rng_state(self._loaded["rng"])
             # Lightning made this epoch's data iterator before this hook, drawing its shuffling seed
@@ -68,6 +73,8 @@ class EpochCheckpoint(Callback):
             if fetcher is not None:
                 iter(fetcher)
             _restore_history(trainer, self._loaded["history"])
+            self._earlier_s = float(self._loaded.get("seconds", 0.0))  # older checkpoints lack it
+            self.session.earlier_train_s = self._earlier_s
             self.session.record("resumed", int(trainer.current_epoch))
             self._loaded = None
 

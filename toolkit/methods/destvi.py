@@ -284,7 +284,7 @@ def fit(
     }
     start = time.perf_counter()
     if params.get("engine", "scvi") == "fast":
-        n_steps, engine_settings = _train_fast(model, settings, accelerator, params.get("compile", False))
+        n_steps, engine_settings, earlier = _train_fast(model, settings, accelerator, params.get("compile", False))
     else:
         model.train(
             **settings,
@@ -294,7 +294,8 @@ def fit(
             **checkpoint.train_kwargs(),  # resume after a preemption, save every N epochs (SLURM tasks only)
         )
         n_steps, engine_settings = int(model.trainer.global_step), {"engine": "scvi"}
-    train_time = time.perf_counter() - start
+        earlier = checkpoint.earlier_train_s()
+    train_time = time.perf_counter() - start + earlier  # a resumed task: its earlier attempts' training too
     return FitResult(
         proportions=proportions(model, task.amortization),
         history=history(model),
@@ -312,13 +313,14 @@ def engine_device(accelerator: str) -> str:
 
 def _train_fast(
     model: Any, settings: dict[str, Any], accelerator: str, compile: bool | str
-) -> tuple[int, dict[str, Any]]:
+) -> tuple[int, dict[str, Any], float]:
     """DestVI.train's optimisation in the fast engine; seed=None continues the stream scvi.settings.seed
-    started, so that an eager run on CPU equals stock training bit for bit."""
+    started, so that an eager run on CPU equals stock training bit for bit. Returns the steps, the settings
+    that ran and the training time of earlier attempts (resumed from their checkpoint)."""
     from toolkit.engines import checkpoint, train_destvi_fast
 
     with checkpoint.fast_engine() as saving:  # resume after a preemption, save every N epochs (SLURM tasks only)
         result = train_destvi_fast(
             model, **settings, seed=None, device=engine_device(accelerator), compile=compile, checkpoint=saving
         )
-    return result.n_steps, result.settings
+    return result.n_steps, result.settings, result.earlier_seconds
