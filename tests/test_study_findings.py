@@ -98,7 +98,7 @@ def _summary(
         "method": ["cell2location", "destvi"],
         "variant": ["2022", "default"],
         "amortization": ["both", "latent", "n/a"],
-        "batch_size": [str(b) for b in batches] + [str(spots)],
+        "batch_size": [*batches, spots],  # numbers, as the aggregate writes them when no batch is "auto"
         "max_epochs": epochs,
         "seed": [0, 1, 2],
     }
@@ -113,7 +113,7 @@ def _summary(
                 1,
                 0,
                 index["amortization"][amortization],
-                index["batch_size"][str(batch)],
+                index["batch_size"][batch],
                 index["max_epochs"][epoch],
                 seed,
             )
@@ -121,7 +121,7 @@ def _summary(
             steps[at] = epoch * -(-spots // batch)
             seconds[at] = steps[at] * (0.005 + batch * 1e-5)
     for seed in range(3):
-        at = (0, 0, 1, 2, index["batch_size"][str(spots)], index["max_epochs"][c2l_epochs], seed)
+        at = (0, 0, 1, 2, index["batch_size"][spots], index["max_epochs"][c2l_epochs], seed)
         status[at], quality[at], seconds[at] = "done", 0.8, 3000.0
     dims = list(coords)
     return xr.Dataset(

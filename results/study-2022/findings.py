@@ -70,6 +70,8 @@ def seeds_table(pcc: xr.DataArray, method: str, epochs: int | None) -> pd.DataFr
     if method == "destvi":
         pcc = pcc.sel({"max_epochs": epochs})
     frame = pcc.squeeze(drop=True).to_dataframe(name="pcc").reset_index().dropna(subset=["pcc"])
+    if "batch_size" in frame:  # the aggregate's batch sizes are numbers, or text where one is "auto"
+        frame["batch_size"] = frame["batch_size"].astype(str)
     keys = [k for k in ("amortization", "batch_size") if k in frame]
     table = frame.groupby(keys)["pcc"].agg(["mean", "std", "count"])
     return table
@@ -255,10 +257,9 @@ def base_epochs(summary: xr.Dataset) -> int:
 
 def steps_here(summary: xr.Dataset, batch: int, epochs: int) -> int:
     """Optimizer steps a destVI both task of this batch and epochs trained (recorded by the task)."""
-    steps = summary["n_steps"].sel(
-        {"method": "destvi", "variant": "2022", "amortization": "both", "batch_size": str(batch), "max_epochs": epochs}
-    )
-    return int(np.nanmax(steps.values))
+    arm = {"method": "destvi", "variant": "2022", "amortization": "both", "max_epochs": epochs}
+    steps = summary["n_steps"].sel(arm)
+    return int(np.nanmax(steps.where(steps["batch_size"].astype(str) == str(batch)).values))
 
 
 def study_steps(batch: int, epochs: int = EPOCHS) -> int:
@@ -319,6 +320,7 @@ def finding_f3(name: str, summary: xr.Dataset | None) -> list[str]:
     stable = latent is not None and float(latent["mean"].max() - latent["mean"].min()) <= 2 * float(latent["std"].max())
     scale, steps = scale_note(summary, epochs)
     parts = [f"{name}, {epochs:,} epochs, all-type PCC", by_batch(table, "both"), by_batch(table, "latent"), steps]
+    parts.append(f"one sd = the largest seed spread of both, {sd:.3f} (batch {both['std'].idxmax()})")
     if latent is not None:
         parts.append(f"latent range {float(latent['mean'].max() - latent['mean'].min()):.3f}")
     latent_words = "latent stable" if stable else "latent not stable"
