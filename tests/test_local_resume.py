@@ -130,3 +130,35 @@ def test_a_local_run_stopped_by_sigterm_stops_its_task_which_resumes_unfailed(tm
     summary = run_sweep(parse_sweep(data, "t"), report=False)
     assert summary.submitted == 1 and summary.states["done"] == 1
     assert read_attempts(layout, task.id)[-1]["resumed_from_epoch"] >= 10
+
+
+def _sleep_and_say(path: str) -> None:
+    Path(path).write_text(str(os.getpid()))
+    time.sleep(600)
+
+
+def test_a_run_started_in_a_scripts_background_still_stops_its_task_processes(tmp_path: Path) -> None:
+    """`nohup spotsweep run ... &` in a script starts everything with SIGINT ignored, so a cancel (SIGINT)
+    cannot reach the task processes: a stop kills them instead, rather than leaving them training on."""
+    import psutil
+    import submitit
+
+    from toolkit.backends import local
+
+    executor = submitit.LocalExecutor(folder=tmp_path / "logs")
+    executor.update_parameters(timeout_min=20)
+    said = tmp_path / "task.pid"
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # what `&` in a script does; inherited by jobs
+    try:
+        job = executor.submit(_sleep_and_say, str(said))
+        deadline = time.monotonic() + 600  # a guard against a hang, not a timing
+        while not said.exists() or not said.read_text():
+            assert time.monotonic() < deadline and not job.done(), "the job never started"
+            time.sleep(0.1)
+        task = psutil.Process(int(said.read_text()))
+        assert local._stop([job])  # its one sentence then says the tasks were stopped
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert job.done()
+    task.wait(timeout=60)  # the task process itself is gone, not only its controller
+    assert not task.is_running()

@@ -131,18 +131,34 @@ def _submit(executor: submitit.Executor, layout: OutputLayout, function: Any, *a
 
 
 def _stop(jobs: list[submitit.Job]) -> bool:
-    """Cancel the jobs still running (SIGINT: a task stops without recording a failure, keeping its last
-    checkpoint) and wait for them to exit. False where they cannot be stopped: a run started in the
-    background of a script (`&`) ignores SIGINT, and so do the processes it starts."""
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        return False
+    """Cancel the jobs still running and wait for them to exit; a task stops without recording a failure,
+    keeping its last checkpoint. False where some would not exit.
+
+    A cancel is SIGINT, then SIGKILL a second later (submitit's job controller does both). A run started in
+    the background of a script (`&`, as `nohup ... &`) ignores SIGINT, and so do the processes it starts:
+    there the same end comes at once, SIGKILL to each job's controller and its task processes."""
     running = [job for job in jobs if not job.done()]
+    sigint_ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     for job in running:
-        job.cancel(check=False)
+        if sigint_ignored:
+            _kill_job_processes(job)
+        else:
+            job.cancel(check=False)
     deadline = time.monotonic() + STOP_WAIT_S
     while any(not job.done() for job in running) and time.monotonic() < deadline:
         time.sleep(POLL_S)
     return all(job.done() for job in running)
+
+
+def _kill_job_processes(job: submitit.Job) -> None:
+    """SIGKILL a local job's task processes, then its controller (a local job's id is the controller's pid)."""
+    import psutil
+
+    with contextlib.suppress(psutil.Error, ValueError):
+        controller = psutil.Process(int(job.job_id))
+        for process in [*controller.children(recursive=True), controller]:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
 
 
 def _stopped_error(n_running: int, stopped: bool, every_n_epochs: int) -> SpotsweepError:
@@ -150,8 +166,8 @@ def _stopped_error(n_running: int, stopped: bool, every_n_epochs: int) -> Spotsw
         return SpotsweepError("stopped (Ctrl-C or SIGTERM) before any task ran; the same `spotsweep run` starts it.")
     if not stopped:
         return SpotsweepError(
-            f"stopped (Ctrl-C or SIGTERM), but its {n_running} running task(s) ignore SIGINT (a run started with "
-            "`&` from a script does) and train on until they finish; `spotsweep status` shows them."
+            f"stopped (Ctrl-C or SIGTERM), but of its {n_running} running task(s) some did not exit within "
+            f"{STOP_WAIT_S:.0f} s; `spotsweep status` shows which still run (kill them, or let them finish)."
         )
     return SpotsweepError(
         f"stopped (Ctrl-C or SIGTERM) with {n_running} task(s) running: they were stopped too and keep their "
