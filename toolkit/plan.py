@@ -28,7 +28,7 @@ MS_PER_STEP: dict[str, dict[str, dict[int, float]]] = {
     "cpu": {
         "scvi": {8: 11.36, 32: 16.06, 128: 34.52},
         "fast": {8: 6.80, 32: 10.86, 128: 29.40},
-        "fast+compile": {8: 3.18, 32: 8.00, 128: 19.26},
+        "fast+compile": {8: 3.18, 32: 8.00, 128: 19.26, 256: 68.17, 512: 156.50, 1024: 296.63},
     },
     "gpu": {
         "scvi": {8: 14.30, 32: 18.69},
@@ -38,13 +38,17 @@ MS_PER_STEP: dict[str, dict[str, dict[int, float]]] = {
 }
 """destVI milliseconds per optimizer step by engine and batch size. CPU: this project's 2-core machine
 (2 threads), real STARmap (189 spots x 1,019 genes), idle, 2026-11-25 (results/engine.md,
-`python -m tests.benchmarks.bench_engine --threads 2`). GPU: one H200, torch 2.11, 2026-11-30
+`python -m tests.benchmarks.bench_engine --threads 2`); compiled at 256-1,024, which 189 spots cannot
+reach: the merfish-like tissue (27,000 spots x 483 genes), 2026-12-01, beside two nice-19 study tasks
+(`--data merfish-like`; its batch 128 read 28.6 ms, so these may overstate an idle machine's by up to
+1.5x, where extending 32-128 understated them 4x). GPU: one H200, torch 2.11, 2026-11-30
 (results/gpu-h200/, `tests/benchmarks/gpu_check.py`): batch 8 on real STARmap, the others on 27,000
 merfish-like spots; `fast+compile` is `reduce-overhead`, what `compile: true` runs as on CUDA. On a GPU a
 step is overhead, nearly flat in the batch size. Between and beyond the measured batch sizes: a power
 law through the nearest two."""
 SOURCES = {
-    "cpu": "destVI ms/step measured on 2 CPU threads, real STARmap 1,019 genes (results/engine.md, 2026-11-25)",
+    "cpu": "destVI ms/step measured on 2 CPU threads, real STARmap 1,019 genes, and compiled at batch 256-1,024 "
+    "the merfish-like tissue (results/engine.md, 2026-11-25 and 12-01)",
     "gpu": "destVI ms/step measured on one H200, torch 2.11 (results/gpu-h200/, 2026-11-30)",
 }
 
