@@ -187,6 +187,14 @@ def test_large_batches_that_hold_with_fewer_steps_do_not_reproduce_f3() -> None:
     assert findings.finding_f4("merfish-scaled", summary)[3].startswith("partly: 512 recovers, 1,024 recovers too")
 
 
+def test_a_scaled_run_where_only_1024_drops_reproduces_f3_in_part() -> None:
+    findings = _findings()
+    summary = _summary(_arms(HOLDS_THEN_DROPS | {512: 0.80}, STABLE_LATENT, LONG_ARMS_AS_THE_STUDY))
+    f3 = findings.finding_f3("merfish-scaled", summary)
+    assert f3[3].startswith("partly: holds to 256 and drops at 1,024, but 512 stays within one sd (0.005)"), f3[3]
+    assert "one sd = the largest seed spread of both, 0.005" in f3[2]
+
+
 def test_f5_compares_the_fall_of_training_time_with_the_studys_and_the_rule_reads_batch_128(tmp_path: Path) -> None:
     findings = _findings()
     findings.GPU_CHECKS = tmp_path  # no GPU check: the CPU run's verdict alone

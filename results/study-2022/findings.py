@@ -281,15 +281,20 @@ def merfish_run(summaries: dict[str, xr.Dataset | None]) -> tuple[str, xr.Datase
     return MERFISH[-1], None
 
 
-def holds_and_drops(both: pd.DataFrame) -> tuple[float, float, bool, bool]:
-    """(best mean at batch <= 256, its sd, batch 256 within one sd of it, 512 and 1,024 below it by more)."""
+def holds_and_drops(both: pd.DataFrame) -> tuple[float, float, bool, list[str], list[str]]:
+    """(best mean at batch <= 256, the sd, batch 256 within one sd of it, those of 512 and 1,024 below it by
+    more, those within)."""
     small = [b for b in both.index if b != "auto" and int(b) <= 256]
     best = both.loc[small, "mean"].idxmax()
     level, sd = float(both.loc[best, "mean"]), float(np.nanmax(both["std"]))
     holds = "256" in both.index and float(both.loc["256", "mean"]) >= level - sd
     large = [b for b in ("512", "1024") if b in both.index]
-    drops = bool(large) and all(float(both.loc[b, "mean"]) < level - sd for b in large)
-    return level, sd, holds, drops
+    dropped = [b for b in large if float(both.loc[b, "mean"]) < level - sd]
+    return level, sd, holds, dropped, [b for b in large if b not in dropped]
+
+
+def _batches(batches: list[str]) -> str:
+    return ", ".join(f"{int(b):,}" for b in batches)
 
 
 def scale_note(summary: xr.Dataset, epochs: int) -> tuple[float, str]:
@@ -315,7 +320,7 @@ def finding_f3(name: str, summary: xr.Dataset | None) -> list[str]:
     epochs = base_epochs(summary)
     table = quality(summary, epochs=epochs)
     both = table.loc["both"]
-    level, sd, holds, drops = holds_and_drops(both)
+    level, sd, holds, dropped, kept = holds_and_drops(both)
     latent = table.loc["latent"] if "latent" in table.index.get_level_values(0) else None
     stable = latent is not None and float(latent["mean"].max() - latent["mean"].min()) <= 2 * float(latent["std"].max())
     scale, steps = scale_note(summary, epochs)
@@ -330,9 +335,16 @@ def finding_f3(name: str, summary: xr.Dataset | None) -> list[str]:
             f"smaller batch ({level:.3f}) with {scale:.0f}x fewer steps than in the study; where the drop starts "
             "hinges on steps"
         )
-    elif holds and drops:
+    elif holds and dropped and not kept:
         shape = "reproduced" if stable else "partly: holds to 256 and drops at 512-1,024"
         verdict = f"{shape} ({latent_words})" if stable else f"{shape}; {latent_words}"
+        if scale > 1.5:
+            verdict += f", with {scale:.0f}x fewer steps per batch than the study"
+    elif holds and dropped:
+        verdict = (
+            f"partly: holds to 256 and drops at {_batches(dropped)}, but {_batches(kept)} stays within one sd "
+            f"({sd:.3f}) of the best ({level:.3f}); {latent_words}"
+        )
         if scale > 1.5:
             verdict += f", with {scale:.0f}x fewer steps per batch than the study"
     elif holds:
@@ -352,7 +364,7 @@ def finding_f4(name: str, summary: xr.Dataset | None) -> list[str]:
         return row
     epochs = base_epochs(summary)
     base = quality(summary, epochs=epochs).loc["both"]
-    level, sd, holds, _ = holds_and_drops(base)
+    level, sd, holds, *_ = holds_and_drops(base)
     arms = {e: quality(summary, epochs=e).loc["both"] for e in (2 * epochs, 4 * epochs)}
     reference = float(base.loc["256", "mean"])
     parts = [f"{name}, both; batch 256 at {epochs:,} epochs: {text(base, '256')}"]
