@@ -26,10 +26,11 @@ from toolkit.status import is_running, task_state
 from toolkit.sweep import expand
 
 
-def _one_task_sweep(out: Path) -> dict:
+def _one_task_sweep(out: Path, epochs: int = 300) -> dict:
+    """One destVI task that checkpoints every 10 epochs and trains long enough to be stopped before its end."""
     data = copy.deepcopy(TINY_SWEEP)
     data["output"] = str(out)
-    data["methods"][0].update({"amortization": "both", "batch_size": 8, "max_epochs": 300})
+    data["methods"][0].update({"amortization": "both", "batch_size": 8, "max_epochs": epochs})
     data["executor"] = {"kind": "local", "max_parallel": 1, "timeout_min": 20, "checkpoint_every_epochs": 10}
     return data
 
@@ -51,8 +52,13 @@ def _launch(tmp_path: Path, data: dict, stderr: int) -> subprocess.Popen:
     )
 
 
+KILLED_EPOCHS = 120
+"""The killed run trains three times (killed, resumed, uninterrupted): shorter than the SIGTERM test's, whose
+stop takes longer to land (SIGKILL of the whole group is at once), yet 110 epochs past the first checkpoint."""
+
+
 def test_a_killed_local_sweep_resumes_its_task_from_the_checkpoint(tmp_path: Path) -> None:
-    data = _one_task_sweep(tmp_path / "stopped")
+    data = _one_task_sweep(tmp_path / "stopped", KILLED_EPOCHS)
     (task,) = expand(parse_sweep(data, "t"))
     layout = OutputLayout(tmp_path / "stopped")
     launcher = _launch(tmp_path, data, stderr=subprocess.DEVNULL)
@@ -75,7 +81,7 @@ def test_a_killed_local_sweep_resumes_its_task_from_the_checkpoint(tmp_path: Pat
         assert time.monotonic() < deadline, "the killed task process still holds its lock after an hour"
         time.sleep(0.2)
     assert not layout.result(task.id).exists()
-    assert seen_progress is not None and seen_progress["max_epochs"] == 300 and seen_progress["epoch"] >= 1
+    assert seen_progress is not None and seen_progress["max_epochs"] == KILLED_EPOCHS and seen_progress["epoch"] >= 1
 
     summary = run_sweep(parse_sweep(data, "t"), report=False)
     assert summary.states["done"] == 1, task_state(layout, task)
@@ -83,7 +89,7 @@ def test_a_killed_local_sweep_resumes_its_task_from_the_checkpoint(tmp_path: Pat
     assert attempt["outcome"] == "done" and attempt["resumed_from_epoch"] >= 10
     assert not layout.progress(task.id).exists()  # a finished task leaves no progress report
 
-    whole = _one_task_sweep(tmp_path / "whole")
+    whole = _one_task_sweep(tmp_path / "whole", KILLED_EPOCHS)
     run_sweep(parse_sweep(whole, "t"), report=False)
     resumed = read_json(layout.result(task.id))
     uninterrupted = read_json(OutputLayout(tmp_path / "whole").result(task.id))
