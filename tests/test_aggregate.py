@@ -112,3 +112,6 @@ def test_each_task_records_what_it_ran_on_and_the_runtime_figure_names_it(sweep_
     assert "on 2 machines, not comparable: cpu: AMD EPYC; NVIDIA H200" in _runtime_title(
         "agg", ["cpu: AMD EPYC", "NVIDIA H200"]
     )
+    # Tasks from before the CPU model was recorded are not known to differ: not called a second machine.
+    unrecorded = _runtime_title("agg", ["cpu (model not recorded)", "cpu: AMD EPYC"])
+    assert unrecorded.endswith("\non cpu: AMD EPYC (and, for tasks that did not record it, an unnamed CPU)")

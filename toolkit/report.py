@@ -253,16 +253,22 @@ def machines(summary: xr.Dataset, dataset: str) -> list[str]:
     frame = summary[["device", "cpu", "status"]].sel(dataset=dataset).to_dataframe().reset_index()
     frame = frame[(frame["status"] == "done") & (frame["method"] != "control") & (frame["device"] != "")]
     labels = [
-        device if device != "cpu" else (f"cpu: {cpu}" if cpu else "cpu (model not recorded)")
+        device if device != "cpu" else (f"cpu: {cpu}" if cpu else UNRECORDED_CPU)
         for device, cpu in zip(frame["device"], frame["cpu"], strict=True)
     ]
     return sorted(set(labels))
+
+
+UNRECORDED_CPU = "cpu (model not recorded)"
 
 
 def _runtime_title(dataset: str, ran_on: list[str]) -> str:
     title = f"{dataset}: training time against minibatch size"
     if len(ran_on) == 1:
         return f"{title}\non {ran_on[0]}"
+    recorded = [machine for machine in ran_on if machine != UNRECORDED_CPU]
+    if len(recorded) == 1 and recorded[0].startswith("cpu: "):  # unknown, not known to differ
+        return f"{title}\non {recorded[0]} (and, for tasks that did not record it, an unnamed CPU)"
     if ran_on:
         return f"{title}\n" + textwrap.fill(f"on {len(ran_on)} machines, not comparable: {'; '.join(ran_on)}", 80)
     return title
