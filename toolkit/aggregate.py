@@ -34,7 +34,10 @@ from toolkit.sweep import SWEPT_SETTINGS
 SCALARS: dict[str, dict[str, str]] = {
     "batch_size_used": {"long_name": "minibatch size the method trained with (auto and 0 resolved)", "units": "1"},
     "n_steps": {"long_name": "optimizer steps of the spatial model", "units": "1"},
-    "train_time_s": {"long_name": "wall time of spatial model training", "units": "s"},
+    "train_time_s": {
+        "long_name": "wall time of spatial model training (a resumed task adds its attempts up to its checkpoint)",
+        "units": "s",
+    },
     "reference_time_s": {"long_name": "wall time of reference model training (shared by tasks)", "units": "s"},
     "task_time_s": {"long_name": "wall time of the whole task", "units": "s"},
     "peak_host_memory_mb": {"long_name": "peak resident host memory of the task", "units": "MiB"},
