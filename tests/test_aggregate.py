@@ -81,6 +81,8 @@ def test_the_maps_say_how_to_read_the_grid(sweep_out: Path) -> None:
     assert caption.endswith("cortical depth along y: pia at low y, white matter at high y")
     summary = summary.assign(spots_orientation=("dataset", ["costs $5 at $high y"]))
     assert _map_caption(summary, "agg", sideways=False).endswith(r"costs \$5 at \$high y")  # no math mode
+    holed = _map_caption(summary, "agg", sideways=True, holes=True)
+    assert "750 px; white = no spot (a window without cells); grid y" in holed
 
 
 def test_the_zarr_copy_holds_the_same_dataset(sweep_out: Path) -> None:

@@ -62,12 +62,15 @@ def _dataset_text(summary: xr.Dataset, name: str, dataset: str) -> str:
     return str(summary[name].sel(dataset=dataset).item()) if name in summary else ""
 
 
-def _map_caption(summary: xr.Dataset, dataset: str, sideways: bool) -> str:
-    """How to read a map: what one pixel is, which way the grid's axes point, how the tissue runs."""
+def _map_caption(summary: xr.Dataset, dataset: str, sideways: bool, holes: bool = False) -> str:
+    """How to read a map: what one pixel is, what a white one is where the grid has holes (windows without
+    cells make no spot), which way the grid's axes point, how the tissue runs."""
     window = float(summary["spots_window"].sel(dataset=dataset)) if "spots_window" in summary else float("nan")
     units = _dataset_text(summary, "spots_units", dataset) or "data units"
     orientation = _dataset_text(summary, "spots_orientation", dataset)
     parts = [f"one pixel = one spot, a window of {window:g} {units}"] if np.isfinite(window) else []
+    if holes:
+        parts.append("white = no spot (a window without cells)")
     parts.append("grid y to the right, grid x up" if sideways else "grid x to the right, grid y up")
     if orientation:
         parts.append(orientation)
@@ -133,7 +136,9 @@ def proportion_maps(summary: xr.Dataset, dataset: str, path: Path) -> bool:
     # a narrow figure of few configurations or a long orientation is not cut off.
     title = f"{dataset}: cell-type proportions on the spot grid, truth and each configuration (seed {seed})"
     fig.suptitle(textwrap.fill(title, width=max(30, int(fig.get_figwidth() * 11))), fontsize=10)
-    caption = textwrap.fill(_map_caption(summary, dataset, sideways), width=max(40, int(fig.get_figwidth() * 13)))
+    holes = len(spots) < (grid_x.max() + 1) * (grid_y.max() + 1)
+    caption = _map_caption(summary, dataset, sideways, holes)
+    caption = textwrap.fill(caption, width=max(40, int(fig.get_figwidth() * 13)))
     fig.supxlabel(caption, fontsize=8)
     _save(fig, path)
     return True
