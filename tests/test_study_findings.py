@@ -134,7 +134,7 @@ def _summary(
             "true_proportion": (("dataset", "spot"), np.zeros((1, spots))),
         },
         coords=coords | {"cell_type": LAYERS},
-        attrs={"provenance": str({"device": "cpu"})},
+        attrs={"provenance": json.dumps({"device": "cpu"})},
     )
 
 
@@ -218,6 +218,54 @@ def test_a_running_merfish_sweep_gets_no_verdict_yet(tmp_path: Path) -> None:
     summary["status"] = (summary["status"].dims, status)
     for finding in (findings.finding_f3, findings.finding_f4, findings.finding_f5):
         assert finding("merfish-scaled", summary)[3] == "no verdict yet"
+
+
+def _set_status(summary: xr.Dataset, state: str, **where: object) -> None:
+    """Mark every task at `where` (coordinate values) unfinished with `state`, in place: no values, as in
+    an aggregate."""
+    status = summary["status"].copy()
+    status.loc[where] = state
+    summary["status"] = status
+    for name in ("mean_pcc_cell_type", "pcc", "n_steps", "train_time_s"):
+        summary[name].loc[where] = np.nan
+
+
+def test_each_merfish_verdict_waits_only_for_the_tasks_it_reads(tmp_path: Path) -> None:
+    """F3 reads the base epochs, F4 also 512 at 2x and 1,024 at 4x, F5 the times of both at the base epochs:
+    the arms run last (512 at 4x, 1,024 at 2x, Cell2location) hold back none of them."""
+    findings = _findings()
+    findings.GPU_CHECKS = tmp_path
+    summary = _summary(_arms(HOLDS_THEN_DROPS, STABLE_LATENT, LONG_ARMS_AS_THE_STUDY))
+    arm = {"method": "destvi", "variant": "2022", "amortization": "both"}
+    _set_status(summary, "started", **arm, batch_size=512, max_epochs=4000, seed=0)
+    _set_status(summary, "absent", **arm, batch_size=1024, max_epochs=2000)  # never run: not "not done yet"
+    _set_status(summary, "started", method="cell2location", seed=2)
+    _set_status(summary, "missing", method="cell2location", seed=1)
+    assert findings.finding_f3("merfish-scaled", summary)[3].startswith("reproduced")
+    f4 = findings.finding_f4("merfish-scaled", summary)
+    assert f4[3].startswith("reproduced")
+    assert "batch 512 at 1,000: 0.700 +- 0.005 (n=3), 2,000: 0.800 +- 0.005 (n=3), 4,000: 0.802 +- 0.004 (n=2)" in f4[2]
+    assert "batch 1024 at 1,000: 0.600 +- 0.005 (n=3), 2,000: not run, 4,000: 0.700" in f4[2]
+    f5 = findings.finding_f5("merfish-scaled", summary)
+    assert "Cell2location 50.0 (n=1)" in f5[2] and f5[3] != "no verdict yet"
+    _set_status(summary, "started", **arm, batch_size=1024, max_epochs=4000, seed=1)
+    f4 = findings.finding_f4("merfish-scaled", summary)
+    assert f4[2:] == ["merfish-scaled: running, 23 of the 24 destVI tasks it reads done", "no verdict yet"]
+    assert findings.finding_f3("merfish-scaled", summary)[3].startswith("reproduced")
+    _set_status(summary, "done", **arm, batch_size=1024, max_epochs=4000, seed=1)
+    _set_status(summary, "missing", **arm, batch_size=512, max_epochs=4000)
+    assert "2,000: 0.800 +- 0.005 (n=3), 4,000: not done yet" in findings.finding_f4("merfish-scaled", summary)[2]
+
+
+def test_f5_reads_the_fastest_seed_since_other_work_only_adds_time(tmp_path: Path) -> None:
+    findings = _findings()
+    findings.GPU_CHECKS = tmp_path
+    summary = _summary(_arms(HOLDS_THEN_DROPS, STABLE_LATENT, LONG_ARMS_AS_THE_STUDY))
+    at = {"method": "destvi", "variant": "2022", "amortization": "both", "batch_size": 64, "max_epochs": 1000}
+    fastest = float(summary["train_time_s"].loc[at].min()) / 60
+    summary["train_time_s"].loc[at | {"seed": 0}] = 1e6  # seed 0 trained beside a CI run
+    f5 = findings.finding_f5("merfish-scaled", summary)
+    assert f"batch 64 {fastest:.1f}" in f5[2] and "(fastest of the seeds)" in f5[2]
 
 
 def _gpu_check(folder: Path, engine: str, minutes: dict[int, float]) -> None:
