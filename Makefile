@@ -37,10 +37,9 @@ browser:
 		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }; }
 
 # Test files run three at a time (pytest-xdist, whole files per worker so module fixtures run once): the
-# scheduler-bound ones mostly wait, on SLURM's minute clock and on each other's jobs. The slowest files go
-# first (tests/conftest.py), so xdist must keep the collected order rather than its own by test count.
+# scheduler-bound ones mostly wait, on SLURM's minute clock and on each other's jobs.
 test: $(STAMP) system-deps
-	$(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder
+	$(BIN)/pytest -n 3 --dist loadfile
 
 # The task image from containers/Apptainer.def, cached: rebuilt only when the def, pins or toolkit change.
 # IMAGE_BASE=cuda (clusters: CUDA PyTorch base from Docker Hub) or local (no Docker Hub: debootstrap +

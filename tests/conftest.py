@@ -43,33 +43,6 @@ TINY_SWEEP: dict[str, Any] = {
 }
 
 
-HEAVY_FILES_FIRST = (
-    "test_local_resume.py",
-    "test_container.py",
-    "test_slurm.py",
-    "test_slurm_time_limit.py",
-    "test_slurm_pack.py",
-    "test_gpu_check.py",
-    "test_faults.py",
-    "test_readme_cluster.py",
-    "test_study_sweeps.py",
-    "test_study_findings.py",
-    "test_fast_engine.py",
-    "test_readme_quickstart.py",
-    "test_slurm_node_failure.py",
-    "test_slurm_max_timeouts.py",
-)
-"""The slowest test files, slowest first (`--durations` of a CI run, 2026-11-30). Run side by side
-(pytest-xdist, whole files per worker), the suite ends when its last file does: started first, the long
-files no longer end it alone while the other workers sit idle."""
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Heavy files first, every file's tests in their written order (module fixtures build on it)."""
-    rank = {name: place for place, name in enumerate(HEAVY_FILES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-
-
 @pytest.fixture
 def tiny_sweep_data() -> dict[str, Any]:
     """A fresh copy of the tiny sweep mapping, free to modify."""
