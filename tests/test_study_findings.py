@@ -221,8 +221,8 @@ def test_a_running_merfish_sweep_gets_no_verdict_yet(tmp_path: Path) -> None:
 
 
 def _set_status(summary: xr.Dataset, state: str, **where: object) -> None:
-    """Mark every task at `where` (coordinate values) unfinished with `state`, in place: no values, as in
-    an aggregate."""
+    """Give every task at `where` (coordinate values) the status `state` and no values (as an aggregate
+    holds an unfinished task's), in place."""
     status = summary["status"].copy()
     status.loc[where] = state
     summary["status"] = status

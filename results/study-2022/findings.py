@@ -499,8 +499,8 @@ def finding_f5(name: str, summary: xr.Dataset | None) -> list[str]:
     seconds = summary["train_time_s"].sel(
         {"method": "destvi", "variant": "2022", "amortization": "both", "max_epochs": epochs}
     )
-    # The fastest seed: on a shared machine other work only ever adds time (the study's runs, like
-    # timeit's, are best read at their least disturbed).
+    # The fastest seed: on a shared machine other work only ever adds time, so the least disturbed run is
+    # the best estimate of the model's own (as timeit reads its repeats).
     minutes = seconds.squeeze(drop=True).min("seed").to_series().dropna() / 60
     minutes.index = minutes.index.astype(int)
     minutes = minutes.sort_index()
