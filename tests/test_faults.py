@@ -3,6 +3,7 @@
 - a sweep whose every task fails still ends with a summary and a report that lists the failures;
 - a result.json cut short does not block the sweep: aggregate keeps it aside, records the failure
   naming the file, and `--retry-failed` redoes the task; a cut error.json or sweep.json is one sentence;
+- an error.json deleted (by a requeue) while the launcher reads it is no crash;
 - results and folders are readable by the group and others (umask), as on a cluster's shared disk;
 - `--max-parallel 0` is refused, not silently replaced.
 """
@@ -19,6 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import TINY_SWEEP
+from toolkit import status
 from toolkit.aggregate import write_summary
 from toolkit.cli import app
 from toolkit.config import parse_sweep
@@ -87,6 +89,28 @@ def test_cut_error_and_sweep_files_are_one_sentence(controls_run: tuple[dict, Ou
     (broken / "sweep.json").write_text('{"name": "t", "tas')
     with pytest.raises(SpotsweepError, match=r"sweep.json: cannot read the sweep's task list .*run `spotsweep run"):
         sweep_states(broken)
+
+
+def test_an_error_file_deleted_while_status_reads_it_is_no_crash(
+    controls_run: tuple[dict, OutputLayout], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task requeued at its SLURM time limit deletes the error.json its stopped attempt wrote. If that
+    happens while the launcher polls, the poll sees no error, not a crash (CI once died on this race)."""
+    data, layout = controls_run
+    task = expand(parse_sweep(data, "t"))[1]
+    kept = layout.result(task.id).rename(tmp_path / "result.json")
+    layout.error(task.id).write_text('{"reason": "requeued"}')
+    read = status.read_json
+
+    def requeued_meanwhile(path: Path) -> object:
+        path.unlink(missing_ok=True)  # the requeued attempt's cleanup wins the race
+        return read(path)
+
+    monkeypatch.setattr(status, "read_json", requeued_meanwhile)
+    try:
+        assert status.task_state(layout, task).state == "started"  # its started.json is there
+    finally:
+        kept.rename(layout.result(task.id))
 
 
 def test_results_and_folders_are_readable_by_colleagues(controls_run: tuple[dict, OutputLayout]) -> None:
