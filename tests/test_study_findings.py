@@ -257,6 +257,28 @@ def test_each_merfish_verdict_waits_only_for_the_tasks_it_reads(tmp_path: Path) 
     assert "2,000: 0.800 +- 0.005 (n=3), 4,000: not done yet" in findings.finding_f4("merfish-scaled", summary)[2]
 
 
+def test_an_unstable_latent_is_told_too_few_steps_or_too_large_a_batch_by_its_arm_at_4x_the_epochs() -> None:
+    """Latent 1,024 falling at the base epochs may be under-training (a quarter of 256's steps): the arm at 4x
+    the epochs, where the sweep has it, says which; F3's verdict stays "not stable" either way."""
+    findings = _findings()
+    unstable = STABLE_LATENT | {1024: 0.70}
+    pcc = _arms(HOLDS_THEN_DROPS, unstable, LONG_ARMS_AS_THE_STUDY)
+    recovered = _summary(pcc | {("latent", 1024, 4000): 0.79})
+    f3 = findings.finding_f3("merfish-scaled", recovered)
+    assert "latent 1,024 at 4,000 epochs (the steps of 256 at 1,000): 0.790 +- 0.005 (n=3)" in f3[2]
+    assert f3[3] == (
+        "partly: holds to 256 and drops at 512-1,024; latent not stable (1,024 recovers with 4,000 epochs: too few "
+        "steps at 1,000, not too large a batch), with 25x fewer steps per batch than the study"
+    )
+    still_low = findings.finding_f3("merfish-scaled", _summary(pcc | {("latent", 1024, 4000): 0.72}))
+    assert "(1,024 stays more than one sd below 256 with 4,000 epochs too)" in still_low[3]
+    arm = {"method": "destvi", "variant": "2022", "amortization": "latent", "batch_size": 1024, "max_epochs": 4000}
+    _set_status(recovered, "started", **arm)
+    assert "(1,024 at 4,000 epochs not done yet)" in findings.finding_f3("merfish-scaled", recovered)[3]
+    without = findings.finding_f3("merfish-scaled", _summary(pcc))
+    assert without[3].endswith("latent not stable, with 25x fewer steps per batch than the study")
+
+
 def test_f5_reads_the_fastest_seed_since_other_work_only_adds_time(tmp_path: Path) -> None:
     findings = _findings()
     findings.GPU_CHECKS = tmp_path

@@ -365,6 +365,9 @@ def finding_f3(name: str, summary: xr.Dataset | None) -> list[str]:
     if latent is not None:
         parts.append(f"latent range {float(latent['mean'].max() - latent['mean'].min()):.3f}")
     latent_words = "latent stable" if stable else "latent not stable"
+    if not stable and "256" in latent.index and (arm := latent_long_arm(summary, epochs, sd)) is not None:
+        parts.append(arm[0])
+        latent_words += f" ({arm[1]})"
     if scale > 1.5 and not holds:
         verdict = (
             f"not testable at this scale: batch 256 already falls more than one sd ({sd:.3f}) below the best "
@@ -435,12 +438,33 @@ def finding_f4(name: str, summary: xr.Dataset | None) -> list[str]:
     return ["F4", says, "; ".join(parts), verdict]
 
 
-def arm_text(summary: xr.Dataset, table: pd.DataFrame, batch: str, epochs: int) -> str:
+def arm_text(summary: xr.Dataset, table: pd.DataFrame, batch: str, epochs: int, amortization: str = "both") -> str:
     """A long arm's PCC, or "not done yet" where the sweep has it and it is still running."""
     if batch in table.index:
         return text(table, batch)
-    selection = {"method": "destvi", "amortization": "both", "batch_size": batch, "max_epochs": epochs}
+    selection = {"method": "destvi", "amortization": amortization, "batch_size": batch, "max_epochs": epochs}
     return "not done yet" if tasks_read(summary, selection)[1] else "not run"
+
+
+def latent_long_arm(summary: xr.Dataset, epochs: int, sd: float) -> tuple[str, str] | None:
+    """Latent 1,024 at 4x the epochs (the steps latent 256 takes at the base epochs), where the sweep has it:
+    (its PCC in words, what it says of an unstable latent). It tells a latent that needs more steps at this
+    scale from one that fails at a large batch however long it trains. None where the sweep lacks the arm."""
+    long = 4 * epochs
+    selection = {"method": "destvi", "amortization": "latent", "batch_size": 1024, "max_epochs": long}
+    if not tasks_read(summary, selection)[1]:
+        return None
+    table = quality(summary, epochs=long)
+    arm = table.loc["latent"] if "latent" in table.index.get_level_values(0) else table.iloc[:0]
+    shown = f"latent 1,024 at {long:,} epochs (the steps of 256 at {epochs:,}): " + arm_text(
+        summary, arm, "1024", long, "latent"
+    )
+    if "1024" not in arm.index:
+        return shown, f"1,024 at {long:,} epochs not done yet"
+    reference = float(quality(summary, epochs=epochs).loc[("latent", "256"), "mean"])
+    if float(arm.loc["1024", "mean"]) >= reference - sd:
+        return shown, f"1,024 recovers with {long:,} epochs: too few steps at {epochs:,}, not too large a batch"
+    return shown, f"1,024 stays more than one sd below 256 with {long:,} epochs too"
 
 
 def gpu_minutes() -> tuple[str, dict[str, pd.Series]]:
