@@ -277,6 +277,8 @@ def test_an_unstable_latent_is_told_too_few_steps_or_too_large_a_batch_by_its_ar
     assert "(1,024 at 4,000 epochs not done yet)" in findings.finding_f3("merfish-scaled", recovered)[3]
     without = findings.finding_f3("merfish-scaled", _summary(pcc))
     assert without[3].endswith("latent not stable, with 25x fewer steps per batch than the study")
+    no_latent = findings.finding_f3("merfish-scaled", _summary(_arms(HOLDS_THEN_DROPS, {}, LONG_ARMS_AS_THE_STUDY)))
+    assert no_latent[3].endswith("latent not run, with 25x fewer steps per batch than the study")
 
 
 def test_f5_reads_the_fastest_seed_since_other_work_only_adds_time(tmp_path: Path) -> None:

@@ -364,8 +364,8 @@ def finding_f3(name: str, summary: xr.Dataset | None) -> list[str]:
     parts.append(f"one sd = the largest seed spread of both, {sd:.3f} (batch {both['std'].idxmax()})")
     if latent is not None:
         parts.append(f"latent range {float(latent['mean'].max() - latent['mean'].min()):.3f}")
-    latent_words = "latent stable" if stable else "latent not stable"
-    if not stable and "256" in latent.index and (arm := latent_long_arm(summary, epochs, sd)) is not None:
+    latent_words = "latent not run" if latent is None else "latent stable" if stable else "latent not stable"
+    if latent is not None and not stable and "256" in latent.index and (arm := latent_long_arm(summary, epochs, sd)):
         parts.append(arm[0])
         latent_words += f" ({arm[1]})"
     if scale > 1.5 and not holds:
