@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -40,28 +39,21 @@ class TaskState:
 def task_state(layout: OutputLayout, task: Task) -> TaskState:
     if layout.result(task.id).exists():
         return TaskState(task, "done")
-    error = _error_record(layout, task)
+    # error.json is read without asking first whether it exists: a task requeued at its time limit deletes
+    # the error.json of the attempt that just stopped, and a check before the read would race it (seen in CI).
+    try:
+        error = read_json(layout.error(task.id))
+    except FileNotFoundError:
+        error = None
+    except CorruptFile as exc:
+        return TaskState(task, "failed", reason=str(exc), log=str(layout.error(task.id)))
     if error is not None:
-        if isinstance(error, CorruptFile):
-            return TaskState(task, "failed", reason=str(error), log=str(layout.error(task.id)))
         last_line = error["reason"].strip().splitlines()[-1] if error.get("reason") else ""
         log = error.get("log") or str(layout.error(task.id))
         return TaskState(task, "failed", reason=last_line, log=log, cause=error.get("cause", ""))
     if (layout.task_dir(task.id) / "started.json").exists():
         return TaskState(task, "running" if is_running(layout, task.id) else "started")
     return TaskState(task, "missing")
-
-
-def _error_record(layout: OutputLayout, task: Task) -> dict[str, Any] | CorruptFile | None:
-    """The task's error.json, or None where there is none. Read without asking first whether it exists: a
-    task requeued at its time limit deletes the error.json of the attempt that just stopped, and a check
-    before the read would race it (seen in CI: the file went between exists() and open())."""
-    try:
-        return read_json(layout.error(task.id))
-    except FileNotFoundError:
-        return None
-    except CorruptFile as exc:
-        return exc
 
 
 def is_running(layout: OutputLayout, task_id: str) -> bool:
