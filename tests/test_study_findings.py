@@ -155,7 +155,9 @@ def test_a_scaled_run_that_holds_to_256_and_drops_reproduces_f3_and_f4_in_relati
     assert f3[3] == "reproduced (latent stable), with 25x fewer steps per batch than the study"
     assert "batch 256 trains 11,000 steps here, 270,000 in the study (25x fewer)" in f3[2]
     f4 = findings.finding_f4("merfish-scaled", summary)
-    assert f4[3] == "reproduced (2x and 4x the epochs, as the study's; 25x fewer steps)"
+    assert f4[3] == (
+        "reproduced: 512 recovers, 1,024 does not recover (2x and 4x the epochs, as the study's; 25x fewer steps)"
+    )
     assert "batch 512 at 1,000: 0.700 +- 0.005 (n=3), 2,000: 0.800 +- 0.005 (n=3)" in f4[2]
 
 
@@ -184,7 +186,9 @@ def test_large_batches_that_hold_with_fewer_steps_do_not_reproduce_f3() -> None:
     f3 = findings.finding_f3("merfish-scaled", summary)
     assert f3[3].startswith("not reproduced: batch 512-1,024 stay within one sd")
     assert "latent not stable, even with 25x fewer steps" in f3[3]
-    assert findings.finding_f4("merfish-scaled", summary)[3].startswith("partly: 512 recovers, 1,024 recovers too")
+    assert findings.finding_f4("merfish-scaled", summary)[3].startswith(
+        "not testable: 512 did not drop at 1,000 epochs (nothing to recover), 1,024 did not drop"
+    )
 
 
 def test_a_scaled_run_where_only_1024_drops_reproduces_f3_in_part() -> None:
@@ -193,6 +197,18 @@ def test_a_scaled_run_where_only_1024_drops_reproduces_f3_in_part() -> None:
     f3 = findings.finding_f3("merfish-scaled", summary)
     assert f3[3].startswith("partly: holds to 256 and drops at 1,024, but 512 stays within one sd (0.005)"), f3[3]
     assert "one sd = the largest seed spread of both, 0.005" in f3[2]
+
+
+def test_f4_judges_only_the_batches_that_dropped_since_only_those_can_recover() -> None:
+    """The scaled run's shape: 512 stays within one sd at the base epochs, so only 1,024's claim is judged."""
+    findings = _findings()
+    for long_1024, verdict in (
+        (0.70, "partly: 512 did not drop at 1,000 epochs (nothing to recover), 1,024 does not recover"),
+        (0.80, "not reproduced: 512 did not drop at 1,000 epochs (nothing to recover), 1,024 recovers"),
+    ):
+        long = LONG_ARMS_AS_THE_STUDY | {(1024, 4000): long_1024}
+        summary = _summary(_arms(HOLDS_THEN_DROPS | {512: 0.80}, STABLE_LATENT, long))
+        assert findings.finding_f4("merfish-scaled", summary)[3].startswith(verdict)
 
 
 def test_f5_compares_the_fall_of_training_time_with_the_studys_and_the_rule_reads_batch_128(tmp_path: Path) -> None:

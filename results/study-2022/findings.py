@@ -403,7 +403,7 @@ def finding_f4(name: str, summary: xr.Dataset | None) -> list[str]:
         return row
     epochs = base_epochs(summary)
     base = quality(summary, epochs=epochs).loc["both"]
-    level, sd, holds, *_ = holds_and_drops(base)
+    level, sd, holds, dropped, _ = holds_and_drops(base)
     arms = {e: quality(summary, epochs=e).loc["both"] for e in (2 * epochs, 4 * epochs)}
     reference = float(base.loc["256", "mean"])
     parts = [f"{name}, both; batch 256 at {epochs:,} epochs: {text(base, '256')}"]
@@ -414,28 +414,41 @@ def finding_f4(name: str, summary: xr.Dataset | None) -> list[str]:
         parts.append(f"batch {batch} at " + ", ".join(runs))
     scale, steps = scale_note(summary, epochs)
     parts.append(steps)
-    arm512, arm1024 = arms[2 * epochs], arms[4 * epochs]
-    recovers = "512" in arm512.index and float(arm512.loc["512", "mean"]) >= reference - sd
-    fails = "1024" in arm1024.index and float(arm1024.loc["1024", "mean"]) < reference - sd
     relative = f" (2x and 4x the epochs, as the study's; {scale:.0f}x fewer steps)" if scale > 1.5 else ""
     if not holds:
         verdict = (
             f"not testable at this scale: batch 256, the level the long arms should reach, is itself more than one "
             f"sd ({sd:.3f}) below the best smaller batch ({level:.3f})"
         )
-    elif recovers and fails:
-        verdict = "reproduced" + relative
-    elif recovers or fails:
-        verdict = (
-            "partly: "
-            + ("512 recovers" if recovers else "512 does not recover")
-            + ", "
-            + ("1,024 does not" if fails else "1,024 recovers too")
-            + relative
-        )
     else:
-        verdict = "not reproduced: 512 does not recover and 1,024 does" + relative
+        verdict = f4_verdict(set(dropped), long_arm_recovers(arms, epochs, reference - sd), epochs) + relative
     return ["F4", says, "; ".join(parts), verdict]
+
+
+def long_arm_recovers(arms: dict[int, pd.DataFrame], epochs: int, floor: float) -> dict[str, bool]:
+    """Whether 512 at 2x and 1,024 at 4x the epochs reach batch 256's level (within one sd)."""
+    return {
+        batch: batch in arms[times * epochs].index and float(arms[times * epochs].loc[batch, "mean"]) >= floor
+        for batch, times in (("512", 2), ("1024", 4))
+    }
+
+
+def f4_verdict(dropped: set[str], recovers: dict[str, bool], epochs: int) -> str:
+    """The study's two claims, each judged only where its batch dropped (more than one sd below the best batch
+    <= 256) at the base epochs, since only a batch that dropped can recover: 512 recovers with more epochs,
+    1,024 does not."""
+    said, agree = [], []
+    for batch, study_recovers in (("512", True), ("1024", False)):
+        name = f"{int(batch):,}"
+        if batch not in dropped:
+            said.append(f"{name} did not drop at {epochs:,} epochs (nothing to recover)")
+            continue
+        agree.append(recovers[batch] == study_recovers)
+        said.append(f"{name} recovers" if recovers[batch] else f"{name} does not recover")
+    if not agree:
+        return "not testable: " + ", ".join(said)
+    shape = "reproduced" if all(agree) and len(agree) == 2 else "partly" if any(agree) else "not reproduced"
+    return f"{shape}: " + ", ".join(said)
 
 
 def arm_text(summary: xr.Dataset, table: pd.DataFrame, batch: str, epochs: int, amortization: str = "both") -> str:
