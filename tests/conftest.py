@@ -16,6 +16,41 @@ import pytest
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Seconds each slow file took in a full CI run (CI 17, 2026-12-01; pytest --durations, summed per file).
+# xdist (`--no-loadscope-reorder`, Makefile) hands whole files to its workers in collection order, and by
+# default it would put the files with the most tests first: the one-test SLURM files, the longest, came
+# last and formed a tail of about 6 minutes on one worker. Longest first, the rest after in their order.
+# A stale figure only costs balance, never correctness.
+SLOWEST_FILES = {
+    "test_slurm.py": 1263,
+    "test_container.py": 998,
+    "test_slurm_pack.py": 641,
+    "test_local_resume.py": 492,
+    "test_slurm_time_limit.py": 421,
+    "test_gpu_check.py": 402,
+    "test_slurm_node_failure.py": 354,
+    "test_study_sweeps.py": 339,
+    "test_readme_quickstart.py": 302,
+    "test_fast_engine.py": 277,
+    "test_sweep_local.py": 262,
+    "test_slurm_max_timeouts.py": 256,
+    "test_faults.py": 248,
+    "test_readme_cluster.py": 243,
+    "test_study_findings.py": 211,
+    "test_methods.py": 159,
+    "test_cuda_graphs.py": 144,
+    "test_slurm_memory.py": 129,
+    "test_checkpoint.py": 84,
+    "test_slurm_limits.py": 82,
+    "test_pack.py": 81,
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest files first (a stable sort: each file's tests keep their order)."""
+    items.sort(key=lambda item: -SLOWEST_FILES.get(item.path.name, 0))
+
 SHARED = REPO.parent / "shared"
 STARMAP = SHARED / "data" / "starmap"
 

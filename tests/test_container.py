@@ -188,7 +188,9 @@ def image() -> Path:
         if done.returncode != 0:
             _unavailable("the image of this checkout is not built yet")
     else:
-        done = _run([str(BUILD), "--base", "local"], timeout=1800)
+        # --notest: the image's %test (imports the stack, fits a tiny model) runs once, in
+        # test_image_test_section_passes, not also inside the build
+        done = _run([str(BUILD), "--base", "local", "--notest"], timeout=1800)
         if done.returncode != 0:
             _unavailable(f"hpc/apptainer/build.sh --base local failed (exit {done.returncode}): {_tail(done)}")
     return Path(done.stdout.strip().splitlines()[-1])

@@ -46,10 +46,11 @@ POLL_S = 0.2
 
 
 def _long_sweep(profile: Path) -> SweepConfig:
-    """Four equal tasks (seeds), long enough to be caught while training (tens of seconds each)."""
+    """Four tasks: the first two (to be preempted and cancelled) long enough to be caught while training,
+    the last two of 3 epochs, since they need only finish (expanded in this order: epochs, then seed)."""
     data = copy.deepcopy(TINY_SWEEP)
     data["name"] = "slurm-test"
-    data["methods"][0].update(amortization="both", batch_size=8, max_epochs=EPOCHS, seed=[0, 1, 2, 3])
+    data["methods"][0].update(amortization="both", batch_size=8, max_epochs=[EPOCHS, 3], seed=[0, 1])
     data["executor"] = {"kind": "slurm", "profile": str(profile)}
     return parse_sweep(data, "slurm-test")
 
@@ -98,6 +99,7 @@ def scenario(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFacto
     tasks = expand(sweep)
     submission = slurm.read_submissions(layout)[-1]
     preempted, cancelled = tasks[0], tasks[1]
+    assert preempted.max_epochs == cancelled.max_epochs == EPOCHS
     element = submission.elements
 
     def live(task: Task) -> Callable[[], bool]:

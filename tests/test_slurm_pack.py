@@ -58,7 +58,8 @@ def packed(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory
     (base / "profile.yaml").write_text(yaml.safe_dump(profile))
     data = copy.deepcopy(TINY_SWEEP)
     data["name"] = "slurm-pack"
-    data["methods"][0].update(amortization="both", batch_size=8, max_epochs=EPOCHS, seed=[0, 1, 2, 3])
+    # element 0: two long tasks, to be preempted while training; element 1: two of 3 epochs, to run once
+    data["methods"][0].update(amortization="both", batch_size=8, max_epochs=[EPOCHS, 3], seed=[0, 1])
     data["executor"] = {"kind": "slurm", "profile": str(base / "profile.yaml")}
     sweep = parse_sweep(data, "slurm-pack")
     out = base / "out"
@@ -91,6 +92,7 @@ def test_four_tasks_went_in_as_two_elements_of_two(packed: Packed) -> None:
     elements = [packed.submission.elements[task.id] for task in packed.tasks]
     assert elements == [f"{array.job_id}_0"] * 2 + [f"{array.job_id}_1"] * 2
     assert len(packed.preempted) == 2
+    assert all(task.max_epochs == EPOCHS for task in packed.preempted)
 
 
 def test_every_task_is_done_and_ran_in_its_element(packed: Packed) -> None:
