@@ -7,7 +7,6 @@ uninterrupted run bit for bit. Progress files show the epoch while it trains.
 
 from __future__ import annotations
 
-import copy
 import os
 import signal
 import subprocess
@@ -15,9 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
-from tests.conftest import REPO, TINY_SWEEP
+from tests.local_launch import launch, one_task_sweep, wait_for_checkpoint
 from toolkit.backends.checkpointed import read_attempts
 from toolkit.config import parse_sweep
 from toolkit.launch import run_sweep
@@ -25,43 +22,16 @@ from toolkit.layout import OutputLayout, read_json
 from toolkit.status import is_running, task_state
 from toolkit.sweep import expand
 
-
-def _one_task_sweep(out: Path, epochs: int = 300) -> dict:
-    """One destVI task that checkpoints every 10 epochs and trains long enough to be stopped before its end."""
-    data = copy.deepcopy(TINY_SWEEP)
-    data["output"] = str(out)
-    data["methods"][0].update({"amortization": "both", "batch_size": 8, "max_epochs": epochs})
-    data["executor"] = {"kind": "local", "max_parallel": 1, "timeout_min": 20, "checkpoint_every_epochs": 10}
-    return data
-
-
-def _launch(tmp_path: Path, data: dict, stderr: int) -> subprocess.Popen:
-    """`spotsweep run` of the sweep as a user starts it from a terminal: in a session of its own (the launcher
-    and the task processes it starts: one group to kill), with SIGINT handled as a terminal's, not ignored
-    as for a test runner's background worker."""
-    sweep_file = tmp_path / "sweep.yaml"
-    sweep_file.write_text(yaml.safe_dump(data))
-    return subprocess.Popen(
-        [sys.executable, "-m", "toolkit", "run", str(sweep_file)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=stderr,
-        text=True,
-        start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-
-
 KILLED_EPOCHS = 120
 """The killed run trains three times (killed, resumed, uninterrupted): shorter than the SIGTERM test's, whose
 stop takes longer to land (SIGKILL of the whole group is at once), yet 110 epochs past the first checkpoint."""
 
 
 def test_a_killed_local_sweep_resumes_its_task_from_the_checkpoint(tmp_path: Path) -> None:
-    data = _one_task_sweep(tmp_path / "stopped", KILLED_EPOCHS)
+    data = one_task_sweep(tmp_path / "stopped", KILLED_EPOCHS)
     (task,) = expand(parse_sweep(data, "t"))
     layout = OutputLayout(tmp_path / "stopped")
-    launcher = _launch(tmp_path, data, stderr=subprocess.DEVNULL)
+    launcher = launch(tmp_path, data, stderr=subprocess.DEVNULL)
     checkpoint = layout.task_dir(task.id) / "checkpoint" / "last.pt"
     seen_progress = None
     try:
@@ -89,7 +59,7 @@ def test_a_killed_local_sweep_resumes_its_task_from_the_checkpoint(tmp_path: Pat
     assert attempt["outcome"] == "done" and attempt["resumed_from_epoch"] >= 10
     assert not layout.progress(task.id).exists()  # a finished task leaves no progress report
 
-    whole = _one_task_sweep(tmp_path / "whole", KILLED_EPOCHS)
+    whole = one_task_sweep(tmp_path / "whole", KILLED_EPOCHS)
     run_sweep(parse_sweep(whole, "t"), report=False)
     resumed = read_json(layout.result(task.id))
     uninterrupted = read_json(OutputLayout(tmp_path / "whole").result(task.id))
@@ -100,17 +70,14 @@ def test_a_killed_local_sweep_resumes_its_task_from_the_checkpoint(tmp_path: Pat
 def test_a_local_run_stopped_by_sigterm_stops_its_task_which_resumes_unfailed(tmp_path: Path) -> None:
     """`kill` of the launcher (SIGTERM) stops its task process too, as Ctrl-C does: no orphan trains on, no
     failure is recorded, and a plain rerun (no --retry-failed) resumes the task from its checkpoint."""
-    data = _one_task_sweep(tmp_path / "out")
+    data = one_task_sweep(tmp_path / "out")
     (task,) = expand(parse_sweep(data, "t"))
     layout = OutputLayout(tmp_path / "out")
-    launcher = _launch(tmp_path, data, stderr=subprocess.PIPE)
+    launcher = launch(tmp_path, data, stderr=subprocess.PIPE)
     checkpoint = layout.task_dir(task.id) / "checkpoint" / "last.pt"
     deadline = time.monotonic() + 3600  # a guard against a hang, not a timing: a loaded CI machine is slow
     try:
-        while not checkpoint.exists():
-            assert launcher.poll() is None, "the run ended before its task saved a checkpoint"
-            assert time.monotonic() < deadline, "no checkpoint within an hour"
-            time.sleep(0.2)
+        wait_for_checkpoint(launcher, checkpoint)
         launcher.send_signal(signal.SIGTERM)
         _, stderr = launcher.communicate(timeout=600)
     finally:

@@ -227,6 +227,8 @@ class ExecutorConfig(Strict):
     max_parallel: int | None = Field(default=None, gt=0)
     """Tasks running at once; on SLURM it overrides the profile's array_parallelism."""
     timeout_min: float = Field(default=120, gt=0)
+    """Local jobs' wall-clock limit: a task still training then saves its state and is failed with this limit
+    as its reason; `spotsweep run --retry-failed` resumes it (on SLURM the profile's time_min applies)."""
     checkpoint_every_epochs: int = Field(default=50, gt=0)
     """Local tasks save their training state every N epochs: a sweep stopped half way resumes each task
     there (on SLURM the profile's checkpoint_every_epochs applies)."""

@@ -56,19 +56,23 @@ def run_checkpointed(
     every_n_epochs: int,
     grace_s: float,
     requeueing: Callable[[], bool],
+    local_timeout_min: float | None = None,
 ) -> str:
     """Run one task with training checkpoints active and log the attempt in tasks/<id>/attempts.json.
 
     USR2 saves the training state at the end of the epoch, then the previous USR2 handler runs;
     it requeues (submitit's, which exits with SystemExit) and `requeueing()` then says so. Such an
-    exit is logged as "requeued" and re-raised, with no failure recorded.
+    exit is logged as "requeued" and re-raised, with no failure recorded. A local task (which has a
+    `local_timeout_min` and is never requeued) stopped at that limit is failed with the limit as its reason.
     """
     task = Task.from_dict(task_data)
     layout = OutputLayout(Path(out))
     with task_lock(layout, task.id) as held:
         if not held:
             return RUNNING_ELSEWHERE  # a process left by a killed launcher is training it: never twice
-        return _run_with_checkpoints(task, layout, task_data, out, threads, every_n_epochs, grace_s, requeueing)
+        return _run_with_checkpoints(
+            task, layout, task_data, out, threads, every_n_epochs, grace_s, requeueing, local_timeout_min
+        )
 
 
 RUNNING_ELSEWHERE = "running elsewhere"
@@ -103,6 +107,7 @@ def _run_with_checkpoints(
     every_n_epochs: int,
     grace_s: float,
     requeueing: Callable[[], bool],
+    local_timeout_min: float | None,
 ) -> str:
     from toolkit.task import interrupted, run_task
 
@@ -129,8 +134,10 @@ def _run_with_checkpoints(
                 _log_attempt(layout, task.id, {**attempt, **_outcome(session, "interrupted")})
             raise
         except BaseException as exc:
-            if _time_limits_spent(exc):
-                _explain_time_limit(layout, task.id)
+            saved = session.saved_epoch or session.resumed_from_epoch
+            reason = _time_limit_reason(exc, local_timeout_min, saved)
+            if reason:
+                _explain_time_limit(layout, task.id, reason)
             outcome = "interrupted" if interrupted(exc) else "failed"
             _log_attempt(layout, task.id, {**attempt, **_outcome(session, outcome)})
             raise
@@ -147,17 +154,31 @@ TIME_LIMIT_REASON = (
 )
 
 
-def _time_limits_spent(exc: BaseException) -> bool:
-    """submitit's way of ending a job whose requeues after a time limit are used up."""
-    return type(exc).__name__ == "UncompletedJobError" and "timed-out too many times" in str(exc)
+def _time_limit_reason(exc: BaseException, local_timeout_min: float | None, saved_epoch: int | None) -> str:
+    """The reason in the user's terms when submitit ended the task at a time limit, else "".
+
+    On SLURM that is after the profile's requeues are used up; submitit's words are kept after ours. A
+    local task is never requeued, and submitit's "timed-out and not checkpointable" would be wrong: its
+    training was saved on the way out (USR2, as before a SLURM limit)."""
+    if type(exc).__name__ != "UncompletedJobError":
+        return ""
+    if "timed-out too many times" in str(exc):
+        return f"{TIME_LIMIT_REASON} ({type(exc).__name__}: {exc})"
+    if "timed-out" in str(exc) and local_timeout_min is not None:
+        saved = f"with its training saved at epoch {saved_epoch}" if saved_epoch else "with no training saved yet"
+        return (
+            f"stopped at the local time limit, the sweep's executor.timeout_min of {local_timeout_min:g} min, "
+            f"{saved}; raise executor.timeout_min in the sweep file, and `spotsweep run --retry-failed` "
+            "resumes it from there"
+        )
+    return ""
 
 
-def _explain_time_limit(layout: OutputLayout, task_id: str) -> None:
-    """Put the reason in the user's terms into the error.json run_task wrote (submitit's words kept after it)."""
+def _explain_time_limit(layout: OutputLayout, task_id: str, reason: str) -> None:
+    """Put the reason in the user's terms into the error.json run_task wrote."""
     path = layout.error(task_id)
     if path.exists():
-        error = read_json(path)
-        write_json(path, {**error, "reason": f"{TIME_LIMIT_REASON} ({error.get('reason', '')})"})
+        write_json(path, {**read_json(path), "reason": reason})
 
 
 def _outcome(session: Any, outcome: str) -> dict[str, Any]:

@@ -84,9 +84,12 @@ def _never() -> bool:
     return False
 
 
-def run_local_task(task_data: dict, out: str, threads: int, every_n_epochs: int) -> str:
-    """One task in its own process, with checkpoints every N epochs, its attempts and progress recorded."""
-    return run_checkpointed(task_data, out, threads, every_n_epochs, grace_s=60.0, requeueing=_never)
+def run_local_task(task_data: dict, out: str, threads: int, every_n_epochs: int, timeout_min: float) -> str:
+    """One task in its own process, with checkpoints every N epochs, its attempts and progress recorded;
+    stopped at `timeout_min` (the executor's), it is failed with that limit and its saved epoch as reason."""
+    return run_checkpointed(
+        task_data, out, threads, every_n_epochs, grace_s=60.0, requeueing=_never, local_timeout_min=timeout_min
+    )
 
 
 def _epoch_text(layout: OutputLayout, task: Task) -> str:
@@ -181,7 +184,7 @@ def _run_tasks(
     tasks: list[Task],
     layout: OutputLayout,
     parallel: int,
-    every_n_epochs: int,
+    executor_config: ExecutorConfig,
     submitted: list[submitit.Job],
 ) -> None:
     """Keep at most `parallel` task processes running; show each one's epoch; never raise for a failed task.
@@ -196,7 +199,8 @@ def _run_tasks(
         while queue or running:
             while queue and len(running) < parallel:
                 task = queue.pop(0)
-                arguments = (task.to_dict(), str(layout.root), threads, every_n_epochs)
+                every_n_epochs, timeout_min = executor_config.checkpoint_every_epochs, executor_config.timeout_min
+                arguments = (task.to_dict(), str(layout.root), threads, every_n_epochs, timeout_min)
                 job = _submit(executor, layout, run_local_task, *arguments)
                 submitted.append(job)
                 row = progress.add_task(f"  {task.id}", total=None, note="starting")
@@ -257,7 +261,7 @@ def run(
                 jobs.append(prepare_job)
                 _wait_for_prepare(prepare_job, layout)
                 parallel = max_parallel or sweep.executor.max_parallel or default_parallel()
-                _run_tasks(executor, to_run, layout, parallel, every_n_epochs, jobs)
+                _run_tasks(executor, to_run, layout, parallel, sweep.executor, jobs)
         except KeyboardInterrupt:
             tasks_running = sum(not job.done() for job in jobs[1:])  # jobs[0] prepares
             raise _stopped_error(tasks_running, _stop(jobs), every_n_epochs) from None
