@@ -36,11 +36,11 @@ browser:
 		apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }; }
 
-# Test files run three at a time (pytest-xdist, whole files per worker so module fixtures run once): the
-# scheduler-bound ones mostly wait, on SLURM's minute clock and on each other's jobs. The files go out in
+# Test files run four at a time on 2 cores (pytest-xdist, whole files per worker so module fixtures run
+# once): the scheduler-bound ones mostly wait, on SLURM's minute clock and on each other's jobs. The files go out in
 # collection order, which tests/conftest.py sorts longest first (SLOWEST_FILES).
 test: $(STAMP) system-deps
-	$(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder
+	$(BIN)/pytest -n 4 --dist loadfile --no-loadscope-reorder
 
 # The task image from containers/Apptainer.def, cached: rebuilt only when the def, pins or toolkit change.
 # IMAGE_BASE=cuda (clusters: CUDA PyTorch base from Docker Hub) or local (no Docker Hub: debootstrap +
