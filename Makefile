@@ -36,11 +36,13 @@ browser:
 		apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }; }
 
-# Test files run four at a time on 2 cores (pytest-xdist, whole files per worker so module fixtures run
-# once): the scheduler-bound ones mostly wait, on SLURM's minute clock and on each other's jobs. The files go out in
-# collection order, which tests/conftest.py sorts longest first (SLOWEST_FILES).
+# Test files run three at a time (pytest-xdist, whole files per worker so module fixtures run once): the
+# scheduler-bound ones mostly wait, on SLURM's minute clock and on each other's jobs. The files go out in
+# collection order, which tests/conftest.py sorts longest first (SLOWEST_FILES). Not four: on 2 cores the
+# suite is CPU-bound, and with four workers every file took about half as long again (2026-12-02: summed
+# test time 124 -> 188 min, pytest 42:44 -> 48:30).
 test: $(STAMP) system-deps
-	$(BIN)/pytest -n 4 --dist loadfile --no-loadscope-reorder
+	$(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder
 
 # The task image from containers/Apptainer.def, cached: rebuilt only when the def, pins or toolkit change.
 # IMAGE_BASE=cuda (clusters: CUDA PyTorch base from Docker Hub) or local (no Docker Hub: debootstrap +

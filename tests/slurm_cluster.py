@@ -25,7 +25,7 @@ from filelock import FileLock
 REPO = Path(__file__).resolve().parents[1]
 HARNESS = REPO / "hpc" / "slurm"
 DAEMONS = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "sbatch", "sacct", "srun")
-TEST_SIZE = {"SPOTSWEEP_SLURM_CPUS": "8", "SPOTSWEEP_SLURM_GPUS": "8"}
+TEST_SIZE = {"SPOTSWEEP_SLURM_CPUS": "6", "SPOTSWEEP_SLURM_GPUS": "6"}
 """The test node declares more CPUs and fake GPUs than the machine has: its jobs mostly wait (on the
 scheduler, on signals, on each other), and test files run side by side (pytest-xdist) each submit some."""
 ENABLE = "install the packages with `sudo hpc/slurm/install.sh` (Debian/Ubuntu) to run them"
