@@ -38,8 +38,8 @@ SLOWEST_FILES = {
     "test_faults.py": 248,
     "test_readme_cluster.py": 243,
     "test_study_findings.py": 211,
+    "test_local_time_limit.py": 174,  # CI of 2026-12-02 (the rest: CI 17)
     "test_methods.py": 159,
-    "test_local_time_limit.py": 150,  # estimated: 88 s beside the study, before CI measured it
     "test_cuda_graphs.py": 144,
     "test_slurm_memory.py": 129,
     "test_checkpoint.py": 84,
