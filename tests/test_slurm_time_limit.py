@@ -5,8 +5,9 @@ failed with "time limit" as its reason; a file of its own, so that the two run s
 SLURM counts time limits in minutes and checks them about once a minute, so its signal may come up
 to a minute early: the profile here asks for 2 minutes with USR2 30 s before the limit, so that USR2
 never comes before Python has installed submitit's handler (the signal's default action kills).
-The tests assert what happened (attempts, reasons, results), never how long it took: a faster or
-slower machine only changes how many attempts a task needs. They mostly wait on the scheduler.
+The tests assert what happened (attempts, reasons, results), never how long it took. They hold the task
+still (tests/slurm_hold.py) from its first checkpoint until SLURM's USR2 is pending, so that the number of
+limits does not depend on the machine's speed, and they mostly wait on the scheduler.
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ import yaml
 
 from tests.conftest import REPO, TINY_SWEEP
 from tests.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
+from tests.slurm_hold import holding
 from toolkit.backends.checkpointed import read_attempts
 from toolkit.config import parse_sweep
 from toolkit.launch import run_sweep, sweep_states
 from toolkit.layout import OutputLayout, read_json
 from toolkit.sweep import expand
 
-EPOCHS = 3000
+EPOCHS = 200
+"""Many more than a task trains before the test holds it (its first checkpoint, at epoch 5), few enough
+for the attempt after the requeue to finish them (about 20-40 s under CI's load)."""
 
 
 def _timed_sweep(tmp_path: Path, name: str, epochs: int, max_timeouts: int):
@@ -51,17 +55,17 @@ def test_a_task_longer_than_its_time_limit_is_requeued_resumes_and_finishes(
     slurm_cluster: SlurmCluster,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    """Minutes of training in attempts of about a minute: requeued at each limit, resumed from its checkpoint
-    each time (max_timeouts leaves room for a slow machine). EPOCHS: on this project's 2-core machine under
-    CI's load an attempt trains 300 (the first: start-up) to 700 epochs, so 3,000 take 5-6 attempts; a
-    machine 5x faster still needs 2. (6,000 took 10 attempts, 15 min, the tail of CI.)"""
+    """Held still through its first time limit, the task is requeued there, resumes from its checkpoint and
+    finishes (a slow machine may need a further limit: max_timeouts leaves room)."""
     sweep = _timed_sweep(tmp_path, "slurm-time-limit", epochs=EPOCHS, max_timeouts=30)
     (task,) = expand(sweep)
-    summary = run_sweep(sweep, tmp_path / "out", wait=True, report=False)
+    with holding(tmp_path / "out", task.id, attempts=1) as held:
+        summary = run_sweep(sweep, tmp_path / "out", wait=True, report=False)
+    assert len(held) == 1, "the task finished before the test could hold it: raise EPOCHS"
     layout = OutputLayout(tmp_path / "out")
     attempts = read_attempts(layout, task.id)
     assert summary.states["done"] == 1, [state.reason for state in sweep_states(tmp_path / "out")]
-    assert len(attempts) >= 2, "the training fit into one attempt: raise epochs"
+    assert len(attempts) >= 2
     assert [a["outcome"] for a in attempts] == ["requeued"] * (len(attempts) - 1) + ["done"]
     for before, after in itertools.pairwise(attempts):
         assert after["resumed_from_epoch"] == before["checkpoint_epoch"]  # never back to epoch 0 once saved
