@@ -17,28 +17,30 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Seconds each slow file took in a full CI run (CI 17, 2026-12-01; pytest --durations, summed per file).
+# Seconds each slow file took in a full CI run (CI 17, 2026-12-01; pytest --durations, summed per file);
+# test_local_time_limit from CI 20, and the SLURM files that train less since 2026-12-02 (test_slurm, _pack,
+# _node_failure, _time_limit, _max_timeouts) from a run of those files alone, -n 3, beside the study.
 # xdist (`--no-loadscope-reorder`, Makefile) hands whole files to its workers in collection order, and by
 # default it would put the files with the most tests first: the one-test SLURM files, the longest, came
 # last and formed a tail of about 6 minutes on one worker. Longest first, the rest after in their order.
 # A stale figure only costs balance, never correctness.
 SLOWEST_FILES = {
-    "test_slurm.py": 1263,
     "test_container.py": 998,
-    "test_slurm_pack.py": 641,
+    "test_slurm.py": 570,
     "test_local_resume.py": 492,
     "test_gpu_check.py": 402,
-    "test_slurm_node_failure.py": 354,
+    "test_slurm_pack.py": 401,
     "test_study_sweeps.py": 339,
     "test_readme_quickstart.py": 302,
     "test_fast_engine.py": 277,
     "test_sweep_local.py": 262,
-    "test_slurm_max_timeouts.py": 193,  # held still through its limits (tests/slurm_hold.py): measured
-    "test_slurm_time_limit.py": 159,  # with -n 2 beside the study, 2026-12-02
     "test_faults.py": 248,
     "test_readme_cluster.py": 243,
+    "test_slurm_max_timeouts.py": 217,
     "test_study_findings.py": 211,
-    "test_local_time_limit.py": 174,  # CI of 2026-12-02 (the rest: CI 17)
+    "test_slurm_node_failure.py": 197,
+    "test_slurm_time_limit.py": 188,
+    "test_local_time_limit.py": 174,
     "test_methods.py": 159,
     "test_cuda_graphs.py": 144,
     "test_slurm_memory.py": 129,

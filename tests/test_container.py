@@ -309,7 +309,7 @@ def test_preempted_task_inside_the_image_requeues_and_resumes(image: Path, tmp_p
     data = _container_sweep(tmp_path, image, "slurm")
     profile = yaml.safe_load((tmp_path / "profile.yaml").read_text())
     (tmp_path / "profile.yaml").write_text(yaml.safe_dump({**profile, "checkpoint_every_epochs": 5}))
-    data["methods"][0].update(batch_size=8, max_epochs=1500, seed=0)  # one task, tens of seconds of training
+    data["methods"][0].update(batch_size=8, max_epochs=300, seed=0)  # preempted at epoch 5: far from its end
     sweep = parse_sweep(data, "container-preemption")
     run_sweep(sweep, tmp_path / "out", wait=False)
     layout = OutputLayout(tmp_path / "out")
@@ -331,4 +331,4 @@ def test_preempted_task_inside_the_image_requeues_and_resumes(image: Path, tmp_p
     assert last["resumed_from_epoch"] == first["checkpoint_epoch"] >= 5
     result = read_json(layout.result(task.id))
     assert result["provenance"]["container_image"] == str(image)
-    assert result["n_steps"] == 1500 * math.ceil(len(result["proportions"]["index"]) / 8)  # no epoch run twice
+    assert result["n_steps"] == 300 * math.ceil(len(result["proportions"]["index"]) / 8)  # no epoch run twice

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.local_launch import launch, one_task_sweep, wait_for_checkpoint
+from tests.local_launch import HANG_GUARD_S, launch, one_task_sweep, wait_for_checkpoint
 from toolkit.backends.checkpointed import read_attempts
 from toolkit.config import parse_sweep
 from toolkit.launch import run_sweep
@@ -35,7 +35,7 @@ def test_a_killed_local_sweep_resumes_its_task_from_the_checkpoint(tmp_path: Pat
     checkpoint = layout.task_dir(task.id) / "checkpoint" / "last.pt"
     seen_progress = None
     try:
-        deadline = time.monotonic() + 3600  # a guard against a hang, not a timing: a loaded CI machine is slow
+        deadline = time.monotonic() + HANG_GUARD_S
         while not checkpoint.exists():
             assert launcher.poll() is None, "the run ended before its task saved a checkpoint"
             assert time.monotonic() < deadline, "no checkpoint within an hour"
@@ -75,7 +75,7 @@ def test_a_local_run_stopped_by_sigterm_stops_its_task_which_resumes_unfailed(tm
     layout = OutputLayout(tmp_path / "out")
     launcher = launch(tmp_path, data, stderr=subprocess.PIPE)
     checkpoint = layout.task_dir(task.id) / "checkpoint" / "last.pt"
-    deadline = time.monotonic() + 3600  # a guard against a hang, not a timing: a loaded CI machine is slow
+    deadline = time.monotonic() + HANG_GUARD_S
     try:
         wait_for_checkpoint(launcher, checkpoint)
         launcher.send_signal(signal.SIGTERM)

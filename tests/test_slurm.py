@@ -40,7 +40,10 @@ from toolkit.launch import RunSummary, run_sweep, sweep_states
 from toolkit.layout import OutputLayout, read_json
 from toolkit.sweep import Task, expand
 
-EPOCHS = 1500  # ~20-30 s of training with the fast engine: the preemption lands mid-training even on an idle machine
+EPOCHS = 500
+"""Long enough to be caught training: the preempted task is signalled at its first checkpoint (epoch 5), a
+second at most after its partner task started (the cancel comes first). Each EPOCHS is trained three times
+(preempted and resumed, retried, and the uninterrupted reference): 1,500 took 4-6 min a task under CI's load."""
 EVERY = 5
 POLL_S = 0.2
 ALIVE_EVERY = 10

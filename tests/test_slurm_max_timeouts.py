@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
-from tests.slurm_hold import holding
+from tests.slurm_hold import held_through_limits
 from tests.test_slurm_time_limit import _timed_sweep
 from toolkit.backends.checkpointed import read_attempts
 from toolkit.launch import run_sweep, sweep_states
@@ -20,7 +20,7 @@ def test_a_task_past_max_timeouts_fails_with_time_limit_as_its_reason(
 ) -> None:
     sweep = _timed_sweep(tmp_path, "slurm-time-limit-spent", epochs=10**6, max_timeouts=1)
     (task,) = expand(sweep)
-    with holding(tmp_path / "out", task.id, attempts=2) as held:  # no CPU spent on epochs that prove nothing
+    with held_through_limits(tmp_path / "out", task.id, attempts=2) as held:  # no CPU spent on needless epochs
         summary = run_sweep(sweep, tmp_path / "out", wait=True, report=False)
     assert len(held) == 2
     (state,) = sweep_states(tmp_path / "out")

@@ -20,7 +20,7 @@ import yaml
 
 from tests.conftest import REPO, TINY_SWEEP
 from tests.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
-from tests.slurm_hold import holding
+from tests.slurm_hold import held_through_limits
 from toolkit.backends.checkpointed import read_attempts
 from toolkit.config import parse_sweep
 from toolkit.launch import run_sweep, sweep_states
@@ -59,7 +59,7 @@ def test_a_task_longer_than_its_time_limit_is_requeued_resumes_and_finishes(
     finishes (a slow machine may need a further limit: max_timeouts leaves room)."""
     sweep = _timed_sweep(tmp_path, "slurm-time-limit", epochs=EPOCHS, max_timeouts=30)
     (task,) = expand(sweep)
-    with holding(tmp_path / "out", task.id, attempts=1) as held:
+    with held_through_limits(tmp_path / "out", task.id, attempts=1) as held:
         summary = run_sweep(sweep, tmp_path / "out", wait=True, report=False)
     assert len(held) == 1, "the task finished before the test could hold it: raise EPOCHS"
     layout = OutputLayout(tmp_path / "out")
