@@ -22,6 +22,7 @@ from typing import TypeVar
 import psutil
 
 from tests.local_launch import HANG_GUARD_S
+from toolkit.engines import checkpoint
 from toolkit.layout import OutputLayout
 
 T = TypeVar("T")
@@ -56,11 +57,13 @@ def _wait_for(condition: Callable[[], T], stop: threading.Event | None, what: st
 
 def _saved_by(layout: OutputLayout, task_id: str, skip: set[int]) -> list[psutil.Process]:
     """The task's running processes (not in `skip`) once one of them has saved a checkpoint; else []."""
-    checkpoint = layout.task_dir(task_id) / "checkpoint" / "last.pt"
+    saved = layout.task_dir(task_id) / "checkpoint" / checkpoint.FAST_CHECKPOINT_NAME
+    if not saved.exists():
+        return []  # a file to look at before the processes' open files
     processes = [p for p in task_processes(layout, task_id) if p.pid not in skip]
     try:
         started = min(p.create_time() for p in processes) if processes else None
-        return processes if started is not None and checkpoint.stat().st_mtime > started else []
+        return processes if started is not None and saved.stat().st_mtime > started else []
     except (FileNotFoundError, psutil.Error):
         return []
 
