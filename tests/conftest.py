@@ -38,7 +38,7 @@ SLOWEST_FILES = {
     "test_readme_cluster.py": 243,
     "test_slurm_max_timeouts.py": 217,
     "test_study_findings.py": 211,
-    "test_slurm_node_failure.py": 197,
+    "test_slurm_node_failure.py": 181,
     "test_slurm_time_limit.py": 188,
     "test_local_time_limit.py": 174,
     "test_methods.py": 159,

@@ -32,10 +32,11 @@ from toolkit.launch import run_sweep, sweep_states
 from toolkit.layout import OutputLayout
 from toolkit.sweep import expand
 
-EPOCHS = 100
-"""Enough that a task is still training when the test holds it at its first checkpoint (epoch 5), and few
-to train again once resumed. Held still there (tests/slurm_hold.py), neither task can finish before the other
-has saved or before the node goes down, however fast or slow the machine."""
+EPOCHS = 300
+"""Held still at its first checkpoint (tests/slurm_hold.py), neither task can finish before the other has
+saved or before the node goes down, however fast or slow the machine. Killing the node's jobs lets them
+train on for KillWait (5 s: SIGCONT and SIGTERM, which submitit bypasses, then SIGKILL; 25 epochs here under
+load), so EPOCHS leaves room for a machine ten times as fast to still be training at the SIGKILL."""
 EVERY = 5
 
 
