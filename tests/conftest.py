@@ -17,36 +17,35 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Seconds each slow file took in a full CI run (CI 17, 2026-12-01; pytest --durations, summed per file);
-# test_local_time_limit from CI 20, and the SLURM files that train less since 2026-12-02 (test_slurm, _pack,
-# _node_failure, _time_limit, _max_timeouts) from a run of those files alone, -n 3, beside the study.
+# Seconds each slow file took in a full CI run (CI 21, 2026-12-02; pytest --durations, summed per file);
+# test_container with its image build (about 9 min on a fresh machine; CI 21 found the image cached).
 # xdist (`--no-loadscope-reorder`, Makefile) hands whole files to its workers in collection order, and by
 # default it would put the files with the most tests first: the one-test SLURM files, the longest, came
 # last and formed a tail of about 6 minutes on one worker. Longest first, the rest after in their order.
 # A stale figure only costs balance, never correctness.
 SLOWEST_FILES = {
     "test_container.py": 998,
-    "test_slurm.py": 570,
-    "test_local_resume.py": 492,
-    "test_gpu_check.py": 402,
-    "test_slurm_pack.py": 401,
-    "test_study_sweeps.py": 339,
-    "test_readme_quickstart.py": 302,
-    "test_fast_engine.py": 277,
-    "test_sweep_local.py": 262,
-    "test_faults.py": 248,
-    "test_readme_cluster.py": 243,
-    "test_slurm_max_timeouts.py": 217,
-    "test_study_findings.py": 211,
-    "test_slurm_node_failure.py": 181,
-    "test_slurm_time_limit.py": 188,
-    "test_local_time_limit.py": 174,
-    "test_methods.py": 159,
-    "test_cuda_graphs.py": 144,
-    "test_slurm_memory.py": 129,
-    "test_checkpoint.py": 84,
-    "test_slurm_limits.py": 82,
-    "test_pack.py": 81,
+    "test_local_resume.py": 460,
+    "test_slurm.py": 459,
+    "test_study_sweeps.py": 370,
+    "test_gpu_check.py": 314,
+    "test_readme_quickstart.py": 289,
+    "test_faults.py": 266,
+    "test_study_findings.py": 253,
+    "test_readme_cluster.py": 247,
+    "test_slurm_time_limit.py": 246,
+    "test_fast_engine.py": 234,
+    "test_slurm_pack.py": 231,
+    "test_slurm_max_timeouts.py": 204,
+    "test_local_time_limit.py": 183,
+    "test_slurm_node_failure.py": 160,
+    "test_sweep_local.py": 154,
+    "test_methods.py": 100,
+    "test_slurm_memory.py": 95,
+    "test_slurm_limits.py": 92,
+    "test_checkpoint.py": 80,
+    "test_pack.py": 73,
+    "test_cuda_graphs.py": 65,
 }
 
 
