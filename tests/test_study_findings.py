@@ -12,11 +12,14 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+import pytest
 import xarray as xr
 
 from tests.conftest import REPO
+from toolkit.backends.checkpointed import checkpoint_dir
 from toolkit.config import parse_sweep
 from toolkit.launch import run_sweep
+from toolkit.layout import OutputLayout, write_json
 
 
 def _run_script(script: str, *arguments: str) -> None:
@@ -71,6 +74,42 @@ def test_collect_keeps_what_is_committed_slim_and_restore_gives_a_fresh_run_its_
     assert not list((folder / "tasks").glob("*/history.csv")), "a restored task was trained again"
     _run_script("collect.py", str(folder))
     xr.testing.assert_identical(xr.load_dataset(folder / "summary.nc"), summary)
+
+
+def test_an_unfinished_tasks_checkpoint_is_carried_to_the_next_machine_and_put_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """collect.py copies the last checkpoint of each task still training into checkpoints/<id>/ (committed);
+    on a fresh clone restore.py puts it back where the task's training resumes from (the resume itself:
+    tests/test_local_resume.py). Files only, no training: a checkpoint's bytes are all that travel."""
+    monkeypatch.syspath_prepend(str(REPO / "results" / "study-2022"))
+    import collect
+    import restore
+
+    folder = tmp_path / "merfish-scaled"
+    layout = OutputLayout(folder)
+    training = checkpoint_dir(layout, "training")
+    training.mkdir(parents=True)
+    (training / "last.pt").write_bytes(b"epoch 2,650")
+    (training / ".last.pt.99.tmp").write_bytes(b"half written")
+    (folder / "checkpoints" / "finished").mkdir(parents=True)  # carried last time, done since
+    write_json(layout.result("finished"), {"status": "done"})
+    (folder / "checkpoints" / "not-started-here").mkdir()  # carried last time, waiting for its turn
+    (folder / "checkpoints" / "not-started-here" / "last.pt").write_bytes(b"epoch 400")
+
+    assert collect.carry_checkpoints(folder) == ["not-started-here", "training"]
+    assert [path.name for path in (folder / "checkpoints" / "training").iterdir()] == ["last.pt"]
+
+    shutil.rmtree(folder / "tasks")  # a fresh clone: what was committed, nothing else
+    write_json(layout.result("finished"), {"status": "done"})  # restore.restore's work, from the summary
+    (folder / "checkpoints" / "finished").mkdir()
+    assert restore.restore_checkpoints(folder) == 2
+    assert (checkpoint_dir(layout, "training") / "last.pt").read_bytes() == b"epoch 2,650"
+    assert (checkpoint_dir(layout, "not-started-here") / "last.pt").read_bytes() == b"epoch 400"
+    assert not checkpoint_dir(layout, "finished").exists()
+    (checkpoint_dir(layout, "training") / "last.pt").write_bytes(b"epoch 2,700")  # trained on here
+    assert restore.restore_checkpoints(folder) == 0  # a checkpoint of its own is further along: kept
+    assert (checkpoint_dir(layout, "training") / "last.pt").read_bytes() == b"epoch 2,700"
 
 
 # --- the MERFISH verdicts, on summaries made to the shape aggregate writes ---------------------------

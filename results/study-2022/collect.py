@@ -8,6 +8,8 @@ statuses, the true proportions and the predicted proportions of the first seed (
 the per-spot metric arrays and the other seeds' proportions are dropped and the file is compressed, so
 the repository stays light. Then `spotsweep report` draws the figures from that file alone, and the
 sweep file (sweeps/<experiment>.yaml, run from the repository root) is copied beside them as sweep.yaml.
+The last checkpoint of every task still training is copied to checkpoints/<task id>/ (committed, a few MiB),
+so that on the next machine restore.py puts it back and the task resumes there instead of starting over.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from restore import CARRIED  # restore.py, beside this file
 
 from toolkit.aggregate import write_summary
-from toolkit.layout import OutputLayout, write_atomically
+from toolkit.backends.checkpointed import checkpoint_dir
+from toolkit.layout import OutputLayout, write_atomically, write_dir_atomically
 from toolkit.report import write_report
 
 
@@ -33,6 +37,34 @@ def slim(dataset: xr.Dataset) -> xr.Dataset:
         "per-spot metrics dropped; proportions of the first seed only (results/study-2022/collect.py)"
     )
     return dataset
+
+
+def carry_checkpoints(folder: Path) -> list[str]:
+    """Copy each unfinished task's checkpoint into folder/checkpoints/<task id>/ and drop those of finished
+    tasks; returns the ids carried. A task with no checkpoint here keeps the one carried before (it has
+    not started on this machine yet)."""
+    layout = OutputLayout(folder)
+    carried = folder / CARRIED
+    for task_dir in sorted(carried.glob("*/")):
+        if layout.result(task_dir.name).exists():
+            shutil.rmtree(task_dir)
+    for source in sorted(layout.root.glob("tasks/*/")):
+        saved = checkpoint_dir(layout, source.name)
+        if layout.result(source.name).exists() or not [path for path in saved.glob("*") if not _partial(path)]:
+            continue
+        write_dir_atomically(carried / source.name, lambda tmp, saved=saved: _copy_saved(saved, tmp))
+    return sorted(path.name for path in carried.glob("*/"))
+
+
+def _partial(path: Path) -> bool:
+    """A checkpoint being written is a hidden temporary file (resume.save): never carried."""
+    return path.name.startswith(".")
+
+
+def _copy_saved(saved: Path, target: Path) -> None:
+    for path in saved.iterdir():
+        if path.is_file() and not _partial(path):
+            shutil.copy2(path, target / path.name)
 
 
 def collect(folder: Path) -> None:
@@ -52,7 +84,10 @@ def collect(folder: Path) -> None:
     if sweep_file.exists():  # the sweep file beside its results, as committed
         shutil.copyfile(sweep_file, folder / "sweep.yaml")
     write_report(folder)
+    carried = carry_checkpoints(folder)
     print(f"{folder}: {layout.summary.stat().st_size / 2**20:.1f} MiB summary, report in {layout.report}")
+    if carried:
+        print(f"{folder}: checkpoints of {len(carried)} unfinished task(s) carried in {folder / CARRIED}")
 
 
 if __name__ == "__main__":

@@ -8,11 +8,16 @@ missing, this writes that result.json back from the summary: per-type metrics, m
 agreement, runtimes, and the proportions where the summary kept them (the first seed; the other seeds' are
 NaN, as collect.py drops them anyway). `spotsweep run` then skips those tasks, and collect.py writes the
 same committed values for them again. Each restored result says so in its "restored_from" field.
+
+A task that was still training when its run was collected left its last checkpoint in checkpoints/<task id>/
+(collect.py); this puts it back where the task's training looks for it (tasks/<id>/checkpoint/), so the
+task resumes from that epoch on this machine, with the training time saved in it, instead of starting over.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,9 +26,13 @@ import numpy as np
 import xarray as xr
 
 from toolkit.aggregate import SCALARS, STATE_AGREEMENT
+from toolkit.backends.checkpointed import checkpoint_dir
 from toolkit.layout import OutputLayout, write_json
 from toolkit.metrics import METRICS
 from toolkit.sweep import SWEPT_SETTINGS
+
+CARRIED = "checkpoints"
+"""The folder of each experiment that carries its unfinished tasks' checkpoints from machine to machine."""
 
 
 def _frame(values: xr.DataArray, index: list[str], columns: list[str]) -> dict[str, Any]:
@@ -88,6 +97,21 @@ def restore(folder: Path) -> int:
     return written
 
 
+def restore_checkpoints(folder: Path) -> int:
+    """Put each carried checkpoint back into its unfinished task's folder, unless that task has a result or
+    a checkpoint of its own here (then it is further along); returns how many."""
+    layout = OutputLayout(folder)
+    restored = 0
+    for carried in sorted((folder / CARRIED).glob("[!.]*/")):  # not a copy collect.py left half made
+        target = checkpoint_dir(layout, carried.name)
+        if layout.result(carried.name).exists() or (target.exists() and any(target.iterdir())):
+            continue
+        shutil.copytree(carried, target, dirs_exist_ok=True)
+        restored += 1
+    return restored
+
+
 if __name__ == "__main__":
     for argument in sys.argv[1:]:
         print(f"{argument}: {restore(Path(argument))} done task(s) restored from its summary.nc")
+        print(f"{argument}: {restore_checkpoints(Path(argument))} unfinished task(s) given their carried checkpoint")

@@ -2,8 +2,9 @@
 # The study's runs, one experiment after another, as they were run on this project's 2-core CPU machine.
 # Each run is resumable: finished tasks are skipped, a cut-off task resumes from its checkpoint (destVI)
 # or starts over (Cell2location), failed ones are retried. After each, collect.py writes what is committed.
-# On a fresh clone restore.py first gives the run the tasks its committed summary.nc holds as done, so a
-# study cut off on one machine goes on from its last commit on the next.
+# On a fresh clone restore.py first gives the run the tasks its committed summary.nc holds as done, and the
+# unfinished tasks the checkpoints collect.py carried in checkpoints/, so a study cut off on one machine goes
+# on from its last commit on the next.
 #
 #   bash results/study-2022/run_all.sh                      # every experiment, in this order
 #   bash results/study-2022/run_all.sh starmap-57 merfish-scaled

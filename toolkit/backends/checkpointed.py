@@ -40,6 +40,11 @@ def attempts_file(layout: OutputLayout, task_id: str) -> Path:
     return layout.task_dir(task_id) / "attempts.json"
 
 
+def checkpoint_dir(layout: OutputLayout, task_id: str) -> Path:
+    """Where a task's training saves its state; removed once the task is done."""
+    return layout.task_dir(task_id) / "checkpoint"
+
+
 def read_attempts(layout: OutputLayout, task_id: str) -> list[dict[str, Any]]:
     path = attempts_file(layout, task_id)
     return read_json(path) if path.exists() else []
@@ -112,7 +117,7 @@ def _run_with_checkpoints(
     from toolkit.task import interrupted, run_task
 
     attempt: dict[str, Any] = {"job": _job_id(), "start": time.time()}
-    directory = layout.task_dir(task.id) / "checkpoint"
+    directory = checkpoint_dir(layout, task.id)
     with preemption.activate(directory, every_n_epochs, grace_s) as session:
         session.on_epoch = ProgressReport(layout, task)
         try:
