@@ -71,24 +71,35 @@ def _saved_by(layout: OutputLayout, task_id: str, skip: set[int]) -> list[psutil
 def suspend_each_once_saved(layout: OutputLayout, task_ids: list[str]) -> list[psutil.Process]:
     """Stop each task's process as soon as it has saved (none trains on while another is awaited)."""
     held: dict[str, list[psutil.Process]] = {}
+    suspended: list[psutil.Process] = []
 
     def all_held() -> bool:
         for task_id in task_ids:
             if task_id not in held and (processes := _saved_by(layout, task_id, set())):
                 for process in processes:
                     process.suspend()
+                    suspended.append(process)
                 held[task_id] = processes
             assert task_id in held or not layout.result(task_id).exists(), f"{task_id} finished before its hold"
         return len(held) == len(task_ids)
 
-    try:
+    with resumed_on_failure(suspended):
         _wait_for(all_held, None, "a checkpoint of every task")
+    return suspended
+
+
+@contextlib.contextmanager
+def resumed_on_failure(processes: list[psutil.Process]) -> Iterator[None]:
+    """Let held processes go if the block fails, so that a failing test leaves none stopped behind it (a
+    stopped process heeds nothing but SIGKILL and SIGCONT). Reads `processes` at the failure,
+    so a list the block appends to is let go as it stands then."""
+    try:
+        yield
     except BaseException:
-        for process in (process for processes in held.values() for process in processes):
+        for process in processes:
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.resume()
         raise
-    return [process for processes in held.values() for process in processes]
 
 
 def _usr2_pending_or_gone(processes: list[psutil.Process]) -> bool:

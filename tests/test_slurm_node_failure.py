@@ -23,7 +23,7 @@ import yaml
 
 from tests.conftest import REPO, TINY_SWEEP
 from tests.slurm_cluster import private_cluster
-from tests.slurm_hold import suspend_each_once_saved
+from tests.slurm_hold import resumed_on_failure, suspend_each_once_saved
 from toolkit.backends.checkpointed import read_attempts
 from toolkit.backends.slurm import records as slurm
 from toolkit.backends.slurm.submit import wait_for
@@ -73,8 +73,8 @@ def test_after_a_node_failure_every_task_is_done_once_resumed_from_its_checkpoin
         tasks = expand(sweep)
         submission = slurm.read_submissions(layout)[-1]
 
-        suspend_each_once_saved(layout, [task.id for task in tasks])
-        _scontrol_node("down")
+        with resumed_on_failure(suspend_each_once_saved(layout, [task.id for task in tasks])):
+            _scontrol_node("down")  # the node's jobs are then killed, held or not
         time.sleep(5)
         _scontrol_node("resume")
         wait_for(layout, tasks, submission, progress=False)
