@@ -199,6 +199,35 @@ def test_usr2_outside_training_hands_over_at_once(tmp_path: Path) -> None:
     assert calls == [signal.SIGUSR2]
 
 
+def test_a_requeue_whose_scontrol_is_killed_by_that_requeue_exits_as_requeued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SLURM requeues a job by terminating it, and under load its SIGTERM can reach `scontrol requeue`
+    before scontrol exits: submitit's own requeue (run here) then raises CalledProcessError, which once
+    recorded the attempt as failed though the job was requeued. A stand-in scontrol killed by SIGTERM plays
+    that race, which no test can bring about on purpose; the task must exit as submitit does after a requeue."""
+    from submitit.slurm.slurm import SlurmJobEnvironment
+
+    stand_in = tmp_path / "bin" / "scontrol"
+    stand_in.parent.mkdir()
+    stand_in.write_text("#!/bin/sh\nkill -TERM $$\n")
+    stand_in.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{stand_in.parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "23")
+
+    def requeue_like_submitit(signum: int, frame: Any) -> None:
+        SlurmJobEnvironment()._requeue(countdown=1)
+        raise SystemExit(-1)
+
+    previous = signal.signal(signal.SIGUSR2, requeue_like_submitit)
+    try:
+        with pytest.raises(SystemExit), preemption.activate(tmp_path, every_n_epochs=EVERY):
+            os.kill(os.getpid(), signal.SIGUSR2)
+            time.sleep(5)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+
+
 def test_usr2_during_a_too_long_epoch_hands_over_after_the_grace_period(tmp_path: Path) -> None:
     calls: list[int] = []
     previous = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(signum))
