@@ -17,35 +17,36 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Seconds each slow file took in a full CI run (CI 21, 2026-12-02; pytest --durations, summed per file);
-# test_container with its image build (about 9 min on a fresh machine; CI 21 found the image cached).
+# Seconds each slow file took in a full CI run (the mean of two fresh-clone runs of `.ci/run` on 2026-12-02,
+# pytest --durations summed per file, the first with the image build in test_container: 436 s against 271 s).
 # xdist (`--no-loadscope-reorder`, Makefile) hands whole files to its workers in collection order, and by
 # default it would put the files with the most tests first: the one-test SLURM files, the longest, came
 # last and formed a tail of about 6 minutes on one worker. Longest first, the rest after in their order.
+# The SLURM time-limit files wait on two-minute limits, so on a faster machine they rank higher.
 # A stale figure only costs balance, never correctness.
 SLOWEST_FILES = {
-    "test_container.py": 998,
-    "test_local_resume.py": 460,
-    "test_slurm.py": 459,
-    "test_study_sweeps.py": 370,
-    "test_gpu_check.py": 314,
-    "test_readme_quickstart.py": 289,
-    "test_faults.py": 266,
-    "test_study_findings.py": 253,
-    "test_readme_cluster.py": 247,
-    "test_slurm_time_limit.py": 246,
-    "test_fast_engine.py": 234,
-    "test_slurm_pack.py": 231,
-    "test_slurm_max_timeouts.py": 204,
-    "test_local_time_limit.py": 183,
-    "test_slurm_node_failure.py": 160,
-    "test_sweep_local.py": 154,
-    "test_methods.py": 100,
-    "test_slurm_memory.py": 95,
-    "test_slurm_limits.py": 92,
-    "test_checkpoint.py": 80,
-    "test_pack.py": 73,
-    "test_cuda_graphs.py": 65,
+    "test_container.py": 354,
+    "test_slurm_max_timeouts.py": 184,
+    "test_slurm.py": 136,
+    "test_local_resume.py": 133,
+    "test_slurm_time_limit.py": 125,
+    "test_gpu_check.py": 121,
+    "test_study_sweeps.py": 102,
+    "test_slurm_pack.py": 98,
+    "test_readme_quickstart.py": 95,
+    "test_readme_cluster.py": 92,
+    "test_faults.py": 85,
+    "test_study_findings.py": 83,
+    "test_slurm_node_failure.py": 81,
+    "test_fast_engine.py": 76,
+    "test_local_time_limit.py": 43,
+    "test_sweep_local.py": 43,
+    "test_slurm_memory.py": 42,
+    "test_methods.py": 29,
+    "test_slurm_limits.py": 28,
+    "test_pack.py": 18,
+    "test_checkpoint.py": 16,
+    "test_cuda_graphs.py": 16,
 }
 
 
