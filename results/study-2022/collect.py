@@ -45,7 +45,7 @@ def carry_checkpoints(folder: Path) -> list[str]:
     not started on this machine yet)."""
     layout = OutputLayout(folder)
     carried = folder / CARRIED
-    for task_dir in sorted(carried.glob("*/")):
+    for task_dir in sorted(carried.glob("[!.]*/")):  # not a copy being made
         if layout.result(task_dir.name).exists():
             shutil.rmtree(task_dir)
     for source in sorted(layout.root.glob("tasks/*/")):
@@ -53,7 +53,7 @@ def carry_checkpoints(folder: Path) -> list[str]:
         if layout.result(source.name).exists() or not [path for path in saved.glob("*") if not _partial(path)]:
             continue
         write_dir_atomically(carried / source.name, lambda tmp, saved=saved: _copy_saved(saved, tmp))
-    return sorted(path.name for path in carried.glob("*/"))
+    return sorted(path.name for path in carried.glob("[!.]*/"))
 
 
 def _partial(path: Path) -> bool:
