@@ -27,7 +27,7 @@ import xarray as xr
 
 from toolkit.aggregate import SCALARS, STATE_AGREEMENT
 from toolkit.backends.checkpointed import checkpoint_dir
-from toolkit.layout import OutputLayout, write_json
+from toolkit.layout import OutputLayout, write_dir_atomically, write_json
 from toolkit.metrics import METRICS
 from toolkit.sweep import SWEPT_SETTINGS
 
@@ -106,7 +106,8 @@ def restore_checkpoints(folder: Path) -> int:
         target = checkpoint_dir(layout, carried.name)
         if layout.result(carried.name).exists() or (target.exists() and any(target.iterdir())):
             continue
-        shutil.copytree(carried, target, dirs_exist_ok=True)
+        # built aside, then moved in: a cut-off copy never leaves a half-written checkpoint to resume from
+        write_dir_atomically(target, lambda tmp, carried=carried: shutil.copytree(carried, tmp, dirs_exist_ok=True))
         restored += 1
     return restored
 
