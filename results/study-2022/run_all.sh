@@ -17,7 +17,7 @@ SPOTSWEEP=${SPOTSWEEP:-.venv/bin/spotsweep}
 PYTHON=${PYTHON:-.venv/bin/python}
 OUT=${OUT:-results/study-2022}
 experiments=("$@")
-[ ${#experiments[@]} -gt 0 ] || experiments=(starmap-189 starmap-57 starmap-like merfish-scaled)
+[ ${#experiments[@]} -gt 0 ] || experiments=(starmap-189 starmap-57 starmap-like merfish-scaled starmap-189-last-batch)
 for experiment in "${experiments[@]}"; do
     echo "$(date -u '+%F %T') ${experiment}: running"
     "$PYTHON" results/study-2022/restore.py "${OUT}/${experiment}"
