@@ -22,8 +22,8 @@ from toolkit.launch import run_sweep
 from toolkit.layout import OutputLayout, write_json
 
 
-def _run_script(script: str, *arguments: str) -> None:
-    """A results/study-2022 script as a reader runs it, from the repository root."""
+def _run_script(script: str, *arguments: str) -> str:
+    """A results/study-2022 script as a reader runs it, from the repository root; what it printed."""
     done = subprocess.run(
         [sys.executable, str(REPO / "results" / "study-2022" / script), *arguments],
         cwd=REPO,
@@ -33,10 +33,18 @@ def _run_script(script: str, *arguments: str) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
 
 
 def test_the_readme_findings_table_is_what_findings_py_computes() -> None:
     _run_script("findings.py", "--check")
+
+
+def test_the_readme_quotes_the_last_minibatch_table_as_last_batch_py_computes_it() -> None:
+    table = _run_script("last_batch.py").strip()
+    assert table in (REPO / "results" / "study-2022" / "README.md").read_text(), (
+        "results/study-2022/README.md: the last-minibatch table differs from last_batch.py's; paste its output there."
+    )
 
 
 def test_the_overview_figure_is_drawn_from_the_committed_summaries(tmp_path: Path) -> None:
