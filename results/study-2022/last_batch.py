@@ -10,31 +10,48 @@ where it divides 189) and the excitatory-layer PCC of destVI (mean +- sd over se
 
 from __future__ import annotations
 
+import sys
+
+import numpy as np
 import pandas as pd
+import xarray as xr
 from findings import _batch_key, layers, load, text
 
-SPOTS = 189
-RULE_BATCH = min(SPOTS // 10, 128)
-"""What starmap-189's `auto` trained with: the study's rule, min(n_spots / 10, 128)."""
+EXPERIMENTS = ("starmap-189", "starmap-189-last-batch")
 
 
-def last_minibatch(batch: int) -> int:
-    return SPOTS % batch or batch
+def last_minibatch(n_spots: int, batch: int) -> int:
+    """The spots of an epoch's last minibatch: the remainder, kept as the study's scvi-tools kept it."""
+    return n_spots % batch or batch
+
+
+def trained_batches(summary: xr.Dataset) -> dict[str, int]:
+    """The minibatch each destVI batch label trained with, as its tasks recorded it (`auto`: the study's rule)."""
+    used = summary["batch_size_used"].sel({"method": "destvi"})
+    sizes = {}
+    for label in used["batch_size"].values:
+        values = used.sel({"batch_size": label}).values
+        if np.isfinite(values).any():  # the label labels destVI tasks here, not only Cell2location's
+            sizes[str(label)] = int(np.nanmax(values))
+    return sizes
 
 
 def table() -> str:
-    summaries = [summary for summary in (load("starmap-189"), load("starmap-189-last-batch")) if summary is not None]
-    pcc = pd.concat([layers(summary) for summary in summaries])
-    batches = sorted({batch for _, batch in pcc.index}, key=lambda b: _batch_key(str(RULE_BATCH) if b == "auto" else b))
+    summaries = {name: load(name) for name in EXPERIMENTS}
+    if summaries["starmap-189"] is None:
+        sys.exit("results/study-2022/starmap-189/summary.nc: not found; run results/study-2022/run_all.sh starmap-189")
+    found = [summary for summary in summaries.values() if summary is not None]
+    pcc = pd.concat([layers(summary) for summary in found])
+    n_spots = found[0].sizes["spot"]
+    sizes = {label: size for summary in found for label, size in trained_batches(summary).items()}
     lines = [
         "| batch | last minibatch (spots) | both | latent |",
         "| --- | --- | --- | --- |",
     ]
-    for batch in batches:
-        size = RULE_BATCH if batch == "auto" else int(batch)
-        label = f"{size} (`auto`)" if batch == "auto" else batch
+    for batch in sorted(sizes, key=lambda label: _batch_key(str(sizes[label]))):
+        label = f"{sizes[batch]} (`auto`)" if batch == "auto" else batch
         cells = [text(pcc, (amortization, batch)) for amortization in ("both", "latent")]
-        lines.append(f"| {label} | {last_minibatch(size)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | {last_minibatch(n_spots, sizes[batch])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
