@@ -65,6 +65,11 @@ def test_a_killed_local_sweep_resumes_its_task_from_the_checkpoint(tmp_path: Pat
     uninterrupted = read_json(OutputLayout(tmp_path / "whole").result(task.id))
     assert resumed["proportions"] == uninterrupted["proportions"]  # bit for bit on CPU
     assert resumed["n_steps"] == uninterrupted["n_steps"]
+    # The accuracy trajectory goes on across the kill: points scored after the last checkpoint were lost with
+    # the process and scored again on resume, so every point is there exactly once, equal to one run's.
+    steps = [point["step"] for point in resumed["trajectory"]["points"]]
+    assert len(steps) == 50 and steps == sorted(set(steps)) and steps[-1] == resumed["n_steps"]
+    assert resumed["trajectory"] == uninterrupted["trajectory"]
 
 
 def test_a_local_run_stopped_by_sigterm_stops_its_task_which_resumes_unfailed(tmp_path: Path) -> None:

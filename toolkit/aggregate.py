@@ -1,8 +1,10 @@
 """Every task result of a sweep -> one xarray.Dataset whose dimensions are the swept settings.
 
-Dimensions: dataset, method, variant, amortization, batch_size, max_epochs, seed (the settings), plus
-cell_type and spot. Every configuration of the sweep has a `status` (done, failed, started, missing):
-a failed or never-run task stays in the dataset as NaN values with its status and reason, never dropped.
+Dimensions: dataset, method, variant, amortization, batch_size, max_epochs, seed (the settings; and the
+optional ones, such as max_steps or drop_last, where some task sets them), plus cell_type and spot, and
+`point` for the accuracy trajectory (toolkit.trajectories). Every configuration of the sweep has a
+`status` (done, failed, started, missing): a failed or never-run task stays in the dataset as NaN values
+with its status and reason, never dropped.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from pydantic import ValidationError
 import toolkit
 from toolkit.config import DatasetConfig
 from toolkit.layout import CorruptFile, OutputLayout, read_json, write_atomically, write_dir_atomically, write_json
-from toolkit.metrics import METRICS
+from toolkit.metrics import METRIC_NAMES, METRICS
 from toolkit.pseudospots import read_spots
 from toolkit.status import TaskState, load_tasks, task_state
-from toolkit.sweep import SWEPT_SETTINGS
+from toolkit.sweep import SWEPT_SETTINGS, Task, optional_settings
+from toolkit.trajectories import POINT, TrajectoryArrays, n_points
 
 SCALARS: dict[str, dict[str, str]] = {
     "batch_size_used": {"long_name": "minibatch size the method trained with (auto and 0 resolved)", "units": "1"},
@@ -42,12 +45,6 @@ SCALARS: dict[str, dict[str, str]] = {
     "task_time_s": {"long_name": "wall time of the whole task", "units": "s"},
     "peak_host_memory_mb": {"long_name": "peak resident host memory of the task", "units": "MiB"},
     "peak_gpu_memory_mb": {"long_name": "peak allocated GPU memory of the task", "units": "MiB"},
-}
-METRIC_NAMES = {
-    "pcc": "Pearson correlation",
-    "ssim": "global SSIM (Li et al. 2022)",
-    "rmse": "root mean squared error",
-    "js": "Jensen-Shannon distance",
 }
 
 
@@ -65,8 +62,9 @@ STATE_AGREEMENT = {
 class _Grid:
     """Positions of tasks in the product of the swept settings' values."""
 
-    def __init__(self, settings: list[dict[str, Any]]):
-        values = {name: sorted({s[name] for s in settings}, key=_numbers_first) for name in SWEPT_SETTINGS}
+    def __init__(self, settings: list[dict[str, Any]], names: list[str]):
+        self.names = names
+        values = {name: sorted({s[name] for s in settings}, key=_numbers_first) for name in names}
         self.shape = tuple(len(v) for v in values.values())
         self._position = {name: {v: i for i, v in enumerate(vs)} for name, vs in values.items()}
         # A coordinate holds one type: a setting mixing numbers and words (batch_size 8 and "auto") is text.
@@ -75,7 +73,7 @@ class _Grid:
         }
 
     def index(self, settings: dict[str, Any]) -> tuple[int, ...]:
-        return tuple(self._position[name][settings[name]] for name in SWEPT_SETTINGS)
+        return tuple(self._position[name][settings[name]] for name in self.names)
 
     def empty(self, *extra: int, fill: Any = np.nan, dtype: Any = float) -> np.ndarray:
         return np.full(self.shape + extra, fill, dtype=dtype)
@@ -203,7 +201,12 @@ def _aggregate(layout: OutputLayout) -> xr.Dataset:
     states = [task_state(layout, task) for task in tasks]
     results, states = _read_results(layout, states)
 
-    grid = _Grid([task.settings for task in tasks])
+    optional = optional_settings(tasks)  # e.g. max_steps: a dimension only where some task sets it
+
+    def coordinates(task: Task) -> dict[str, Any]:
+        return {**optional, **task.settings}
+
+    grid = _Grid([coordinates(task) for task in tasks], [*SWEPT_SETTINGS, *optional])
     truths, built = _prepared_spots(layout, grid.coords["dataset"])
     predicted_types = {c for r in results.values() for c in r["proportions"]["columns"]}
     # Cell types the methods predict (all the truth's where nothing finished yet); every spot of the truth.
@@ -225,9 +228,10 @@ def _aggregate(layout: OutputLayout) -> xr.Dataset:
     state_values = {name: grid.empty(len(types)) for name in STATE_AGREEMENT}
     means: dict[str, np.ndarray] = {}
     proportion = grid.empty(len(spots), len(types))
+    trajectories = TrajectoryArrays(grid.shape, n_points(results), types) if n_points(results) else None
 
     for state in states:
-        at = grid.index(state.task.settings)
+        at = grid.index(coordinates(state.task))
         status[at], reason[at], task_id[at] = state.state, state.reason, state.task.id
         result = results.get(state.task.id)
         if result is None:
@@ -254,13 +258,15 @@ def _aggregate(layout: OutputLayout) -> xr.Dataset:
         for cell_type, value in scores["grid_ssim"].items():
             by_type["grid_ssim"][at][types[cell_type]] = np.nan if value is None else value
         _fill_frame(proportion, at, result["proportions"], spots, types)
+        if trajectories is not None and result.get("trajectory"):
+            trajectories.add(at, result["trajectory"])
         agreement = scores.get("state_agreement")
         for name in STATE_AGREEMENT if agreement else ():
             column = agreement["columns"].index(name)
             rows = [types[t] for t in agreement["index"]]
             state_values[name][at][rows] = np.asarray(agreement["values"], dtype=float)[:, column]
 
-    dims = list(SWEPT_SETTINGS)
+    dims = list(grid.names)
     data_vars: dict[str, Any] = {
         "status": (dims, status.astype(str), {"long_name": "task state: done, failed, started, missing, absent"}),
         "reason": (dims, reason.astype(str), {"long_name": "last line of the failure, where failed"}),
@@ -300,8 +306,13 @@ def _aggregate(layout: OutputLayout) -> xr.Dataset:
             {"long_name": f"mean {key.replace('_', ' per ')} (NaN rule of Li et al.)"},
         )
 
+    if trajectories is not None:
+        data_vars.update(trajectories.variables(dims))
+
     grid_xy = np.array([[int(part) for part in name.split("_")[-2:]] for name in spot_names], dtype=int).reshape(-1, 2)
     coords = {**grid.coords, "cell_type": type_names, "spot": spot_names}
+    if trajectories is not None:
+        coords[POINT] = np.arange(trajectories.n_points)
     coords["grid_x"] = ("spot", grid_xy[:, 0])
     coords["grid_y"] = ("spot", grid_xy[:, 1])
     attrs = {
@@ -329,7 +340,13 @@ def write_summary(root: Path) -> xr.Dataset:
     return dataset
 
 
+def settings_of(dataset: xr.Dataset) -> list[str]:
+    """The swept settings of a summary, its optional ones (max_steps, drop_last, ...) included where present."""
+    return list(dataset["status"].dims)
+
+
 def configurations(dataset: xr.Dataset) -> list[dict[str, Any]]:
     """Every point of the settings grid as a dict, in grid order."""
-    values = [dataset[name].values.tolist() for name in SWEPT_SETTINGS]
-    return [dict(zip(SWEPT_SETTINGS, point, strict=True)) for point in itertools.product(*values)]
+    names = settings_of(dataset)
+    values = [dataset[name].values.tolist() for name in names]
+    return [dict(zip(names, point, strict=True)) for point in itertools.product(*values)]

@@ -34,6 +34,13 @@ from skimage.metrics import structural_similarity
 from toolkit.errors import SpotsweepError
 
 METRICS: tuple[str, ...] = ("pcc", "ssim", "rmse", "js")
+METRIC_NAMES = {
+    "pcc": "Pearson correlation",
+    "ssim": "global SSIM (Li et al. 2022)",
+    "rmse": "root mean squared error",
+    "js": "Jensen-Shannon distance",
+}
+"""Each metric's name in words, for the aggregate's variables and the report."""
 
 # Catch-all classes of the Allen VISp reference that Li et al. left out of the evaluation; the
 # STARmap truth also has an "Other" (a different catch-all that merely shares the name), so pass

@@ -22,7 +22,7 @@ from toolkit.config import DatasetConfig, InputConfig, SweepConfig
 from toolkit.layout import OutputLayout
 from toolkit.pseudospots.grid import Grid
 from toolkit.status import task_state
-from toolkit.sweep import SWEPT_SETTINGS, Task, expand
+from toolkit.sweep import SWEPT_SETTINGS, Task, expand, optional_settings
 
 MS_PER_STEP: dict[str, dict[str, dict[int, float]]] = {
     "cpu": {
@@ -76,8 +76,11 @@ class Plan:
 
     def axis_counts(self) -> dict[str, dict[str, int]]:
         """How many tasks take each value of each swept setting."""
+        tasks = [planned.task for planned in self.tasks]
+        settings = {**dict.fromkeys(SWEPT_SETTINGS), **optional_settings(tasks)}
         return {
-            name: dict(Counter(str(planned.task.settings[name]) for planned in self.tasks)) for name in SWEPT_SETTINGS
+            name: dict(Counter(str(task.setting(name, default)) for task in tasks))
+            for name, default in settings.items()
         }
 
     def total_hours(self, device: str, todo_only: bool = True) -> tuple[float, int]:
@@ -168,10 +171,13 @@ def _steps(task: Task, n_spots: int) -> tuple[int, int]:
     """(batch size as it runs, optimizer steps) of one task."""
     if task.method == "control":
         return 0, 0
+    from toolkit.engines.schedule import batches_per_epoch
     from toolkit.methods.destvi import resolve_batch_size  # the study's rule for `auto`
 
     batch = resolve_batch_size(task.batch_size, n_spots) or n_spots  # Cell2location's 0: every spot at once
-    return batch, math.ceil(n_spots / batch) * int(task.max_epochs)
+    if task.setting("max_steps"):  # a budget in steps: exactly that many
+        return batch, int(task.setting("max_steps"))
+    return batch, batches_per_epoch(n_spots, batch, bool(task.setting("drop_last"))) * int(task.max_epochs)
 
 
 def plan_sweep(sweep: SweepConfig, out: Path | None = None) -> Plan:

@@ -44,25 +44,41 @@ class Task:
     dataset_config: dict = field(default_factory=dict)
     reference_config: dict | None = None
     """How the method's reference model is trained; None for methods without one."""
+    extra_settings: dict = field(default_factory=dict)
+    """Swept settings added since ids were fixed (a grid's `optional_axes`: max_steps, n_steps_kl_warmup,
+    drop_last), only those that differ from their "as before" value: part of the id only when present."""
 
     def __hash__(self) -> int:
         return hash(self.id)
 
     @cached_property
     def id(self) -> str:
+        extra = self.extra_settings
+        budget = f"t{extra['max_steps']}" if "max_steps" in extra else f"e{self.max_epochs}"
+        marks = ("-w{}".format(extra["n_steps_kl_warmup"]) if "n_steps_kl_warmup" in extra else "") + (
+            "-dl" if extra.get("drop_last") else ""
+        )
         readable = (
             f"{self.dataset}-{self.method}-{self.variant}-{self.amortization.replace('/', '')}"
-            f"-b{self.batch_size}-e{self.max_epochs}-s{self.seed}"
+            f"-b{self.batch_size}-{budget}{marks}-s{self.seed}"
         )
         return f"{readable}-{content_hash(self.to_dict(), 8)}"
 
     @property
     def settings(self) -> dict[str, Any]:
-        """The swept settings only: the coordinates of this task in the aggregate."""
-        return {name: getattr(self, name) for name in SWEPT_SETTINGS}
+        """The swept settings: the coordinates of this task in the aggregate (optional ones where set)."""
+        return {**{name: getattr(self, name) for name in SWEPT_SETTINGS}, **self.extra_settings}
+
+    def setting(self, name: str, default: Any = None) -> Any:
+        """One swept setting, optional ones included (`default` where this task does not set it)."""
+        return self.settings.get(name, default)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The task as hashed and sent to its process; `extra_settings` only when it holds something."""
+        data = asdict(self)
+        if not data["extra_settings"]:
+            del data["extra_settings"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Task:
@@ -75,7 +91,8 @@ def expand(sweep: SweepConfig) -> list[Task]:
         Task(
             dataset=dataset.name,
             method=grid.name,
-            **point,
+            **{name: value for name, value in point.items() if name in SWEPT_SETTINGS},
+            extra_settings={name: value for name, value in point.items() if name not in SWEPT_SETTINGS},
             params=grid.params(),
             dataset_config=identity(dataset),
             reference_config=grid.reference_config(),
@@ -84,6 +101,16 @@ def expand(sweep: SweepConfig) -> list[Task]:
         for grid in sweep.methods
         for point in grid.points()
     ]
+
+
+def optional_settings(tasks: list[Task]) -> dict[str, Any]:
+    """The optional swept settings some task of `tasks` sets, each with its "as before" value (the value of
+    a task that does not set it), in the order the method grids declare them."""
+    from toolkit.methods import grids
+
+    defaults = {name: value for grid in grids() for name, value in grid.optional_axes.items()}
+    present = {name for task in tasks for name in task.extra_settings}
+    return {name: defaults.get(name) for name in defaults if name in present}
 
 
 def count_tasks(sweep: SweepConfig) -> int:

@@ -18,7 +18,7 @@ import pandas as pd
 from toolkit import metrics, provenance
 from toolkit.layout import OutputLayout, write_atomically, write_json
 from toolkit.methods import adapter
-from toolkit.methods.base import FitResult
+from toolkit.methods.base import FitResult, Scorer
 from toolkit.prepare import ensure_reference_model, reference_train_time
 from toolkit.pseudospots import read_spots
 from toolkit.sweep import Task
@@ -47,12 +47,39 @@ def _save_array(path: Path, array: np.ndarray) -> None:
         np.save(handle, array)
 
 
+def _benchmark_scores(spots: ad.AnnData, proportions: pd.DataFrame) -> tuple[Any, pd.DataFrame, pd.DataFrame]:
+    """The benchmark's metrics of `proportions` against the spots' truth, with the truth and prediction
+    as the benchmark preprocesses them."""
+    truth = metrics.li2022_truth(spots.obsm["cell_counts"], list(proportions.columns))
+    predicted = metrics.li2022_prediction(proportions, truth.columns)
+    return metrics.score(truth, predicted), truth, predicted
+
+
+def trajectory_scorer(spots: ad.AnnData) -> Scorer:
+    """What a point of the accuracy trajectory records: the final result's per-cell-type metrics and means,
+    computed the same way (the cell types' order is the final result's, kept once per task)."""
+
+    def score(proportions: pd.DataFrame) -> dict[str, Any]:
+        scores, _, _ = _benchmark_scores(spots, proportions)
+        return {
+            "means": scores.means(),
+            "per_cell_type": scores.per_cell_type[list(metrics.METRICS)].to_numpy(dtype=float).tolist(),
+        }
+
+    return score
+
+
+def _trajectory(fit: FitResult, scores: dict[str, Any]) -> dict[str, Any] | None:
+    """The trajectory as result.json keeps it: cell types and metrics once, then the points."""
+    if fit.trajectory is None:
+        return None
+    return {"cell_types": scores["per_cell_type"]["index"], "metrics": list(metrics.METRICS), "points": fit.trajectory}
+
+
 def _scores(spots: ad.AnnData, fit: FitResult) -> dict[str, Any]:
     """The benchmark's metrics, the grid SSIM and, where both exist, the cell-state agreement."""
     reference_types = list(fit.proportions.columns)
-    truth = metrics.li2022_truth(spots.obsm["cell_counts"], reference_types)
-    predicted = metrics.li2022_prediction(fit.proportions, truth.columns)
-    scores = metrics.score(truth, predicted)
+    scores, truth, predicted = _benchmark_scores(spots, fit.proportions)
     grid = spots.obs[["grid_x", "grid_y"]].rename(columns={"grid_x": "x", "grid_y": "y"})
     result: dict[str, Any] = {
         "per_cell_type": _frame(scores.per_cell_type),
@@ -72,8 +99,8 @@ def _scores(spots: ad.AnnData, fit: FitResult) -> dict[str, Any]:
 
 
 def fit(task: Task, spots: ad.AnnData, reference: ad.AnnData, model_dir: Path | None) -> FitResult:
-    """Dispatch to the task's method adapter."""
-    return adapter(task.method).fit(spots, reference, model_dir, task)
+    """Dispatch to the task's method adapter, with the scorer of its accuracy trajectory."""
+    return adapter(task.method).fit(spots, reference, model_dir, task, score=trajectory_scorer(spots))
 
 
 def run_task(task_data: dict[str, Any], out: str, threads: int | None = None) -> str:
@@ -104,6 +131,7 @@ def run_task(task_data: dict[str, Any], out: str, threads: int | None = None) ->
                 "task": task.to_dict(),
                 "settings": task.settings,
                 "scores": scores,
+                "trajectory": _trajectory(result, scores),
                 "proportions": _frame(result.proportions),
                 "n_steps": result.n_steps,
                 "train_time_s": result.train_time_s,

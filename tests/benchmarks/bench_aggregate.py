@@ -1,12 +1,14 @@
 """Benchmark: aggregate 10,000 task results into one Dataset, against the obvious xarray alternative.
 
-    .venv/bin/python -m tests.benchmarks.bench_aggregate [--tasks 10000] [--baseline-tasks 500]
+    .venv/bin/python -m tests.benchmarks.bench_aggregate [--tasks 10000] [--baseline-tasks 500] [--trajectory-points 50]
 
 The results are real task results' layout (result.json) with a 189-spot x 12-type STARmap-sized
 payload, cloned under 10,000 settings. The alternative builds one small Dataset per task and lets
 `xr.combine_by_coords` merge them; it runs on fewer tasks and its time per task is compared.
 Prints a markdown table (time, tasks/s, peak RSS), with and without writing summary.nc and
-summary.zarr. Measures, never asserts a time.
+summary.zarr. Measures, never asserts a time. `--trajectory-points 50` gives every task an accuracy
+trajectory of 50 points (what a destVI task records); run it with 0 and 50, one process each, to compare
+time, peak memory and summary.nc bytes per task.
 """
 
 from __future__ import annotations
@@ -32,8 +34,27 @@ def _frame(index: list[str], columns: list[str], values: np.ndarray) -> dict:
     return {"index": index, "columns": columns, "values": values.round(6).tolist()}
 
 
-def fake_sweep(root: Path, n_tasks: int, rng: np.random.Generator) -> list[Task]:
-    """Write sweep.json and n_tasks result.json files shaped like real ones."""
+def fake_trajectory(points: int, steps: int, rng: np.random.Generator) -> dict:
+    """A task's accuracy trajectory as result.json keeps it: `points` scorings over `steps` steps."""
+    metrics = ["pcc", "ssim", "rmse", "js"]
+    return {
+        "cell_types": TYPES,
+        "metrics": metrics,
+        "points": [
+            {
+                "step": int(step),
+                "epoch": float(step) / 4,
+                "means": {f"{m}_{d}": float(rng.random()) for m in metrics for d in ("cell_type", "spot")},
+                "per_cell_type": rng.random((len(TYPES), 4)).round(6).tolist(),
+            }
+            for step in np.linspace(steps / points, steps, points).round()
+        ],
+    }
+
+
+def fake_sweep(root: Path, n_tasks: int, rng: np.random.Generator, trajectory_points: int = 0) -> list[Task]:
+    """Write sweep.json and n_tasks result.json files shaped like real ones (with an accuracy trajectory of
+    `trajectory_points` points, where not 0)."""
     layout = OutputLayout(root)
     spots = [f"spot_{i // 19}_{i % 19}" for i in range(N_SPOTS)]
     seeds = max(1, n_tasks // 100)
@@ -59,6 +80,7 @@ def fake_sweep(root: Path, n_tasks: int, rng: np.random.Generator) -> list[Task]
                 "grid_ssim": dict(zip(TYPES, rng.random(len(TYPES)).tolist(), strict=True)),
             },
             "proportions": _frame(spots, TYPES, proportions),
+            "trajectory": fake_trajectory(trajectory_points, 100, rng) if trajectory_points else None,
             "n_steps": 100,
             "train_time_s": 1.0,
             "reference_time_s": 1.0,
@@ -96,12 +118,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--baseline-tasks", type=int, default=500)
+    parser.add_argument("--trajectory-points", type=int, default=0)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "big"
         start = time.perf_counter()
-        tasks = fake_sweep(root, args.tasks, rng)
+        tasks = fake_sweep(root, args.tasks, rng, args.trajectory_points)
         print(f"wrote {len(tasks)} results in {time.perf_counter() - start:.1f} s")
         start = time.perf_counter()
         dataset = aggregate(root)
@@ -110,6 +133,7 @@ def main() -> None:
         write_summary(root)
         with_writing = time.perf_counter() - start
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        summary_bytes = OutputLayout(root).summary.stat().st_size
         small = Path(tmp) / "small"
         small_tasks = fake_sweep(small, args.baseline_tasks, rng)
         start = time.perf_counter()
@@ -132,6 +156,7 @@ def main() -> None:
         f"ratio (combine_by_coords / spotsweep, per task, {len(small_tasks)} tasks): {baseline_small / ours_small:.1f}x"
     )
     print(f"peak RSS of the whole run: {peak:.2f} GiB")
+    print(f"summary.nc: {summary_bytes / 2**20:.1f} MiB, {summary_bytes / len(tasks) / 1024:.1f} KiB per task")
 
 
 if __name__ == "__main__":

@@ -6,17 +6,19 @@ index. The epoch order reproduces DataSplitter + AnnDataLoader exactly, random d
 training indices are `RandomState(seed).permutation(n)`; every epoch the DataLoader iterator takes
 one int64 from torch's global generator (its unused base seed), RandomSampler takes a second to seed
 a private generator, and `randperm` of that generator orders the epoch; batches are consecutive
-slices of it with the last, smaller one kept (drop_last=False). Consuming the global generator the
+slices of it with the last, smaller one kept (drop_last=False, scvi-tools' default) or dropped
+(`drop_last=True`, as torch's BatchSampler drops it: the same draws, one step fewer). Consuming the global generator the
 same way keeps dropout and every other draw of the module in step with stock training.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from toolkit.engines.schedule import batches_per_epoch
 
 
 def registered_tensors(model, device: torch.device) -> dict[str, torch.Tensor]:
@@ -38,9 +40,15 @@ class EpochSampler:
     train_idx: np.ndarray
     batch_size: int
     device: torch.device
+    drop_last: bool = False
 
     def __post_init__(self) -> None:
         self._train_idx = torch.as_tensor(self.train_idx, dtype=torch.long)
+        if self.n_batches == 0:
+            raise ValueError(
+                f"drop_last with batch_size {self.batch_size} above the {self.n_obs} observations leaves no "
+                "minibatch at all; lower batch_size or set drop_last: false"
+            )
 
     @property
     def n_obs(self) -> int:
@@ -48,7 +56,8 @@ class EpochSampler:
 
     @property
     def n_batches(self) -> int:
-        return math.ceil(self.n_obs / self.batch_size)
+        """Minibatches per epoch."""
+        return batches_per_epoch(self.n_obs, self.batch_size, self.drop_last)
 
     def epoch(self) -> tuple[torch.Tensor, ...]:
         """The next epoch's minibatches (index tensors on the device), drawing from torch's global RNG."""
@@ -57,4 +66,5 @@ class EpochSampler:
         generator = torch.Generator()
         generator.manual_seed(seed)
         order = self._train_idx[torch.randperm(self.n_obs, generator=generator)]
-        return torch.split(order.to(self.device, non_blocking=True), self.batch_size)
+        batches = torch.split(order.to(self.device, non_blocking=True), self.batch_size)
+        return batches[: self.n_batches]

@@ -8,8 +8,10 @@ step), not in arithmetic. This loop keeps everything that defines the optimisati
 - optimizer, learning rate, weight decay, eps and loss kwargs parsed by scvi's own `TrainingPlan`
   from the same `plan_kwargs`, so defaults cannot drift;
 - the KL warm-up per epoch (or per step) and the epoch semantics of `DestVI.train(train_size=1.0)`:
-  a fresh permutation every epoch, the last smaller batch kept, and the same random draws in the
-  same order, so that an eager run on CPU is bitwise identical to stock training (`seed=None`);
+  a fresh permutation every epoch, the last smaller batch kept (or dropped: `drop_last`), and the same
+  random draws in the same order, so that an eager run on CPU is bitwise identical to stock training
+  (`seed=None`); a budget in epochs or in optimizer steps (`max_steps`, as Lightning's);
+- optionally the model scored against a truth during training (`trajectory`), without changing it;
 - data on the device once, minibatches gathered by index;
 - losses accumulated on the device and read back once per run (no `.item()` per step);
 - optionally `torch.compile` of the step (see `toolkit.engines.step`), and on CUDA the whole step
@@ -35,6 +37,7 @@ from toolkit.engines import graphs, resume
 from toolkit.engines.batches import EpochSampler, registered_tensors, split_indices
 from toolkit.engines.checkpoint import Checkpointing, TrainingStopped
 from toolkit.engines.resume import Progress
+from toolkit.engines.trajectory import TrajectoryProbe
 
 __all__ = [
     "Checkpointing",
@@ -44,7 +47,7 @@ __all__ = [
     "train_destvi_fast",
     "train_fast",
 ]
-from toolkit.engines.schedule import is_per_step, kl_weight
+from toolkit.engines.schedule import batches_per_epoch, is_per_step, kl_weight
 from toolkit.engines.step import (
     CompileMode,
     distributions_unvalidated,
@@ -85,6 +88,8 @@ class FastTrainResult:
     """Optimizer, schedule and loss kwargs as resolved from plan_kwargs: what actually ran."""
     earlier_seconds: float = 0.0
     """The part of `seconds` spent by earlier attempts, up to the checkpoint this one resumed from."""
+    trajectory: list[dict[str, Any]] = field(default_factory=list)
+    """The probe's points (step, epoch and scores), earlier attempts' included; empty without a probe."""
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -163,8 +168,11 @@ def _sync(device: torch.device) -> None:
 def train_fast(
     model: Any,
     *,
-    max_epochs: int,
+    max_epochs: int | None = None,
     batch_size: int,
+    max_steps: int | None = None,
+    drop_last: bool = False,
+    trajectory: TrajectoryProbe | None = None,
     seed: int | None = None,
     device: str | torch.device = "auto",
     plan_kwargs: dict[str, Any] | None = None,
@@ -183,24 +191,28 @@ def train_fast(
     is called after each epoch, once the device is synchronised (timing, progress). `checkpoint`
     saves the state every N epochs, resumes from its file and stops on request (`TrainingStopped`).
     `limit_batches` takes only the first N minibatches of each epoch, as Lightning's `limit_train_batches`:
-    for timing a large data set in seconds (benchmarks), not for training.
+    for timing a large data set in seconds (benchmarks), not for training. The budget is `max_epochs` or
+    `max_steps` (one of them): a step budget ends inside an epoch if it falls there. `drop_last` drops each
+    epoch's last, smaller minibatch. `trajectory` scores the model after its chosen steps, untouched.
     """
     import scvi
 
-    if max_epochs < 1 or batch_size < 1:
-        raise ValueError(f"max_epochs and batch_size must be >= 1 (got {max_epochs}, {batch_size}).")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1 (got {batch_size}).")
+    n_obs = model.adata.n_obs
+    max_epochs = _epoch_budget(max_epochs, max_steps, batches_per_epoch(n_obs, batch_size, drop_last) or 1)
     dev = resolve_device(device)
     graphs.check_device(compile, dev)
     asked, compile = compile, compile_for_device(compile, dev)
     module = model.module.to(dev)
     plan = training_plan(model, dict(plan_kwargs or {}))
-    n_obs = model.adata.n_obs
     plan.n_obs_training = n_obs  # as TrainRunner does; sets loss_kwargs["n_obs"] where the loss takes it
     loss_kwargs = dict(plan.loss_kwargs)
 
     if seed is not None:
         torch.manual_seed(seed)
-    sampler = EpochSampler(split_indices(n_obs, scvi.settings.seed if seed is None else seed), batch_size, dev)
+    order = split_indices(n_obs, scvi.settings.seed if seed is None else seed)
+    sampler = EpochSampler(order, batch_size, dev, drop_last)
     data = registered_tensors(model, dev)
     warmup = (plan.n_epochs_kl_warmup, plan.n_steps_kl_warmup, plan.max_kl_weight, plan.min_kl_weight)
     per_step = is_per_step(plan.n_epochs_kl_warmup, plan.n_steps_kl_warmup)
@@ -208,7 +220,10 @@ def train_fast(
 
     module.train()
     meta = {"n_obs": n_obs, "batch_size": batch_size, "n_params": sum(p.numel() for p in module.parameters())}
-    progress = Progress(rows=[], kl_weights=[])
+    if drop_last:  # only when set, so that checkpoints written before this setting still resume
+        meta["drop_last"] = True
+    progress = Progress(rows=[], kl_weights=[], trajectory=[])
+    last_step = max_steps or max_epochs * sampler.n_batches
     epoch_ends: list[float] = []
     with distributions_unvalidated(), _compile_scope(compile):
         # One device tensor, updated in place: a new value never recompiles nor escapes a captured graph.
@@ -226,6 +241,8 @@ def train_fast(
         if saved is not None:
             progress = resume.restore_progress(saved, optimizer, dev)
             checkpoint.notify("resumed", progress.epoch)
+            if trajectory is not None:
+                trajectory.restore(progress.trajectory or [])
         take_step = make_step(module, optimizer, names, data, loss_kwargs, compile)
         if compile == graphs.CUDA_GRAPHS:
             take_step = graphs.CapturedSteps(take_step, dev, capture=capture)
@@ -236,12 +253,17 @@ def train_fast(
             if uses_kl and not per_step:
                 kl.fill_(progress.kl_weights[-1])
             acc = torch.zeros(4 + len(names), device=dev)
-            for index in sampler.epoch()[:limit_batches]:
+            batches = sampler.epoch()[:limit_batches][: last_step - progress.step]
+            for done, index in enumerate(batches, start=1):
                 if uses_kl and per_step:
                     kl.fill_(kl_weight(epoch, progress.step, *warmup))
                 acc += take_step(index)
                 progress.step += 1
+                if trajectory is not None and trajectory.due(progress.step):
+                    trajectory.take(module, progress.step, epoch + done / sampler.n_batches)
             progress.rows.append(acc)
+            if trajectory is not None:
+                progress.trajectory = trajectory.points
             progress.epoch = epoch + 1
             _sync(dev)
             epoch_ends.append(time.perf_counter())
@@ -267,6 +289,7 @@ def train_fast(
     model.history_ = {name: history[[name]] for name in history.columns}
     return FastTrainResult(
         history=history,
+        trajectory=list(trajectory.points) if trajectory is not None else [],
         n_steps=step,
         seconds=seconds,
         earlier_seconds=progress.seconds,
@@ -275,15 +298,32 @@ def train_fast(
         settings={
             **_resolved_settings(plan, optimizer, compile, batch_size, max_epochs, sampler.n_batches),
             **({"compile_asked": asked} if asked != compile else {}),
+            "max_steps": max_steps,
+            "drop_last": drop_last,
+            "trajectory_steps": len(trajectory.steps) if trajectory is not None else 0,
             "device": str(dev),
             **_captured(take_step),
         },
     )
 
 
+def _epoch_budget(max_epochs: int | None, max_steps: int | None, steps_per_epoch: int) -> int:
+    """The epochs to run: `max_epochs`, or as many as `max_steps` reaches into (the last one cut short)."""
+    if (max_epochs is None) == (max_steps is None):
+        raise ValueError(f"give one budget, max_epochs or max_steps (got {max_epochs}, {max_steps}).")
+    if max_steps is not None:
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 (got {max_steps}).")
+        return math.ceil(max_steps / steps_per_epoch)
+    if max_epochs < 1:
+        raise ValueError(f"max_epochs must be >= 1 (got {max_epochs}).")
+    return max_epochs
+
+
 def _resolved_settings(
     plan: Any, optimizer: torch.optim.Optimizer, compile: CompileMode, batch_size: int, max_epochs: int, spe: int
 ) -> dict[str, Any]:
+    # max_epochs: the epochs run (the last one cut short by a step budget); the task records its budget
     """What actually ran, for the task's provenance."""
     return {
         "engine": "fast",
@@ -318,6 +358,7 @@ def _spent(progress: Progress, start: float) -> Progress:
         progress.rows,
         progress.kl_weights,
         progress.seconds + time.perf_counter() - start,
+        progress.trajectory,
     )
 
 
@@ -353,18 +394,19 @@ def _mark_trained(model: Any, train_idx: np.ndarray, device: torch.device) -> No
 def train_destvi_fast(
     model: Any,
     *,
-    max_epochs: int,
+    max_epochs: int | None = None,
     lr: float,
     batch_size: int,
-    n_epochs_kl_warmup: int,
+    n_epochs_kl_warmup: int | None,
     plan_kwargs: dict[str, Any] | None = None,
     **options: Any,
 ) -> FastTrainResult:
     """`DestVI.train(max_epochs, lr, batch_size=, n_epochs_kl_warmup=, train_size=1.0, plan_kwargs=)`, fast.
 
-    As in DestVI.train, `lr` and `n_epochs_kl_warmup` override the same keys of `plan_kwargs`;
-    loss options (ct_sparsity_weight, eta_reg, beta_reg, ...) go through `plan_kwargs`. `options`:
-    seed, device, compile, on_epoch_end, checkpoint, as for `train_fast`.
+    As in DestVI.train, `lr` and `n_epochs_kl_warmup` override the same keys of `plan_kwargs`
+    (`n_epochs_kl_warmup=None` with `plan_kwargs={"n_steps_kl_warmup": n}`: a warm-up in steps); loss
+    options (ct_sparsity_weight, eta_reg, beta_reg, ...) go through `plan_kwargs`. `options`: max_steps,
+    drop_last, trajectory, seed, device, compile, on_epoch_end, checkpoint, as for `train_fast`.
     """
     kwargs = {**(plan_kwargs or {}), "lr": lr, "n_epochs_kl_warmup": n_epochs_kl_warmup}
     return train_fast(model, max_epochs=max_epochs, batch_size=batch_size, plan_kwargs=kwargs, **options)
@@ -387,6 +429,9 @@ def train_condscvi_fast(
     return train_fast(model, max_epochs=max_epochs, batch_size=batch_size, plan_kwargs=kwargs, **options)
 
 
-def steps_per_run(n_obs: int, batch_size: int, max_epochs: int) -> int:
-    """Optimizer steps of one run: every epoch covers all observations and keeps the last, smaller batch."""
-    return max_epochs * math.ceil(n_obs / batch_size)
+def steps_per_run(
+    n_obs: int, batch_size: int, max_epochs: int | None = None, max_steps: int | None = None, drop_last: bool = False
+) -> int:
+    """Optimizer steps of one run: `max_steps`, or every epoch's minibatches (the last, smaller one kept
+    unless `drop_last`)."""
+    return max_steps if max_steps else (max_epochs or 0) * batches_per_epoch(n_obs, batch_size, drop_last)

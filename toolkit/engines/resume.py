@@ -34,6 +34,8 @@ class Progress:
     kl_weights: list[float] | None = None
     seconds: float = 0.0
     """Training time spent in earlier attempts."""
+    trajectory: list[dict[str, Any]] | None = None
+    """The accuracy trajectory's points scored so far (plain values)."""
 
 
 def save(
@@ -53,6 +55,7 @@ def save(
         "rows": rows,
         "kl_weights": list(progress.kl_weights or []),
         "seconds": progress.seconds,
+        "trajectory": list(progress.trajectory or []),
         "rng": rng_state(),
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -91,4 +94,11 @@ def restore_progress(state: dict[str, Any], optimizer: torch.optim.Optimizer, de
     optimizer.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"])
     rows = [row.to(device) for row in state["rows"]] if state["rows"].numel() else []
-    return Progress(state["epoch"], state["step"], rows, list(state["kl_weights"]), float(state["seconds"]))
+    return Progress(
+        state["epoch"],
+        state["step"],
+        rows,
+        list(state["kl_weights"]),
+        float(state["seconds"]),
+        list(state.get("trajectory", [])),
+    )

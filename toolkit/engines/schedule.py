@@ -1,10 +1,13 @@
-"""The KL warm-up schedule of scvi-tools' TrainingPlan, as a pure function of epoch and step.
+"""The training schedule as pure functions (no torch): minibatches per epoch, and the KL warm-up of
+scvi-tools' TrainingPlan as a function of epoch and step.
 
 The fast engine computes the weight itself instead of asking a Lightning module for it; the test
 suite checks this function against `TrainingPlan.kl_weight` so that the two cannot drift apart.
 """
 
 from __future__ import annotations
+
+import math
 
 
 def kl_weight(
@@ -34,3 +37,8 @@ def kl_weight(
 def is_per_step(n_epochs_kl_warmup: int | None, n_steps_kl_warmup: int | None) -> bool:
     """True when the weight can change between the steps of one epoch (step-based warm-up)."""
     return not n_epochs_kl_warmup and bool(n_steps_kl_warmup)
+
+
+def batches_per_epoch(n_obs: int, batch_size: int, drop_last: bool = False) -> int:
+    """Optimizer steps per epoch: the last, smaller minibatch counts unless it is dropped."""
+    return n_obs // batch_size if drop_last else math.ceil(n_obs / batch_size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,6 +33,17 @@ class TaskSpec(Protocol):
         """Method settings that are not swept (learning rate, warm-up, pass-through keywords)."""
         ...
 
+    @property
+    def extra_settings(self) -> dict[str, Any]:
+        """Swept settings a method declares beyond the common ones (destVI: max_steps, n_steps_kl_warmup,
+        drop_last), present only where they differ from their "as before" value."""
+        ...
+
+
+Scorer = Callable[[pd.DataFrame], dict[str, Any]]
+"""Scores predicted proportions (spots x cell types) against the task's truth, as the final result is
+scored, into plain values: what an adapter calls to record its accuracy trajectory during training."""
+
 
 @dataclass
 class FitResult:
@@ -47,3 +59,6 @@ class FitResult:
     """Per-spot per-type cell states (spots, state dims, cell types), where the method estimates them."""
     settings: dict = field(default_factory=dict)
     """Settings as the method resolved them (what the library actually ran with)."""
+    trajectory: list[dict[str, Any]] | None = None
+    """Scores during training (each point: step, epoch and the scorer's values); None where the method's
+    training cannot be scored along the way (its results are "final only")."""

@@ -16,7 +16,7 @@ import anndata as ad
 import pandas as pd
 from pydantic import Field
 
-from toolkit.methods.base import FitResult, TaskSpec
+from toolkit.methods.base import FitResult, Scorer, TaskSpec
 from toolkit.methods.configs import Axis, OneVariantGrid, Strict
 from toolkit.methods.scvi_common import configure_scvi, history, spots_for
 
@@ -103,8 +103,13 @@ def train_reference(reference: ad.AnnData, config: dict[str, Any], model_dir: Pa
     return elapsed
 
 
-def fit(spots: ad.AnnData, reference: ad.AnnData, model_dir: Path | None, task: TaskSpec) -> FitResult:
-    """Fit Cell2location on the spots with the saved signatures; proportions = q05 abundances / total."""
+def fit(
+    spots: ad.AnnData, reference: ad.AnnData, model_dir: Path | None, task: TaskSpec, score: Scorer | None = None
+) -> FitResult:
+    """Fit Cell2location on the spots with the saved signatures; proportions = q05 abundances / total.
+
+    Scored at the end only (`score` unused): its proportions come from sampling the posterior, which
+    would draw from the generators that training uses, and cost minutes per point."""
     from toolkit.engines import checkpoint
 
     spatial_model = _import_cell2location().models.Cell2location

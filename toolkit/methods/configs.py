@@ -51,6 +51,10 @@ class MethodGrid(Strict):
     """Common to every method: the seeds to sweep, and how a grid expands."""
 
     seed: Axis = Field(default=[0])
+    optional_axes: ClassVar[dict[str, Any]] = {}
+    """Swept settings added after task ids were fixed, each with the value that means "as before": a task
+    records one only when it differs from that value, so today's tasks keep their ids, and the aggregate
+    gives a dimension to one only when some task of the sweep sets it."""
 
     def axes(self) -> dict[str, list]:
         """Values of each swept setting (besides dataset and method)."""
@@ -66,8 +70,11 @@ class MethodGrid(Strict):
         return None if reference is None else reference.model_dump(mode="json")
 
     def points(self) -> list[dict[str, Any]]:
+        """Every combination of the axes; an optional axis at its "as before" value is left out of the point."""
         axes = self.axes()
-        return [dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())]
+        points = [dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())]
+        optional = self.optional_axes
+        return [{k: v for k, v in p.items() if k not in optional or v != optional[k]} for p in points]
 
     @model_validator(mode="after")
     def _seeds(self) -> MethodGrid:

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from pydantic import Field, model_validator
 from scipy.optimize import nnls
 
-from toolkit.methods.base import FitResult, TaskSpec
+from toolkit.methods.base import FitResult, Scorer, TaskSpec
 from toolkit.methods.configs import NOT_APPLICABLE, Axis, MethodGrid
 
 REFERENCE_KIND = None
@@ -76,7 +76,8 @@ def _nnls(spots, reference) -> np.ndarray:
     return np.where(total > 0, weights / np.where(total > 0, total, 1), 1 / weights.shape[1])
 
 
-def fit(spots, reference, model_dir, task: TaskSpec) -> FitResult:
+def fit(spots, reference, model_dir, task: TaskSpec, score: Scorer | None = None) -> FitResult:
+    """A control computes once, without training: nothing to score along the way (`score` unused)."""
     types = list(reference.obs["cell_type"].astype("category").cat.categories)
     n_spots = spots.n_obs
     if task.variant == "truth":

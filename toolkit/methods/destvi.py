@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
-from toolkit.methods.base import FitResult, TaskSpec
+from toolkit.methods.base import FitResult, Scorer, TaskSpec
 from toolkit.methods.configs import Axis, Engine, MethodGrid, Strict, whole_numbers
 from toolkit.methods.scvi_common import configure_scvi, history, spots_for
 
@@ -46,8 +46,23 @@ class DestVIGrid(MethodGrid):
     batch_size: Axis = Field(default=[128])
     """Spots per minibatch, or `auto` = the study's advice, min(n_spots // 10, 128), at least 1."""
     max_epochs: Axis = Field(default=[2000])
+    max_steps: Axis | None = None
+    """A budget in optimizer steps instead of epochs (Lightning's `max_steps`), so that every batch size gets
+    the same number of updates; training stops after exactly this many steps, inside an epoch if it ends
+    there. Set one of `max_epochs` and `max_steps`, not both."""
     lr: float = Field(default=3e-3, gt=0)
     n_epochs_kl_warmup: int = Field(default=200, ge=0)
+    """The KL warm-up in epochs (scvi-tools' default): at equal epochs it spans 12x more steps at batch 8 than
+    at batch 128 on 189 spots."""
+    n_steps_kl_warmup: Axis | None = None
+    """The KL warm-up in optimizer steps instead (scvi-tools' `n_steps_kl_warmup`), the same for every batch
+    size. Set one of `n_epochs_kl_warmup` and `n_steps_kl_warmup`, not both."""
+    drop_last: Axis = Field(default=[False])
+    """`true` drops the last, shorter minibatch of every epoch (torch's and scvi-tools' `drop_last`); `false`,
+    scvi-tools' default, keeps it (189 spots at batch 18: 10 steps of 18 and one of 9 per epoch)."""
+    trajectory_points: int = Field(default=50, ge=0)
+    """How many times a task scores its model against the truth during training, evenly spaced in optimizer
+    steps and ending at the last (0: final score only). Scoring never changes training."""
     vamp_prior_p: int = Field(default=15, gt=0)
     module_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Passed to DestVI.from_rna_model (the module), over the variant's own settings."""
@@ -82,6 +97,7 @@ class DestVIGrid(MethodGrid):
                 )
         whole_numbers("batch_size", [v for v in self.batch_size if v != "auto"], 1)
         whole_numbers("max_epochs", self.max_epochs, 1)
+        self._check_budgets()
         if self.compile and self.engine != "fast":
             raise ValueError(
                 f"compile: {str(self.compile).lower()} needs engine: fast (stock scvi-tools training is not compiled)"
@@ -89,24 +105,50 @@ class DestVIGrid(MethodGrid):
         check_pass_through(self.module_kwargs, self.plan_kwargs)
         return self
 
+    def _check_budgets(self) -> None:
+        """One budget and one warm-up, each in epochs or in steps; drop_last a yes or no."""
+        given = self.model_fields_set
+        if self.max_steps is not None:
+            if "max_epochs" in given:
+                raise ValueError("set one budget, max_epochs or max_steps, not both")
+            whole_numbers("max_steps", self.max_steps, 1)
+        if self.n_steps_kl_warmup is not None:
+            if "n_epochs_kl_warmup" in given:
+                raise ValueError("set one KL warm-up, n_epochs_kl_warmup or n_steps_kl_warmup, not both")
+            whole_numbers("n_steps_kl_warmup", self.n_steps_kl_warmup, 1)
+        for value in self.drop_last:
+            if not isinstance(value, bool):
+                raise ValueError(f"drop_last {value!r} must be true or false")
+
+    optional_axes: ClassVar[dict[str, Any]] = {"max_steps": 0, "n_steps_kl_warmup": 0, "drop_last": False}
+    """0: the budget, or the warm-up, counts epochs; false: the last minibatch is kept."""
+
     def axes(self) -> dict[str, list]:
+        steps = {"max_steps": self.max_steps} if self.max_steps is not None else {}
+        warmup = {"n_steps_kl_warmup": self.n_steps_kl_warmup} if self.n_steps_kl_warmup is not None else {}
         return {
             "variant": [str(value) for value in self.variant],
             "amortization": self.amortization,
             "batch_size": self.batch_size,
-            "max_epochs": self.max_epochs,
+            "max_epochs": [0] if steps else self.max_epochs,  # 0: the budget is in steps
+            **steps,
+            **warmup,
+            "drop_last": self.drop_last,
             "seed": self.seed,
         }
 
     def params(self) -> dict[str, Any]:
         return {
             "lr": self.lr,
-            "n_epochs_kl_warmup": self.n_epochs_kl_warmup,
+            # None: the warm-up counts steps (the task's n_steps_kl_warmup), as scvi-tools reads it
+            "n_epochs_kl_warmup": None if self.n_steps_kl_warmup is not None else self.n_epochs_kl_warmup,
             "vamp_prior_p": self.vamp_prior_p,
             "module_kwargs": self.module_kwargs,
             "plan_kwargs": self.plan_kwargs,
             "engine": self.engine,
             "compile": self.compile,
+            # in a task's id only when not the default: scoring never changes training
+            **({"trajectory_points": self.trajectory_points} if self.trajectory_points != 50 else {}),
         }
 
 
@@ -139,7 +181,7 @@ FROM_REFERENCE = frozenset(
     }
 )
 """DestVI module arguments that `from_rna_model` takes from the CondSCVI reference: not the user's to set."""
-SET_BY_THE_ADAPTER = frozenset({"lr", "n_epochs_kl_warmup", "kl_weight", "n_obs"})
+SET_BY_THE_ADAPTER = frozenset({"lr", "n_epochs_kl_warmup", "n_steps_kl_warmup", "kl_weight", "n_obs"})
 """Plan and loss keywords the adapter passes itself (from the grid's own keys)."""
 
 
@@ -255,13 +297,17 @@ def proportions(model: Any, amortization: str) -> pd.DataFrame:
 
 
 def fit(
-    spots: ad.AnnData, reference: ad.AnnData, model_dir: Path | None, task: TaskSpec, accelerator: str = "auto"
+    spots: ad.AnnData,
+    reference: ad.AnnData,
+    model_dir: Path | None,
+    task: TaskSpec,
+    accelerator: str = "auto",
+    score: Scorer | None = None,
 ) -> FitResult:
-    """Fit DestVI on `spots` from the CondSCVI model saved in `model_dir`."""
+    """Fit DestVI on `spots` from the CondSCVI model saved in `model_dir`; with `score`, also score it
+    during training (the accuracy trajectory)."""
     import scvi
     from scvi.model import DestVI
-
-    from toolkit.engines import checkpoint
 
     params = task.params
     if params.get("engine") == "fast":  # a CUDA-graph task off CUDA stops here, before anything is built
@@ -275,26 +321,15 @@ def fit(
     st = spots_for(spots, reference)
     scvi.settings.seed = task.seed  # V and gamma are initialised randomly in from_rna_model
     model = DestVI.from_rna_model(st, sc_model, vamp_prior_p=params.get("vamp_prior_p", 15), **module_kwargs)
-    settings = {
-        "max_epochs": task.max_epochs,
-        "lr": params.get("lr", 3e-3),
-        "batch_size": batch_size,
-        "n_epochs_kl_warmup": params.get("n_epochs_kl_warmup", 200),
-        "plan_kwargs": params.get("plan_kwargs") or None,
-    }
+    settings = training_settings(task, batch_size)
+    probe = _probe(model, task, settings, score)
     start = time.perf_counter()
     if params.get("engine", "scvi") == "fast":
-        n_steps, engine_settings, earlier = _train_fast(model, settings, accelerator, params.get("compile", False))
-    else:
-        model.train(
-            **settings,
-            train_size=1.0,
-            accelerator=accelerator,
-            enable_progress_bar=False,
-            **checkpoint.train_kwargs(),  # resume after a preemption, save every N epochs (SLURM tasks only)
+        n_steps, engine_settings, earlier = _train_fast(
+            model, settings, accelerator, params.get("compile", False), probe
         )
-        n_steps, engine_settings = int(model.trainer.global_step), {"engine": "scvi"}
-        earlier = checkpoint.earlier_train_s()
+    else:
+        n_steps, engine_settings, earlier = _train_stock(model, settings, accelerator, probe)
     train_time = time.perf_counter() - start + earlier  # a resumed task: its earlier attempts' training too
     return FitResult(
         proportions=proportions(model, task.amortization),
@@ -303,7 +338,66 @@ def fit(
         train_time_s=train_time,
         states=np.asarray(model.get_gamma(return_numpy=True), dtype=np.float32),
         settings={"batch_size": batch_size, "module_kwargs": module_kwargs, **engine_settings},
+        trajectory=list(probe.points) if probe is not None else None,
     )
+
+
+def training_settings(task: TaskSpec, batch_size: int) -> dict[str, Any]:
+    """DestVI.train's arguments for this task: its budget (epochs or steps), warm-up (epochs or steps) and
+    last-minibatch rule, in scvi-tools' own names."""
+    params, extra = task.params, task.extra_settings
+    plan_kwargs = dict(params.get("plan_kwargs") or {})
+    if extra.get("n_steps_kl_warmup"):
+        plan_kwargs["n_steps_kl_warmup"] = int(extra["n_steps_kl_warmup"])
+    return {
+        "max_epochs": None if extra.get("max_steps") else task.max_epochs,
+        "max_steps": int(extra["max_steps"]) if extra.get("max_steps") else None,
+        "drop_last": bool(extra.get("drop_last", False)),
+        "lr": params.get("lr", 3e-3),
+        "batch_size": batch_size,
+        "n_epochs_kl_warmup": params.get("n_epochs_kl_warmup", 200),
+        "plan_kwargs": plan_kwargs or None,
+    }
+
+
+def _probe(model: Any, task: TaskSpec, settings: dict[str, Any], score: Scorer | None) -> Any:
+    """The trajectory probe: `trajectory_points` scorings evenly spaced over the run; None without a scorer."""
+    from toolkit.engines.fast import steps_per_run
+    from toolkit.engines.trajectory import DEFAULT_POINTS, TrajectoryProbe, scoring_steps
+
+    n_points = int(task.params.get("trajectory_points", DEFAULT_POINTS))
+    if score is None or n_points == 0:
+        return None
+    total = steps_per_run(
+        model.adata.n_obs, settings["batch_size"], settings["max_epochs"], settings["max_steps"], settings["drop_last"]
+    )
+    return TrajectoryProbe(scoring_steps(total, n_points), lambda: score(proportions(model, task.amortization)))
+
+
+def _train_stock(
+    model: Any, settings: dict[str, Any], accelerator: str, probe: Any
+) -> tuple[int, dict[str, Any], float]:
+    """Stock DestVI.train (Lightning), the probe as a callback beside the checkpoint's."""
+    import math
+
+    from toolkit.engines import checkpoint
+    from toolkit.engines.schedule import batches_per_epoch
+
+    settings = dict(settings)
+    max_steps, drop_last = settings.pop("max_steps"), settings.pop("drop_last")
+    extra = checkpoint.train_kwargs()  # resume after a preemption, save every N epochs (SLURM tasks only)
+    if probe is not None:
+        from toolkit.engines.lightning_trajectory import TrajectoryCallback
+
+        extra["callbacks"] = [*extra.get("callbacks", []), TrajectoryCallback(probe)]
+    if max_steps:  # Lightning stops at whichever budget comes first: the epochs the steps reach into
+        per_epoch = batches_per_epoch(model.adata.n_obs, settings["batch_size"], drop_last)
+        settings["max_epochs"], extra["max_steps"] = math.ceil(max_steps / max(per_epoch, 1)), max_steps
+    if drop_last:
+        extra["datasplitter_kwargs"] = {"drop_last": True}
+    model.train(**settings, train_size=1.0, accelerator=accelerator, enable_progress_bar=False, **extra)
+    ran = {"engine": "scvi", "max_steps": max_steps, "drop_last": drop_last}
+    return int(model.trainer.global_step), ran, checkpoint.earlier_train_s()
 
 
 def engine_device(accelerator: str) -> str:
@@ -312,7 +406,7 @@ def engine_device(accelerator: str) -> str:
 
 
 def _train_fast(
-    model: Any, settings: dict[str, Any], accelerator: str, compile: bool | str
+    model: Any, settings: dict[str, Any], accelerator: str, compile: bool | str, probe: Any = None
 ) -> tuple[int, dict[str, Any], float]:
     """DestVI.train's optimisation in the fast engine; seed=None continues the stream scvi.settings.seed
     started, so that an eager run on CPU equals stock training bit for bit. Returns the steps, the settings
@@ -321,6 +415,12 @@ def _train_fast(
 
     with checkpoint.fast_engine() as saving:  # resume after a preemption, save every N epochs (SLURM tasks only)
         result = train_destvi_fast(
-            model, **settings, seed=None, device=engine_device(accelerator), compile=compile, checkpoint=saving
+            model,
+            **settings,
+            seed=None,
+            device=engine_device(accelerator),
+            compile=compile,
+            checkpoint=saving,
+            trajectory=probe,
         )
     return result.n_steps, result.settings, result.earlier_seconds

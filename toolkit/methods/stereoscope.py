@@ -10,7 +10,7 @@ from typing import Any, Literal
 import anndata as ad
 from pydantic import Field
 
-from toolkit.methods.base import FitResult, TaskSpec
+from toolkit.methods.base import FitResult, Scorer, TaskSpec
 from toolkit.methods.configs import Axis, OneVariantGrid, Strict
 from toolkit.methods.scvi_common import configure_scvi, history, spots_for
 
@@ -61,7 +61,11 @@ def train_reference(reference: ad.AnnData, config: dict[str, Any], model_dir: Pa
     return elapsed
 
 
-def fit(spots: ad.AnnData, reference: ad.AnnData, model_dir: Path | None, task: TaskSpec) -> FitResult:
+def fit(
+    spots: ad.AnnData, reference: ad.AnnData, model_dir: Path | None, task: TaskSpec, score: Scorer | None = None
+) -> FitResult:
+    """SpatialStereoscope from the saved RNAStereoscope; with `score`, scored during training too (its
+    proportions are a deterministic function of its parameters, cheap to read at any step)."""
     import scvi
     from scvi.external import RNAStereoscope, SpatialStereoscope
 
@@ -71,9 +75,14 @@ def fit(spots: ad.AnnData, reference: ad.AnnData, model_dir: Path | None, task: 
     scvi.settings.seed = task.seed
     SpatialStereoscope.setup_anndata(st)
     model = SpatialStereoscope.from_rna_model(st, sc_model)
+    probe, callbacks = _trajectory(model, task, score)
     start = time.perf_counter()
     model.train(
-        max_epochs=task.max_epochs, lr=task.params["lr"], batch_size=int(task.batch_size), enable_progress_bar=False
+        max_epochs=task.max_epochs,
+        lr=task.params["lr"],
+        batch_size=int(task.batch_size),
+        enable_progress_bar=False,
+        **callbacks,
     )
     train_time = time.perf_counter() - start
     return FitResult(
@@ -82,4 +91,18 @@ def fit(spots: ad.AnnData, reference: ad.AnnData, model_dir: Path | None, task: 
         n_steps=int(model.trainer.global_step),
         train_time_s=train_time,
         settings={"batch_size": int(task.batch_size)},
+        trajectory=list(probe.points) if probe is not None else None,
     )
+
+
+def _trajectory(model: object, task: TaskSpec, score: Scorer | None) -> tuple[object, dict]:
+    """The probe and its Lightning callback (none without a scorer)."""
+    if score is None:
+        return None, {}
+    from toolkit.engines.fast import steps_per_run
+    from toolkit.engines.lightning_trajectory import TrajectoryCallback
+    from toolkit.engines.trajectory import DEFAULT_POINTS, TrajectoryProbe, scoring_steps
+
+    total = steps_per_run(model.adata.n_obs, int(task.batch_size), task.max_epochs)
+    probe = TrajectoryProbe(scoring_steps(total, DEFAULT_POINTS), lambda: score(model.get_proportions()))
+    return probe, {"callbacks": [TrajectoryCallback(probe)]}
