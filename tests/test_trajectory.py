@@ -209,3 +209,29 @@ def test_the_kl_weight_at_each_step_is_scvi_tools_own(tiny: dict) -> None:
         plan.at_epoch, plan.at_step = step // 5, step
         assert weight == pytest.approx(float(plan.kl_weight), abs=1e-6), step
     assert result.settings["n_steps_kl_warmup"] == 18 and result.settings["n_epochs_kl_warmup"] is None
+
+
+def test_sweep_settings_round_trip_and_refuse_two_budgets(tiny_sweep_data: dict) -> None:
+    """max_steps, n_steps_kl_warmup and drop_last as a sweep writes them: axes in the task's settings and id;
+    the dumped sweep (what a prepare job re-reads) validates again; two budgets are refused in one sentence."""
+    from toolkit.config import SweepConfig, parse_sweep
+    from toolkit.errors import SpotsweepError
+    from toolkit.sweep import expand
+
+    method = tiny_sweep_data["methods"][0]
+    plain = expand(parse_sweep(tiny_sweep_data, "t"))
+    method.pop("max_epochs", None)
+    method.pop("n_epochs_kl_warmup", None)
+    method.update({"max_steps": [40, 80], "n_steps_kl_warmup": 20, "drop_last": [False, True]})
+    sweep = parse_sweep(tiny_sweep_data, "t")
+    tasks = expand(sweep)
+    assert len(tasks) == 4 * len(plain)
+    assert {t.settings["max_steps"] for t in tasks} == {40, 80} and {t.max_epochs for t in tasks} == {0}
+    assert {t.setting("drop_last", False) for t in tasks} == {False, True}
+    assert "drop_last" not in tasks[0].extra_settings  # false is "as before": not in the id
+    assert tasks[0].params["n_epochs_kl_warmup"] is None and "-t40-w20-" in tasks[0].id
+    again = SweepConfig.model_validate(sweep.model_dump(mode="json"))
+    assert [t.id for t in expand(again)] == [t.id for t in tasks]
+    for extra, says in (({"max_epochs": 10}, "one budget"), ({"n_epochs_kl_warmup": 5}, "one KL warm-up")):
+        with pytest.raises(SpotsweepError, match=says):
+            parse_sweep({**tiny_sweep_data, "methods": [{**method, **extra}]}, "t")

@@ -37,6 +37,10 @@ class CondSCVIConfig(Strict):
     """How CondSCVI is trained: `fast` (spotsweep's lean loop, bitwise the same as stock on CPU) or `scvi`."""
 
 
+DEFAULT_EPOCHS = 2000
+DEFAULT_KL_WARMUP_EPOCHS = 200
+
+
 class DestVIGrid(MethodGrid):
     """destVI: CondSCVI on the reference, then DestVI on the spots."""
 
@@ -45,14 +49,15 @@ class DestVIGrid(MethodGrid):
     amortization: Axis = Field(default=["both"])
     batch_size: Axis = Field(default=[128])
     """Spots per minibatch, or `auto` = the study's advice, min(n_spots // 10, 128), at least 1."""
-    max_epochs: Axis = Field(default=[2000])
+    max_epochs: Axis | None = None
+    """The budget in epochs (2,000 unless `max_steps` is set)."""
     max_steps: Axis | None = None
     """A budget in optimizer steps instead of epochs (Lightning's `max_steps`), so that every batch size gets
     the same number of updates; training stops after exactly this many steps, inside an epoch if it ends
     there. Set one of `max_epochs` and `max_steps`, not both."""
     lr: float = Field(default=3e-3, gt=0)
-    n_epochs_kl_warmup: int = Field(default=200, ge=0)
-    """The KL warm-up in epochs (scvi-tools' default): at equal epochs it spans 12x more steps at batch 8 than
+    n_epochs_kl_warmup: int | None = Field(default=None, ge=0)
+    """The KL warm-up in epochs (200, scvi-tools' default, unless `n_steps_kl_warmup` is set): at equal epochs it spans 12x more steps at batch 8 than
     at batch 128 on 189 spots."""
     n_steps_kl_warmup: Axis | None = None
     """The KL warm-up in optimizer steps instead (scvi-tools' `n_steps_kl_warmup`), the same for every batch
@@ -96,7 +101,6 @@ class DestVIGrid(MethodGrid):
                     "mixture prior); sweep it with variant 2022 only"
                 )
         whole_numbers("batch_size", [v for v in self.batch_size if v != "auto"], 1)
-        whole_numbers("max_epochs", self.max_epochs, 1)
         self._check_budgets()
         if self.compile and self.engine != "fast":
             raise ValueError(
@@ -105,17 +109,20 @@ class DestVIGrid(MethodGrid):
         check_pass_through(self.module_kwargs, self.plan_kwargs)
         return self
 
+    @property
+    def epochs_kl_warmup(self) -> int:
+        """The warm-up in epochs as it runs when the warm-up is not in steps."""
+        return DEFAULT_KL_WARMUP_EPOCHS if self.n_epochs_kl_warmup is None else self.n_epochs_kl_warmup
+
     def _check_budgets(self) -> None:
         """One budget and one warm-up, each in epochs or in steps; drop_last a yes or no."""
-        given = self.model_fields_set
-        if self.max_steps is not None:
-            if "max_epochs" in given:
-                raise ValueError("set one budget, max_epochs or max_steps, not both")
-            whole_numbers("max_steps", self.max_steps, 1)
-        if self.n_steps_kl_warmup is not None:
-            if "n_epochs_kl_warmup" in given:
-                raise ValueError("set one KL warm-up, n_epochs_kl_warmup or n_steps_kl_warmup, not both")
-            whole_numbers("n_steps_kl_warmup", self.n_steps_kl_warmup, 1)
+        if self.max_steps is not None and self.max_epochs is not None:
+            raise ValueError("set one budget, max_epochs or max_steps, not both")
+        whole_numbers("max_epochs", self.max_epochs or [], 1)
+        whole_numbers("max_steps", self.max_steps or [], 1)
+        if self.n_steps_kl_warmup is not None and self.n_epochs_kl_warmup is not None:
+            raise ValueError("set one KL warm-up, n_epochs_kl_warmup or n_steps_kl_warmup, not both")
+        whole_numbers("n_steps_kl_warmup", self.n_steps_kl_warmup or [], 1)
         for value in self.drop_last:
             if not isinstance(value, bool):
                 raise ValueError(f"drop_last {value!r} must be true or false")
@@ -130,7 +137,7 @@ class DestVIGrid(MethodGrid):
             "variant": [str(value) for value in self.variant],
             "amortization": self.amortization,
             "batch_size": self.batch_size,
-            "max_epochs": [0] if steps else self.max_epochs,  # 0: the budget is in steps
+            "max_epochs": [0] if steps else (self.max_epochs or [DEFAULT_EPOCHS]),  # 0: the budget is in steps
             **steps,
             **warmup,
             "drop_last": self.drop_last,
@@ -141,7 +148,7 @@ class DestVIGrid(MethodGrid):
         return {
             "lr": self.lr,
             # None: the warm-up counts steps (the task's n_steps_kl_warmup), as scvi-tools reads it
-            "n_epochs_kl_warmup": None if self.n_steps_kl_warmup is not None else self.n_epochs_kl_warmup,
+            "n_epochs_kl_warmup": None if self.n_steps_kl_warmup is not None else self.epochs_kl_warmup,
             "vamp_prior_p": self.vamp_prior_p,
             "module_kwargs": self.module_kwargs,
             "plan_kwargs": self.plan_kwargs,
