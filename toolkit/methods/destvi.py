@@ -57,8 +57,8 @@ class DestVIGrid(MethodGrid):
     there. Set one of `max_epochs` and `max_steps`, not both."""
     lr: float = Field(default=3e-3, gt=0)
     n_epochs_kl_warmup: int | None = Field(default=None, ge=0)
-    """The KL warm-up in epochs (200, scvi-tools' default, unless `n_steps_kl_warmup` is set): at equal epochs it spans 12x more steps at batch 8 than
-    at batch 128 on 189 spots."""
+    """The KL warm-up in epochs (200, scvi-tools' default, unless `n_steps_kl_warmup` is set): at equal epochs
+    it spans 12x more steps at batch 8 than at batch 128 on 189 spots."""
     n_steps_kl_warmup: Axis | None = None
     """The KL warm-up in optimizer steps instead (scvi-tools' `n_steps_kl_warmup`), the same for every batch
     size. Set one of `n_epochs_kl_warmup` and `n_steps_kl_warmup`, not both."""
