@@ -31,7 +31,7 @@ from toolkit.layout import CorruptFile, OutputLayout, read_json, write_atomicall
 from toolkit.metrics import METRIC_NAMES, METRICS
 from toolkit.pseudospots import read_spots
 from toolkit.status import TaskState, load_tasks, task_state
-from toolkit.sweep import SWEPT_SETTINGS, Task, optional_settings
+from toolkit.sweep import SWEPT_SETTINGS, Task, optional_settings, settings_of
 from toolkit.trajectories import POINT, TrajectoryArrays, n_points
 
 SCALARS: dict[str, dict[str, str]] = {
@@ -338,11 +338,6 @@ def write_summary(root: Path) -> xr.Dataset:
         zarr_path = layout.summary.with_suffix(".zarr")
         write_dir_atomically(zarr_path, lambda tmp: dataset.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True))
     return dataset
-
-
-def settings_of(dataset: xr.Dataset) -> list[str]:
-    """The swept settings of a summary, its optional ones (max_steps, drop_last, ...) included where present."""
-    return list(dataset["status"].dims)
 
 
 def configurations(dataset: xr.Dataset) -> list[dict[str, Any]]:

@@ -26,6 +26,15 @@ from matplotlib.ticker import LogFormatter, NullLocator, ScalarFormatter
 from toolkit.errors import SpotsweepError
 from toolkit.layout import OutputLayout, write_atomically
 from toolkit.metrics import accuracy_score
+from toolkit.sweep import settings_of
+from toolkit.trajectories import (
+    CONVERGED_WITHIN,
+    POINT,
+    convergence_table,
+    final_only,
+    has_trajectory,
+    trajectory_figure,
+)
 
 MEAN_METRICS = {
     "mean_pcc_cell_type": ("PCC", "higher is better"),
@@ -43,9 +52,21 @@ def _grid_image(values: np.ndarray, grid_x: np.ndarray, grid_y: np.ndarray) -> n
     return image
 
 
+def _config_keys(summary: xr.Dataset) -> list[str]:
+    """The settings that tell one configuration from another (a seed is a repeat, not a configuration)."""
+    return [name for name in settings_of(summary) if name not in ("dataset", "seed")]
+
+
+def _budget(config: dict) -> str:
+    """A configuration's training budget and last-minibatch rule in words (steps where it set a step budget)."""
+    budget = f"{config['max_steps']:,} steps" if config.get("max_steps") else f"{config['max_epochs']} epochs"
+    warmup = f", warm-up {config['n_steps_kl_warmup']:,} steps" if config.get("n_steps_kl_warmup") else ""
+    return budget + warmup + (", drop last" if config.get("drop_last") else "")
+
+
 def _label(config: dict) -> str:
     if config["method"] == "destvi":
-        return f"destVI {config['amortization']}\nbatch {config['batch_size']}\n{config['max_epochs']} epochs"
+        return f"destVI {config['amortization']}\nbatch {config['batch_size']}\n{_budget(config)}"
     return f"{config['method']}\n{config['variant']}"
 
 
@@ -111,7 +132,7 @@ def proportion_maps(summary: xr.Dataset, dataset: str, path: Path) -> bool:
     spots = truth.dropna("spot", how="all").spot.values
     grid_x, grid_y = summary.grid_x.sel(spot=spots).values, summary.grid_y.sel(spot=spots).values
     types = list(summary.cell_type.values)
-    keys = ("method", "variant", "amortization", "batch_size", "max_epochs")
+    keys = _config_keys(summary)
     configs = [(_label(c), data["proportion"].sel({k: c[k] for k in keys})) for c in done]
     grid_x, grid_y = grid_x - grid_x.min(), grid_y - grid_y.min()
     sideways = grid_y.max() > grid_x.max()  # a tall grid (STARmap's cortex) is drawn lying down
@@ -181,7 +202,7 @@ def _lines(summary: xr.Dataset, dataset: str, variable: str) -> pd.DataFrame:
     """Mean and spread over seeds of `variable` per configuration, against the batch size trained with."""
     names = [variable, "batch_size_used"]
     frame = summary[names].sel(dataset=dataset).to_dataframe().reset_index().dropna(subset=[variable])
-    keys = [*LINE_SETTINGS, "batch_size", "max_epochs"]
+    keys = _config_keys(summary)
     table = frame.groupby(keys)[variable].agg(["mean", "std", "count"])
     table["x"] = frame.groupby(keys)["batch_size_used"].mean()
     return table.reset_index()
@@ -205,13 +226,15 @@ def _plot_against_batch(ax: plt.Axes, lines: pd.DataFrame, ylabel: str) -> None:
     """One line per method/variant/amortization/epochs; methods trained without batches (controls) as
     horizontal dashed lines, the levels a trained method should beat."""
     levels: dict[float, list[str]] = {}  # controls at one level (uniform and reference at PCC 0) share a label
-    for key, group in lines.groupby([*LINE_SETTINGS, "max_epochs"]):
-        method, variant, amortization, epochs = key
+    line_keys = [c for c in lines.columns if c not in ("batch_size", "mean", "std", "count", "x")]
+    for key, group in lines.groupby(line_keys):
+        config = dict(zip(line_keys, key, strict=True))
+        method, variant, amortization = config["method"], config["variant"], config["amortization"]
         if group["x"].isna().all() or method == "control":
             levels.setdefault(round(float(group["mean"].iloc[0]), 3), []).append(f"{method} {variant}")
             continue
         group = group.sort_values("x")
-        label = f"{method} {variant}" + ("" if amortization == "n/a" else f", {amortization}") + f", {epochs} ep"
+        label = f"{method} {variant}" + ("" if amortization == "n/a" else f", {amortization}") + f", {_budget(config)}"
         ax.errorbar(group["x"], group["mean"], yerr=group["std"].fillna(0), marker="o", capsize=3, label=label)
     for level, names in levels.items():
         ax.axhline(level, linestyle="--", linewidth=1, color="grey")
@@ -309,6 +332,10 @@ FORMATS = {
     "train_time_min": "{:.1f}",
     "reference_time_s": "{:.0f}",
     "n_steps": "{:,.0f}",
+    "final PCC": "{:.3f}",
+    "steps": "{:,.0f}",
+    "converged at step": "{:,.0f}",
+    "converged at epoch": "{:,.1f}",
     "batch_size_used": "{:.0f}",
 }
 """One format per column, so that a column's numbers line up: metrics to 3 decimals, times to 0.1."""
@@ -359,7 +386,7 @@ def _results_table(summary: xr.Dataset, dataset: str) -> pd.DataFrame:
     frame = summary[names].sel(dataset=dataset).to_dataframe().reset_index().dropna(subset=names, how="all")
     if frame.empty:
         return frame
-    keys = ["method", "variant", "amortization", "batch_size", "max_epochs"]
+    keys = _config_keys(summary)
     table = frame.groupby(keys)[names].mean()
     table["seeds"] = frame.groupby(keys)[names[0]].count()
     short = {n: n.removeprefix("mean_").removesuffix("_cell_type") for n in names}
@@ -373,7 +400,7 @@ def _runtime_table(summary: xr.Dataset, dataset: str) -> pd.DataFrame:
     names = ["n_steps", "train_time_s", "reference_time_s", "batch_size_used"]
     frame = summary[names].sel(dataset=dataset).to_dataframe().reset_index().dropna(subset=["train_time_s"])
     frame = frame[frame["method"] != "control"]
-    keys = ["method", "variant", "amortization", "batch_size", "max_epochs"]
+    keys = _config_keys(summary)
     table = frame.groupby(keys)[names].mean()
     table["ms_per_step"] = 1000 * table["train_time_s"] / table["n_steps"]
     table["train_time_min"] = table["train_time_s"] / 60
@@ -407,6 +434,7 @@ def _dataset_section(summary: xr.Dataset, dataset: str, folder: Path) -> list[st
     for title, name, draw in figures:
         if draw(summary, dataset, folder / name):
             lines += [f"### {title.capitalize()}", "", f"![{title}]({name})", ""]
+    lines += _trajectory_section(summary, dataset, folder)
     ranked = _results_table(summary, dataset)
     if not ranked.empty:
         lines += ["### Configurations ranked by accuracy score (mean over seeds)", "", _markdown_table(ranked), ""]
@@ -415,6 +443,42 @@ def _dataset_section(summary: xr.Dataset, dataset: str, folder: Path) -> list[st
         lines += ["### Runtimes (mean over seeds)", "", _markdown_table(runtimes), ""]
         if ran_on := machines(summary, dataset):
             lines += [f"Trained on: {'; '.join(ran_on)}.", ""]
+    return lines
+
+
+TRAJECTORY_CAPTION = (
+    "Each line follows one configuration while it trains: every task scored its model against the true "
+    "proportions {points} times, evenly spaced over its optimizer steps, the same way as its final result. "
+    "Top: against optimizer steps (log scale), which a smaller batch takes more of per epoch; bottom: against "
+    "epochs (passes over all spots). Where the lines of two batch sizes part at equal steps but meet at equal "
+    "epochs (or the other way round), the number of updates, not the batch size itself, makes the difference."
+)
+
+
+def _trajectory_section(summary: xr.Dataset, dataset: str, folder: Path) -> list[str]:
+    """The accuracy-during-training figure, its caption, the convergence table, and which methods were
+    scored at the end only; nothing for a summary without trajectories."""
+    if not has_trajectory(summary):
+        return []
+    keys = _config_keys(summary)
+    name = f"trajectory_{dataset}.png"
+    if not trajectory_figure(summary, dataset, keys, folder / name, _save):
+        return []
+    points = int(summary.sizes.get(POINT, 0))
+    lines = ["### Accuracy during training", "", f"![accuracy during training]({name})", ""]
+    lines += [TRAJECTORY_CAPTION.format(points=points), ""]
+    table = convergence_table(summary, dataset, keys)
+    if not table.empty:
+        within = f"{CONVERGED_WITHIN:g}"
+        lines += [
+            f"Converged at: the first scored step whose mean PCC over seeds is within {within} of the final one; "
+            f"still improving: it rose by more than {within} over the last tenth of the steps.",
+            "",
+            _markdown_table(_without_placeholders(table)),
+            "",
+        ]
+    if scored_at_end := final_only(summary, dataset):
+        lines += [f"Final only (not scored during training): {', '.join(scored_at_end)}.", ""]
     return lines
 
 

@@ -117,3 +117,9 @@ def count_tasks(sweep: SweepConfig) -> int:
     """How many tasks `expand` would make, without making them (a grid can be astronomically large)."""
     per_dataset = sum(math.prod(len(values) for values in grid.axes().values()) for grid in sweep.methods)
     return len(sweep.datasets) * per_dataset
+
+
+def settings_of(summary: Any) -> list[str]:
+    """The swept settings of an aggregate (an xarray Dataset): the dimensions of its per-task `status`, the
+    optional ones (max_steps, drop_last, ...) included where the sweep set them."""
+    return list(summary["status"].dims)

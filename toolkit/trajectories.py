@@ -9,9 +9,11 @@ keeps the points instead, along a `point` dimension, with each point's `trajecto
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from toolkit.metrics import METRIC_NAMES
@@ -128,3 +130,104 @@ def convergence(steps: np.ndarray, scores: np.ndarray) -> tuple[float, bool]:
     before = scores[steps <= 0.9 * steps[-1]]
     improving = bool(len(before) and final - before[-1] > CONVERGED_WITHIN)
     return converged, improving
+
+
+SCORE = f"{PREFIX}mean_pcc_cell_type"
+"""What the report follows through training: the mean PCC over cell types, its headline accuracy measure."""
+
+
+def _curves(summary: xr.Dataset, dataset: str, keys: list[str]) -> pd.DataFrame:
+    """Per configuration and point: the mean and s.d. over seeds of the score, at its step and epoch."""
+    names = [f"{PREFIX}step", f"{PREFIX}epoch", SCORE]
+    frame = summary[names].sel(dataset=dataset).to_dataframe().reset_index().dropna(subset=names)
+    if frame.empty:
+        return frame
+    grouped = frame.groupby([*keys, POINT])
+    table = grouped[SCORE].agg(["mean", "std", "count"])
+    table["step"] = grouped[f"{PREFIX}step"].mean()
+    table["epoch"] = grouped[f"{PREFIX}epoch"].mean()
+    return table.reset_index()
+
+
+def _line_label(config: dict, varying: list[str]) -> str:
+    """Batch size first, then whatever else differs between the lines of one panel."""
+    parts = [f"batch {config['batch_size']}"]
+    parts += [f"{name} {config[name]}" for name in varying if name not in ("batch_size", "amortization")]
+    return ", ".join(parts)
+
+
+def trajectory_figure(summary: xr.Dataset, dataset: str, keys: list[str], path: Path, save: Any) -> bool:
+    """Accuracy against optimizer steps (top, log scale) and against epochs (bottom); a panel per
+    amortization, a line per batch size (mean over seeds, band: +- 1 s.d.). False: nothing to draw."""
+    import matplotlib.pyplot as plt
+
+    curves = _curves(summary, dataset, keys)
+    if curves.empty:
+        return False
+    panels = sorted(curves["amortization"].unique())
+    line_keys = [k for k in keys if k != "amortization"]
+    varying = [k for k in line_keys if curves[k].nunique() > 1]
+    fig, axes = plt.subplots(2, len(panels), figsize=(5.2 * len(panels), 7.5), squeeze=False, layout="constrained")
+    for column, amortization in enumerate(panels):
+        lines = curves[curves["amortization"] == amortization]
+        for key, group in lines.groupby(line_keys, sort=True):
+            config = dict(zip(line_keys, key, strict=True))
+            for row, axis in enumerate(("step", "epoch")):
+                ax = axes[row, column]
+                (drawn,) = ax.plot(group[axis], group["mean"], label=_line_label(config, varying))
+                band = group["std"].fillna(0)
+                ax.fill_between(
+                    group[axis], group["mean"] - band, group["mean"] + band, alpha=0.2, color=drawn.get_color()
+                )
+        for row, (axis, words) in enumerate((("step", "optimizer steps (log scale)"), ("epoch", "epochs"))):
+            ax = axes[row, column]
+            if axis == "step":
+                ax.set_xscale("log")
+            ax.set_xlabel(words)
+            ax.set_ylabel("mean PCC over cell types (higher is better)")
+            ax.set_title(f"amortization {amortization}", fontsize=10)
+            ax.grid(alpha=0.3)
+        axes[0, column].legend(fontsize=7, loc="lower right")
+    fig.suptitle(
+        f"{dataset}: accuracy during training, scored against the true proportions (mean over seeds; band: +- 1 s.d.)"
+    )
+    save(fig, path)
+    return True
+
+
+def convergence_table(summary: xr.Dataset, dataset: str, keys: list[str]) -> pd.DataFrame:
+    """Per configuration (mean trajectory over seeds): its final score, the first step (and epoch) within
+    CONVERGED_WITHIN of it, and whether it still rose by more than that over its last tenth of steps."""
+    curves = _curves(summary, dataset, keys)
+    rows = []
+    for key, group in curves.groupby(keys, sort=True):
+        group = group.sort_values("step")
+        converged, improving = convergence(group["step"].to_numpy(), group["mean"].to_numpy())
+        epoch = float(group.loc[group["step"] == converged, "epoch"].iloc[0]) if np.isfinite(converged) else np.nan
+        rows.append(
+            {
+                **dict(zip(keys, key, strict=True)),
+                "final PCC": float(group["mean"].iloc[-1]),
+                "steps": float(group["step"].iloc[-1]),
+                "converged at step": converged,
+                "converged at epoch": epoch,
+                "still improving": "yes" if improving else "no",
+                "seeds": int(group["count"].max()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def final_only(summary: xr.Dataset, dataset: str) -> list[str]:
+    """Trained methods whose finished tasks have no trajectory (scored at the end only: Cell2location)."""
+    data = summary.sel(dataset=dataset)
+    done = data["status"] == "done"
+    scored = data[f"{PREFIX}step"].notnull().any(POINT) if f"{PREFIX}step" in data else xr.zeros_like(done)
+    names = []
+    for method in data.method.values:
+        if str(method) == "control":
+            continue
+        mine = done.sel(method=method)
+        if bool(mine.any()) and not bool((scored.sel(method=method) & mine).any()):
+            names.append(str(method))
+    return names
