@@ -120,6 +120,79 @@ def test_an_unfinished_tasks_checkpoint_is_carried_to_the_next_machine_and_put_b
     assert (checkpoint_dir(layout, "training") / "last.pt").read_bytes() == b"epoch 2,700"
 
 
+# --- the verdict rule, on hand-made seeds ------------------------------------------------------------
+
+
+def _study_module(name: str) -> ModuleType:
+    """A results/study-2022 module as its scripts import it (the folder on the path: findings imports contrasts)."""
+    folder = str(REPO / "results" / "study-2022")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(name, REPO / "results" / "study-2022" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # fresh each time (a test may change its constants); dataclasses look it up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_separated_seeds_with_an_interval_clear_of_0_reproduce_a_claim_in_their_direction() -> None:
+    contrasts = _study_module("contrasts")
+    higher = contrasts.compare([0.833, 0.828, 0.836], [0.791, 0.795, 0.789])
+    assert higher.low > 0 and higher.separated == 1 and (higher.n_a, higher.n_b) == (3, 3)
+    assert higher.difference == pytest.approx(0.04066667)
+    assert contrasts.verdict(higher, "higher") == "reproduced"
+    assert contrasts.verdict(higher, "lower") == "contradicted"  # the same data against the opposite claim
+    lower = contrasts.compare([0.70, 0.71, 0.69], [0.80, 0.81, 0.79])
+    assert contrasts.verdict(lower, "lower") == "reproduced" and contrasts.verdict(lower, "higher") == "contradicted"
+
+
+def test_overlapping_seeds_are_not_resolved_whatever_the_means_say() -> None:
+    contrasts = _study_module("contrasts")
+    overlapping = contrasts.compare([0.83, 0.77, 0.82], [0.79, 0.80, 0.78])
+    assert overlapping.separated == 0 and overlapping.difference > 0
+    assert contrasts.verdict(overlapping, "higher") == "not resolved at 3 seeds"
+    # With 5 seeds a side the interval can clear 0 while one seed still crosses over: both are asked for.
+    crossing = contrasts.compare([1.0, 1.1, 1.2, 1.3, 0.9], [0.0, 0.1, 0.2, 0.3, 0.95])
+    assert crossing.low > 0 and crossing.separated == 0
+    assert contrasts.verdict(crossing, "higher") == "not resolved at 5 seeds"
+
+
+def test_separation_alone_does_not_resolve_a_difference_whose_interval_spans_0() -> None:
+    """batch 12 against 128 on 189 spots, both: every seed below, but one seed's spread keeps 0 in the interval."""
+    contrasts = _study_module("contrasts")
+    wide = contrasts.compare([0.758, 0.663, 0.740], [0.795, 0.790, 0.789])
+    assert wide.separated == -1 and wide.low < 0 < wide.high
+    assert contrasts.verdict(wide, "higher") == "not resolved at 3 seeds"
+
+
+def test_a_side_with_one_run_has_no_interval_and_is_never_resolved() -> None:
+    contrasts = _study_module("contrasts")
+    one = contrasts.compare([0.905], [0.754, 0.760, 0.748])
+    assert one.separated == 1 and np.isnan(one.low) and np.isnan(one.sd_a)
+    assert contrasts.verdict(one, "higher") == "not resolved at 1 v 3 seeds"
+    assert contrasts.verdict(contrasts.compare([296.0], [8.0]), "higher", unit="run") == "not resolved at 1 run"
+
+
+def test_unfinished_seeds_are_left_out_and_identical_seeds_give_the_difference_itself() -> None:
+    contrasts = _study_module("contrasts")
+    assert contrasts.compare([0.8, np.nan, 0.8], [0.7, 0.7]).n_a == 2
+    same = contrasts.compare([0.8, 0.8], [0.7, 0.7])
+    assert same.low == same.high == pytest.approx(0.1) and contrasts.verdict(same, "higher") == "reproduced"
+
+
+def test_not_testable_comes_from_the_setting_and_overrides_the_values() -> None:
+    contrasts = _study_module("contrasts")
+    clear = contrasts.compare([0.9, 0.91, 0.92], [0.5, 0.51, 0.52])
+    assert contrasts.verdict(clear, "higher", not_testable="25x fewer steps") == "not testable at this scale"
+
+
+def test_complete_separation_is_worth_at_best_p_010_with_3_seeds_a_side() -> None:
+    contrasts = _study_module("contrasts")
+    assert contrasts.compare([1, 2, 3], [4, 5, 6]).rank_p == pytest.approx(0.1)
+    assert contrasts.compare([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]).rank_p == pytest.approx(2 / 252)
+    assert "2 / C(6, 3) = 0.10" in contrasts.RULE
+
+
 # --- the MERFISH verdicts, on summaries made to the shape aggregate writes ---------------------------
 
 
