@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -383,3 +384,15 @@ def test_a_new_experiment_and_claim_are_one_entry_each() -> None:
     assert findings.judge(claim, {"e3": e3}).outcome == "reproduced"
     block = findings.experiment_block("e3", e3)
     assert "| 17 | 2,500 | 30,000 | 0.700 +- 0.005 (n=3) |" in block
+
+
+def test_every_measured_number_of_the_top_readmes_study_paragraph_is_findings_py_output() -> None:
+    """The front page's summary of the study quotes findings.py: each decimal it gives (a PCC, a mean, an sd,
+    minutes) is in findings.py's output or last_batch.py's, so it cannot drift from the committed summaries."""
+    readme = (REPO / "README.md").read_text()
+    paragraph = readme.split("## What the study finds here", 1)[1].split("![", 1)[0]
+    output = _run_script("findings.py") + _run_script("last_batch.py")
+    quoted = set(re.findall(r"(?<![\d.])\d+\.\d+(?![\d.])", paragraph))
+    assert quoted, "the paragraph quotes no numbers: the test would check nothing"
+    missing = sorted(number for number in quoted if number not in output)
+    assert not missing, f"README.md 'What the study finds here' quotes {missing}, which findings.py does not print"
