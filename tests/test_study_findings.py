@@ -396,3 +396,23 @@ def test_every_measured_number_of_the_top_readmes_study_paragraph_is_findings_py
     assert quoted, "the paragraph quotes no numbers: the test would check nothing"
     missing = sorted(number for number in quoted if number not in output)
     assert not missing, f"README.md 'What the study finds here' quotes {missing}, which findings.py does not print"
+
+
+NOT_FROM_THE_SUMMARIES = {
+    "0.4": "merfish-scaled's epochs against the study's: a setting, not a result",
+    "0.675": "batch 18 seed 0 trained eagerly, a one-off check on 2026-11-30 not in the summaries (said so)",
+    "0.686": "the same task compiled, its pair",
+}
+
+
+def test_the_study_readmes_findings_prose_quotes_only_findings_py_output() -> None:
+    """The narratives between the generated blocks of results/study-2022/README.md's Findings: each decimal
+    they give is printed by findings.py or last_batch.py, but for the few named above and why."""
+    readme = (REPO / "results" / "study-2022" / "README.md").read_text()
+    prose = readme.split("## Findings", 1)[1].split("## Training time against batch size", 1)[0]
+    prose = re.sub(r"<!-- findings.py: (.*?) begin -->.*?<!-- findings.py: \1 end -->", "", prose, flags=re.DOTALL)
+    output = _run_script("findings.py") + _run_script("last_batch.py")
+    quoted = set(re.findall(r"(?<![\d.])\d+\.\d+(?![\d.])", prose)) - set(NOT_FROM_THE_SUMMARIES)
+    assert quoted
+    missing = sorted(number for number in quoted if number not in output)
+    assert not missing, f"results/study-2022/README.md's Findings quote {missing}, which findings.py does not print"
