@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -120,63 +124,139 @@ def test_an_unfinished_tasks_checkpoint_is_carried_to_the_next_machine_and_put_b
     assert (checkpoint_dir(layout, "training") / "last.pt").read_bytes() == b"epoch 2,700"
 
 
-# --- the MERFISH verdicts, on summaries made to the shape aggregate writes ---------------------------
+# --- the verdict rule, on hand-made seeds ------------------------------------------------------------
+
+
+def _study_module(name: str) -> ModuleType:
+    """A results/study-2022 module as its scripts import it (the folder on the path: findings imports contrasts)."""
+    folder = str(REPO / "results" / "study-2022")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(name, REPO / "results" / "study-2022" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # fresh each time (a test may change its constants); dataclasses look it up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_separated_seeds_with_an_interval_clear_of_0_reproduce_a_claim_in_their_direction() -> None:
+    contrasts = _study_module("contrasts")
+    higher = contrasts.compare([0.833, 0.828, 0.836], [0.791, 0.795, 0.789])
+    assert higher.low > 0 and higher.separated == 1 and (higher.n_a, higher.n_b) == (3, 3)
+    assert higher.difference == pytest.approx(0.04066667)
+    assert contrasts.verdict(higher, "higher") == "reproduced"
+    assert contrasts.verdict(higher, "lower") == "contradicted"  # the same data against the opposite claim
+    lower = contrasts.compare([0.70, 0.71, 0.69], [0.80, 0.81, 0.79])
+    assert contrasts.verdict(lower, "lower") == "reproduced" and contrasts.verdict(lower, "higher") == "contradicted"
+
+
+def test_overlapping_seeds_are_not_resolved_whatever_the_means_say() -> None:
+    contrasts = _study_module("contrasts")
+    overlapping = contrasts.compare([0.83, 0.77, 0.82], [0.79, 0.80, 0.78])
+    assert overlapping.separated == 0 and overlapping.difference > 0
+    assert contrasts.verdict(overlapping, "higher") == "not resolved at 3 seeds"
+    # With 5 seeds a side the interval can clear 0 while one seed still crosses over: both are asked for.
+    crossing = contrasts.compare([1.0, 1.1, 1.2, 1.3, 0.9], [0.0, 0.1, 0.2, 0.3, 0.95])
+    assert crossing.low > 0 and crossing.separated == 0
+    assert contrasts.verdict(crossing, "higher") == "not resolved at 5 seeds"
+
+
+def test_separation_alone_does_not_resolve_a_difference_whose_interval_spans_0() -> None:
+    """batch 12 against 128 on 189 spots, both: every seed below, but one seed's spread keeps 0 in the interval."""
+    contrasts = _study_module("contrasts")
+    wide = contrasts.compare([0.758, 0.663, 0.740], [0.795, 0.790, 0.789])
+    assert wide.separated == -1 and wide.low < 0 < wide.high
+    assert contrasts.verdict(wide, "higher") == "not resolved at 3 seeds"
+
+
+def test_a_side_with_one_run_has_no_interval_and_is_never_resolved() -> None:
+    contrasts = _study_module("contrasts")
+    one = contrasts.compare([0.905], [0.754, 0.760, 0.748])
+    assert one.separated == 1 and np.isnan(one.low) and np.isnan(one.sd_a)
+    assert contrasts.verdict(one, "higher") == "not resolved at 1 v 3 seeds"
+    assert contrasts.verdict(contrasts.compare([296.0], [8.0]), "higher", unit="run") == "not resolved at 1 run"
+
+
+def test_unfinished_seeds_are_left_out_and_identical_seeds_give_the_difference_itself() -> None:
+    contrasts = _study_module("contrasts")
+    assert contrasts.compare([0.8, np.nan, 0.8], [0.7, 0.7]).n_a == 2
+    same = contrasts.compare([0.8, 0.8], [0.7, 0.7])
+    assert same.low == same.high == pytest.approx(0.1) and contrasts.verdict(same, "higher") == "reproduced"
+
+
+def test_not_testable_comes_from_the_setting_and_overrides_the_values() -> None:
+    contrasts = _study_module("contrasts")
+    clear = contrasts.compare([0.9, 0.91, 0.92], [0.5, 0.51, 0.52])
+    assert contrasts.verdict(clear, "higher", not_testable="25x fewer steps") == "not testable at this scale"
+
+
+def test_complete_separation_is_worth_at_best_p_010_with_3_seeds_a_side() -> None:
+    contrasts = _study_module("contrasts")
+    assert contrasts.compare([1, 2, 3], [4, 5, 6]).rank_p == pytest.approx(0.1)
+    assert contrasts.compare([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]).rank_p == pytest.approx(2 / 252)
+    assert "2 / C(6, 3) = 0.10" in contrasts.RULE
+
+
+# --- findings.py on summaries made to the shape aggregate writes ------------------------------------
 
 
 LAYERS = ["eL2/3", "eL4", "eL5", "eL6"]
 
 
-def _findings() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("findings", REPO / "results" / "study-2022" / "findings.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _summary(
-    pcc: dict[tuple[str, int, int], float], spots: int = 2692, sd: float = 0.005, c2l_epochs: int = 12000
+    pcc: dict[tuple[str, int | str, int], float | list[float]],
+    spots: int = 2692,
+    sd: float = 0.005,
+    controls: dict[str, float] | None = None,
+    c2l: float = 0.8,
 ) -> xr.Dataset:
-    """A done sweep: destVI `pcc[(amortization, batch, epochs)]` +- sd over 3 seeds (every cell type alike),
-    its steps and a training time proportional to them, and Cell2location; what findings.py reads."""
-    batches = sorted({batch for _, batch, _ in pcc})
-    epochs = sorted({e for _, _, e in pcc} | {c2l_epochs})
+    """A done sweep: destVI `pcc[(amortization, batch, epochs)]` (a mean, +- sd over 3 seeds, or the seeds'
+    values), every cell type alike; its steps, a training time proportional to them, Cell2location and the
+    `controls` (kind: PCC); what findings.py reads."""
+    batches = sorted({batch for _, batch, _ in pcc}, key=str)
+    epochs = sorted({e for _, _, e in pcc} | {0, 12000})
     coords = {
-        "dataset": ["merfish-scaled"],
-        "method": ["cell2location", "destvi"],
-        "variant": ["2022", "default"],
+        "dataset": ["x"],
+        "method": ["cell2location", "control", "destvi"],
+        "variant": ["2022", "default", "nnls", "reference_frequencies", "truth", "uniform"],
         "amortization": ["both", "latent", "n/a"],
-        "batch_size": [*batches, spots],  # numbers, as the aggregate writes them when no batch is "auto"
+        "batch_size": [str(b) for b in [0, *batches]],
         "max_epochs": epochs,
         "seed": [0, 1, 2],
     }
     shape = tuple(len(values) for values in coords.values())
     status = np.full(shape, "absent", dtype=object)
-    quality, steps, seconds = (np.full(shape, np.nan) for _ in range(3))
+    quality, steps, seconds, used = (np.full(shape, np.nan) for _ in range(4))
     index = {name: {value: i for i, value in enumerate(values)} for name, values in coords.items()}
-    for (amortization, batch, epoch), mean in pcc.items():
-        for seed, noise in enumerate((-sd, 0.0, sd)):
-            at = (
-                0,
-                1,
-                0,
-                index["amortization"][amortization],
-                index["batch_size"][batch],
-                index["max_epochs"][epoch],
-                seed,
-            )
-            status[at], quality[at] = "done", mean + noise
-            steps[at] = epoch * -(-spots // batch)
-            seconds[at] = steps[at] * (0.005 + batch * 1e-5)
+
+    def at(method: str, variant: str, amortization: str, batch: object, epoch: int, seed: int) -> tuple:
+        return (0, index["method"][method], index["variant"][variant], index["amortization"][amortization],
+                index["batch_size"][str(batch)], index["max_epochs"][epoch], seed)  # fmt: skip
+
+    for (amortization, batch, epoch), value in pcc.items():
+        values = value if isinstance(value, list) else [value - sd, value, value + sd]
+        size = spots // 10 if batch == "auto" else int(batch)
+        for seed, v in enumerate(values):
+            where = at("destvi", "2022", amortization, batch, epoch, seed)
+            status[where], quality[where], used[where] = "done", v, size
+            steps[where] = epoch * -(-spots // size)
+            seconds[where] = steps[where] * (0.005 + size * 1e-5)
     for seed in range(3):
-        at = (0, 0, 1, 2, index["batch_size"][spots], index["max_epochs"][c2l_epochs], seed)
-        status[at], quality[at], seconds[at] = "done", 0.8, 3000.0
+        where = at("cell2location", "default", "n/a", 0, 12000, seed)
+        status[where], quality[where], seconds[where] = "done", c2l, 3000.0
+    for kind, value in (controls or {}).items():
+        where = at("control", kind, "n/a", 0, 0, 0)
+        status[where], quality[where] = "done", value
     dims = list(coords)
+    per_type = np.repeat(quality[..., None], len(LAYERS), axis=-1)
     return xr.Dataset(
         {
             "status": (dims, status.astype(str)),
             "mean_pcc_cell_type": (dims, quality),
-            "pcc": ([*dims, "cell_type"], np.repeat(quality[..., None], len(LAYERS), axis=-1)),
+            "mean_rmse_cell_type": (dims, 1 - quality),
+            "pcc": ([*dims, "cell_type"], per_type),
             "n_steps": (dims, steps),
+            "batch_size_used": (dims, used),
             "train_time_s": (dims, seconds),
             "true_proportion": (("dataset", "spot"), np.zeros((1, spots))),
         },
@@ -185,223 +265,154 @@ def _summary(
     )
 
 
-def _arms(both: dict[int, float], latent: dict[int, float], long: dict[tuple[int, int], float]) -> dict:
-    arms = {("both", b, 1000): v for b, v in both.items()} | {("latent", b, 1000): v for b, v in latent.items()}
-    return arms | {("both", b, e): v for (b, e), v in long.items()}
+def _merfish(findings: ModuleType, name: str, **summary: object) -> Callable[[Any], Any]:
+    """findings.judge on a made-up MERFISH run called `name` (the full size when 'merfish')."""
+    summaries = {name: _summary(**summary)}
+    return lambda claim: findings.judge(claim, summaries)
 
 
-STABLE_LATENT = {32: 0.80, 128: 0.80, 256: 0.795, 1024: 0.795}
-HOLDS_THEN_DROPS = {32: 0.80, 64: 0.80, 128: 0.80, 256: 0.80, 512: 0.70, 1024: 0.60}
-LONG_ARMS_AS_THE_STUDY = {(512, 2000): 0.80, (512, 4000): 0.80, (1024, 2000): 0.65, (1024, 4000): 0.70}
+AS_THE_STUDY = {("both", b, 1000): v for b, v in {32: 0.80, 256: 0.80, 512: 0.70, 1024: 0.60}.items()} | {
+    ("latent", 32, 1000): 0.80,
+    ("latent", 1024, 1000): 0.80,
+    ("both", 512, 2000): 0.80,
+    ("both", 1024, 4000): 0.65,
+}
 
 
-def test_a_scaled_run_that_holds_to_256_and_drops_reproduces_f3_and_f4_in_relative_form() -> None:
-    findings = _findings()
-    summary = _summary(_arms(HOLDS_THEN_DROPS, STABLE_LATENT, LONG_ARMS_AS_THE_STUDY))
-    f3 = findings.finding_f3("merfish-scaled", summary)
-    assert f3[3] == "reproduced (latent stable), with 25x fewer steps per batch than the study"
-    assert "batch 256 trains 11,000 steps here, 270,000 in the study (25x fewer)" in f3[2]
-    f4 = findings.finding_f4("merfish-scaled", summary)
-    assert f4[3] == (
-        "reproduced: 512 recovers, 1,024 does not recover (2x and 4x the epochs, as the study's; 25x fewer steps)"
-    )
-    assert "batch 512 at 1,000: 0.700 +- 0.005 (n=3), 2,000: 0.800 +- 0.005 (n=3)" in f4[2]
+def test_a_scaled_merfish_run_is_not_testable_at_this_scale_and_says_why() -> None:
+    findings = _study_module("findings")
+    judge = _merfish(findings, "merfish-scaled", pcc=AS_THE_STUDY)
+    for claim in [c for c in findings.CLAIMS if c.finding in ("F3", "F4")]:
+        row = judge(claim)
+        assert row.outcome == "not testable at this scale", claim.says
+        assert row.contrast is not None and row.contrast.n_a == 3  # the numbers are still shown
+        assert "2,692 spots against the study's 27,395" in row.reason
+        assert "batch 256 takes 11,000 optimizer steps (270,000 in the study, 25x fewer)" in row.reason
+        assert "batch 1,024 covers 38% of the spots in each step (3.7% in the study)" in row.reason
 
 
-def test_a_scaled_run_where_256_already_drops_is_not_testable_at_this_scale() -> None:
-    findings = _findings()
-    summary = _summary(
-        _arms(
-            {32: 0.80, 64: 0.78, 128: 0.74, 256: 0.70, 512: 0.65, 1024: 0.60},
-            STABLE_LATENT,
-            {(512, 2000): 0.70, (512, 4000): 0.70, (1024, 2000): 0.65, (1024, 4000): 0.66},
-        )
-    )
-    assert findings.finding_f3("merfish-scaled", summary)[3].startswith("not testable at this scale: batch 256")
-    assert findings.finding_f4("merfish-scaled", summary)[3].startswith("not testable at this scale: batch 256")
+def test_at_the_studys_size_f3_and_f4_are_judged_by_the_rule() -> None:
+    findings = _study_module("findings")
+    full = {(a, b, e * 5 // 2): v for (a, b, e), v in AS_THE_STUDY.items()}  # 2,500 epochs, 5,000, 10,000
+    judge = _merfish(findings, "merfish", pcc=full, spots=27_000)
+    claims = {c.says: c for c in findings.CLAIMS if c.finding in ("F3", "F4")}
+    for says, claim in claims.items():
+        long = {2000: 5000, 4000: 10000}
+        claims[says] = replace(claim, a=replace(claim.a, epochs=long.get(claim.a.epochs, claim.a.epochs)))
+    outcomes = {says: judge(claim).outcome for says, claim in claims.items()}
+    assert outcomes == {
+        "quality holds to batch 256 (both): 256 not below 32": "not resolved at 3 seeds",  # equal: not shown
+        "quality drops at 512 (both)": "reproduced",
+        "quality drops at 1,024 (both)": "reproduced",
+        "latent stable: 1,024 not below 32": "not resolved at 3 seeds",
+        "512 recovers with 2x the epochs (the study's 5,000)": "reproduced",
+        "1,024 does not recover with 4x the epochs (the study's 10,000): stays below 256": "reproduced",
+    }
 
 
-def test_large_batches_that_hold_with_fewer_steps_do_not_reproduce_f3() -> None:
-    findings = _findings()
-    summary = _summary(
-        _arms(
-            {32: 0.80, 64: 0.80, 128: 0.80, 256: 0.80, 512: 0.80, 1024: 0.80},
-            {32: 0.80, 128: 0.70, 256: 0.60, 1024: 0.50},
-            {(512, 2000): 0.80, (512, 4000): 0.80, (1024, 2000): 0.80, (1024, 4000): 0.80},
-        )
-    )
-    f3 = findings.finding_f3("merfish-scaled", summary)
-    assert f3[3].startswith("not reproduced: batch 512-1,024 stay within one sd")
-    assert "latent not stable, even with 25x fewer steps" in f3[3]
-    assert findings.finding_f4("merfish-scaled", summary)[3].startswith(
-        "not testable: 512 did not drop at 1,000 epochs (nothing to recover), 1,024 did not drop"
-    )
-
-
-def test_a_scaled_run_where_only_1024_drops_reproduces_f3_in_part() -> None:
-    findings = _findings()
-    summary = _summary(_arms(HOLDS_THEN_DROPS | {512: 0.80}, STABLE_LATENT, LONG_ARMS_AS_THE_STUDY))
-    f3 = findings.finding_f3("merfish-scaled", summary)
-    assert f3[3].startswith("partly: holds to 256 and drops at 1,024, but 512 stays within one sd (0.005)"), f3[3]
-    assert "one sd = the largest seed spread of both, 0.005" in f3[2]
-
-
-def test_f4_judges_only_the_batches_that_dropped_since_only_those_can_recover() -> None:
-    """The scaled run's shape: 512 stays within one sd at the base epochs, so only 1,024's claim is judged."""
-    findings = _findings()
-    for long_1024, verdict in (
-        (0.70, "partly: 512 did not drop at 1,000 epochs (nothing to recover), 1,024 does not recover"),
-        (0.80, "not reproduced: 512 did not drop at 1,000 epochs (nothing to recover), 1,024 recovers"),
-    ):
-        long = LONG_ARMS_AS_THE_STUDY | {(1024, 4000): long_1024}
-        summary = _summary(_arms(HOLDS_THEN_DROPS | {512: 0.80}, STABLE_LATENT, long))
-        assert findings.finding_f4("merfish-scaled", summary)[3].startswith(verdict)
-
-
-def test_f5_compares_the_fall_of_training_time_with_the_studys_and_the_rule_reads_batch_128(tmp_path: Path) -> None:
-    findings = _findings()
-    findings.GPU_CHECKS = tmp_path  # no GPU check: the CPU run's verdict alone
-    summary = _summary(_arms(HOLDS_THEN_DROPS | {128: 0.82}, STABLE_LATENT, LONG_ARMS_AS_THE_STUDY))
-    f5 = findings.finding_f5("merfish-scaled", summary)
-    assert "merfish-scaled on cpu, 1,000 epochs" in f5[2] and "Cell2location 50.0" in f5[2]
-    assert "21.1x in the study" in f5[2]
-    assert f5[3].startswith("partly: falls") and "on a CPU" in f5[3]  # 85,000 steps vs 3,000 at a growing cost
-    rule = findings.finding_rule({"merfish-scaled": summary})
-    assert "merfish-scaled both: rule (batch 128) 0.820" in rule[2] and rule[3].startswith("holds where run")
-    below = findings.finding_rule({"merfish-scaled": _summary(_arms(HOLDS_THEN_DROPS | {128: 0.74}, {}, {}))})
-    assert below[3].endswith("more than one sd below the best batch in merfish-scaled both (by 0.060)")
-
-
-def test_a_running_merfish_sweep_gets_no_verdict_yet(tmp_path: Path) -> None:
-    findings = _findings()
-    findings.GPU_CHECKS = tmp_path
-    summary = _summary(_arms({32: 0.8, 1024: 0.6}, {}, {}))
-    status = summary["status"].values
-    status[0, 1, 0, 0, 0, 0, 0] = "started"
-    summary["status"] = (summary["status"].dims, status)
-    for finding in (findings.finding_f3, findings.finding_f4, findings.finding_f5):
-        assert finding("merfish-scaled", summary)[3] == "no verdict yet"
-
-
-def _set_status(summary: xr.Dataset, state: str, **where: object) -> None:
-    """Give every task at `where` (coordinate values) the status `state` and no values (as an aggregate
-    holds an unfinished task's), in place."""
+def test_a_claim_waits_for_its_own_tasks_only() -> None:
+    findings = _study_module("findings")
+    summary = _summary(AS_THE_STUDY)
+    where = {"method": "destvi", "variant": "2022", "amortization": "both", "batch_size": "512", "max_epochs": 2000}
     status = summary["status"].copy()
-    status.loc[where] = state
+    status.loc[where | {"seed": 1}] = "started"
     summary["status"] = status
-    for name in ("mean_pcc_cell_type", "pcc", "n_steps", "train_time_s"):
-        summary[name].loc[where] = np.nan
+    rows = {c.says: findings.judge(c, {"merfish-scaled": summary}) for c in findings.CLAIMS if c.finding == "F4"}
+    assert rows["512 recovers with 2x the epochs (the study's 5,000)"].outcome == "no verdict yet: 5 of 6 tasks done"
+    assert rows["1,024 does not recover with 4x the epochs (the study's 10,000): stays below 256"].contrast
+    assert findings.judge(findings.CLAIMS[0], {}).outcome == "not run"  # starmap-189 absent
 
 
-def test_each_merfish_verdict_waits_only_for_the_tasks_it_reads(tmp_path: Path) -> None:
-    """F3 reads the base epochs, F4 also 512 at 2x and 1,024 at 4x, F5 the times of both at the base epochs:
-    the arms run last (512 at 4x, 1,024 at 2x, Cell2location) hold back none of them."""
-    findings = _findings()
+def test_f5_on_a_cpu_is_not_testable_and_one_gpu_timing_per_batch_is_not_resolved(tmp_path: Path) -> None:
+    findings = _study_module("findings")
     findings.GPU_CHECKS = tmp_path
-    summary = _summary(_arms(HOLDS_THEN_DROPS, STABLE_LATENT, LONG_ARMS_AS_THE_STUDY))
-    arm = {"method": "destvi", "variant": "2022", "amortization": "both"}
-    _set_status(summary, "started", **arm, batch_size=512, max_epochs=4000, seed=0)
-    _set_status(summary, "absent", **arm, batch_size=1024, max_epochs=2000)  # never run: not "not done yet"
-    _set_status(summary, "started", method="cell2location", seed=2)
-    _set_status(summary, "missing", method="cell2location", seed=1)
-    assert findings.finding_f3("merfish-scaled", summary)[3].startswith("reproduced")
-    f4 = findings.finding_f4("merfish-scaled", summary)
-    assert f4[3].startswith("reproduced")
-    assert "batch 512 at 1,000: 0.700 +- 0.005 (n=3), 2,000: 0.800 +- 0.005 (n=3), 4,000: 0.802 +- 0.004 (n=2)" in f4[2]
-    assert "batch 1024 at 1,000: 0.600 +- 0.005 (n=3), 2,000: not run, 4,000: 0.700" in f4[2]
-    f5 = findings.finding_f5("merfish-scaled", summary)
-    assert "Cell2location 50.0 (1 seed)" in f5[2] and f5[3] != "no verdict yet"
-    _set_status(summary, "started", **arm, batch_size=1024, max_epochs=4000, seed=1)
-    f4 = findings.finding_f4("merfish-scaled", summary)
-    assert f4[2:] == ["merfish-scaled: running, 23 of the 24 destVI tasks it reads done", "no verdict yet"]
-    assert findings.finding_f3("merfish-scaled", summary)[3].startswith("reproduced")
-    _set_status(summary, "done", **arm, batch_size=1024, max_epochs=4000, seed=1)
-    _set_status(summary, "missing", **arm, batch_size=512, max_epochs=4000)
-    assert "2,000: 0.800 +- 0.005 (n=3), 4,000: not done yet" in findings.finding_f4("merfish-scaled", summary)[2]
+    rows = [
+        {"batch": b, "engine": "fast", "n_spots": 26984, "minutes_2500_epochs": m} for b, m in ((32, 296), (1024, 8))
+    ]
+    (tmp_path / "run.json").write_text(json.dumps({"device_name": "NVIDIA H200", "sections": {"runtime_table": rows}}))
+    summaries = {"merfish-scaled": _summary(AS_THE_STUDY), findings.GPU: findings.gpu_summary()}
+    cpu, gpu = (findings.judge(c, summaries) for c in findings.CLAIMS if c.finding == "F5")
+    assert cpu.outcome == "not testable at this scale" and "trained on a CPU" in cpu.reason
+    assert gpu.outcome == "not resolved at 1 run" and gpu.reason is None
+    assert gpu.a.values.tolist() == [296.0] and gpu.contrast.difference == 288.0
 
 
-def test_an_unstable_latent_is_told_too_few_steps_or_too_large_a_batch_by_its_arm_at_4x_the_epochs() -> None:
-    """Latent 1,024 falling at the base epochs may be under-training (a quarter of 256's steps): the arm at 4x
-    the epochs, where the sweep has it, says which; F3's verdict stays "not stable" either way."""
-    findings = _findings()
-    unstable = STABLE_LATENT | {1024: 0.70}
-    pcc = _arms(HOLDS_THEN_DROPS, unstable, LONG_ARMS_AS_THE_STUDY)
-    recovered = _summary(pcc | {("latent", 1024, 4000): 0.79})
-    f3 = findings.finding_f3("merfish-scaled", recovered)
-    assert "latent 1,024 at 4,000 epochs (the steps of 256 at 1,000): 0.790 +- 0.005 (n=3)" in f3[2]
-    assert f3[3] == (
-        "partly: holds to 256 and drops at 512-1,024; latent not stable (1,024 recovers with 4,000 epochs: too few "
-        "steps at 1,000, not too large a batch), with 25x fewer steps per batch than the study"
+def test_each_small_batch_of_f1_is_its_own_contrast_against_128() -> None:
+    findings = _study_module("findings")
+    at = {
+        8: [0.777, 0.832, 0.822],
+        12: [0.755, 0.741, 0.771],
+        16: [0.832, 0.838, 0.836],
+        32: [0.822, 0.826, 0.820],
+        128: [0.795, 0.799, 0.797],
+    }
+    starmap = _summary({(a, b, 2500): v for a in ("both", "latent") for b, v in at.items()}, spots=189)
+    outcomes = {c.says: findings.judge(c, {"starmap-189": starmap}).outcome for c in findings.CLAIMS[:9]}
+    assert outcomes["batch 16 beats 128 (both)"] == "reproduced"
+    assert outcomes["batch 8 beats 128 (latent)"] == "not resolved at 3 seeds"
+    assert outcomes["batch 12 beats 128 (latent)"] == "contradicted"
+    assert outcomes["both at batch 32 does worse than at 12"] == "contradicted"
+
+
+def test_the_rule_is_judged_against_the_best_other_batch_of_each_experiment() -> None:
+    findings = _study_module("findings")
+    starmap = _summary({("both", b, 2500): v for b, v in {8: 0.80, 16: 0.83, "auto": 0.70}.items()}, spots=189)
+    (claim,) = findings.rule_claims({"starmap-189": starmap})
+    assert claim.b.label == "both 16" and claim.a.label == "both auto"
+    row = findings.judge(claim, {"starmap-189": starmap})
+    assert row.outcome == "contradicted" and row.a.label == "both auto (18)"
+
+
+def test_the_controls_table_counts_the_destvi_settings_a_control_beats() -> None:
+    findings = _study_module("findings")
+    pcc = {("both", b, 2500): v for b, v in {8: 0.80, 16: 0.84, 128: 0.79}.items()}
+    summary = _summary(pcc, spots=189, controls={"nnls": 0.81, "truth": 0.99, "uniform": np.nan})
+    table = findings.controls_table("starmap-189", summary)
+    assert "| nnls | 1 | 0.810 | 0.810 | 0.190 | 2 | 2 |" in table  # above 8 and 128 (every seed), below 16
+    assert "| uniform | 1 | undefined (one value in every spot) |" in table
+    assert "| Cell2location | 3 | 0.800 +- 0.000 | 0.800 +- 0.000 | 0.200 +- 0.000 | 1 | 1 |" in table  # above 128 only
+    assert "destVI, its 3 settings" in table
+
+
+def test_a_new_experiment_and_claim_are_one_entry_each() -> None:
+    """E1-E6 add summaries and rows: a Claim on an experiment findings.py has never heard of is judged as is."""
+    findings = _study_module("findings")
+    e3 = _summary({(a, b, 2500): v for a in ("both",) for b, v in {17: 0.70, 19: 0.84}.items()}, spots=189)
+    claim = findings.Claim(
+        "E3", "17 below 19", findings.destvi("e3", "both", 17), findings.destvi("e3", "both", 19), "lower", 189
     )
-    still_low = findings.finding_f3("merfish-scaled", _summary(pcc | {("latent", 1024, 4000): 0.72}))
-    assert "(1,024 stays more than one sd below 256 with 4,000 epochs too)" in still_low[3]
-    arm = {"method": "destvi", "variant": "2022", "amortization": "latent", "batch_size": 1024, "max_epochs": 4000}
-    _set_status(recovered, "started", **arm)
-    assert "(1,024 at 4,000 epochs not done yet)" in findings.finding_f3("merfish-scaled", recovered)[3]
-    without = findings.finding_f3("merfish-scaled", _summary(pcc))
-    assert without[3].endswith("latent not stable, with 25x fewer steps per batch than the study")
-    no_latent = findings.finding_f3("merfish-scaled", _summary(_arms(HOLDS_THEN_DROPS, {}, LONG_ARMS_AS_THE_STUDY)))
-    assert no_latent[3].endswith("latent not run, with 25x fewer steps per batch than the study")
+    assert findings.judge(claim, {"e3": e3}).outcome == "reproduced"
+    block = findings.experiment_block("e3", e3)
+    assert "| 17 | 2,500 | 30,000 | 0.700 +- 0.005 (n=3) |" in block
 
 
-def test_f5_reads_the_fastest_seed_since_other_work_only_adds_time(tmp_path: Path) -> None:
-    findings = _findings()
-    findings.GPU_CHECKS = tmp_path
-    summary = _summary(_arms(HOLDS_THEN_DROPS, STABLE_LATENT, LONG_ARMS_AS_THE_STUDY))
-    at = {"method": "destvi", "variant": "2022", "amortization": "both", "batch_size": 64, "max_epochs": 1000}
-    fastest = float(summary["train_time_s"].loc[at].min()) / 60
-    summary["train_time_s"].loc[at | {"seed": 0}] = 1e6  # seed 0 trained beside a CI run
-    c2l = {"method": "cell2location"}
-    c2l_fastest = float(summary["train_time_s"].loc[c2l].min()) / 60
-    summary["train_time_s"].loc[c2l | {"seed": 0}] = 1e6  # and so did Cell2location's
-    f5 = findings.finding_f5("merfish-scaled", summary)
-    assert f"batch 64 {fastest:.1f}" in f5[2] and "(fastest of the seeds)" in f5[2]
-    assert f"Cell2location {c2l_fastest:.1f} (fastest of 3 seeds)" in f5[2]
+def test_every_measured_number_of_the_top_readmes_study_paragraph_is_findings_py_output() -> None:
+    """The front page's summary of the study quotes findings.py: each decimal it gives (a PCC, a mean, an sd,
+    minutes) is in findings.py's output or last_batch.py's, so it cannot drift from the committed summaries."""
+    readme = (REPO / "README.md").read_text()
+    paragraph = readme.split("## What the study finds here", 1)[1].split("![", 1)[0]
+    output = _run_script("findings.py") + _run_script("last_batch.py")
+    quoted = set(re.findall(r"(?<![\d.])\d+\.\d+(?![\d.])", paragraph))
+    assert quoted, "the paragraph quotes no numbers: the test would check nothing"
+    missing = sorted(number for number in quoted if number not in output)
+    assert not missing, f"README.md 'What the study finds here' quotes {missing}, which findings.py does not print"
 
 
-def _gpu_check(folder: Path, engine: str, minutes: dict[int, float]) -> None:
-    rows = [{"batch": b, "engine": engine, "minutes_2500_epochs": m} for b, m in minutes.items()]
-    check = {"device_name": "NVIDIA H200", "sections": {"runtime_table": [*rows, {"batch": 2048, "skipped": "budget"}]}}
-    (folder / f"{engine}.json").write_text(json.dumps(check))
+NOT_FROM_THE_SUMMARIES = {
+    "0.4": "merfish-scaled's epochs against the study's: a setting, not a result",
+    "0.675": "batch 18 seed 0 trained eagerly, a one-off check on 2026-11-30 not in the summaries (said so)",
+    "0.686": "the same task compiled, its pair",
+}
 
 
-def test_f5_reads_the_committed_gpu_check_and_judges_it_where_it_spans_batch_32_to_1024(tmp_path: Path) -> None:
-    findings = _findings()
-    findings.GPU_CHECKS = tmp_path
-    _gpu_check(tmp_path, "fast", {32: 296.0, 128: 63.0, 1024: 8.0})
-    _gpu_check(tmp_path, "fast-reduce-overhead", {32: 74.0, 128: 15.0})  # too short a span to judge
-    row = findings.finding_f5("merfish-scaled", None)
-    assert "NVIDIA H200, 26,984 merfish-like spots" in row[2] and "fast: 32 296, 128 63, 1024 8" in row[2]
-    assert "not run yet" in row[2]  # the CPU run is still said to be missing
-    verdict = "reproduced on the NVIDIA H200 (fast, batch 32 / 1,024: 37x; the study 21x)"
-    assert row[3] == f"{verdict}; the merfish-scaled run: no verdict"
-    _gpu_check(tmp_path, "fast", {32: 20.0, 128: 19.0, 1024: 18.0})  # nearly flat: not the study's fall
-    assert findings.finding_f5("merfish-scaled", None)[3].startswith("not reproduced on the NVIDIA H200")
-
-
-def _starmap(both: dict[int, float], latent: dict[int, float]) -> xr.Dataset:
-    arms = {("both", b, 2500): v for b, v in both.items()} | {("latent", b, 2500): v for b, v in latent.items()}
-    return _summary(arms, spots=189, c2l_epochs=30000)
-
-
-def test_f1_is_reproduced_when_batch_8_to_16_beat_128_and_both_fails_at_32() -> None:
-    findings = _findings()
-    as_the_study = {8: 0.80, 12: 0.80, 16: 0.80, 32: 0.60, 128: 0.55}
-    f1 = findings.finding_f1(_starmap(as_the_study, as_the_study | {32: 0.78}))
-    assert f1[3] == "reproduced"
-    assert "both: 8: 0.800 +- 0.005 (n=3)" in f1[2] and "Cell2location 0.800 +- 0.000 (n=3)" in f1[2]
-
-
-def test_f1_names_the_claims_that_hold_and_those_that_do_not() -> None:
-    findings = _findings()
-    flat = {8: 0.80, 12: 0.80, 16: 0.80, 32: 0.80, 128: 0.80}
-    f1 = findings.finding_f1(_starmap(flat | {128: 0.60}, flat))
-    assert f1[3] == (
-        "partly: batch 8-16 beat 128 (both) (8-16 0.800-0.800 vs 128 0.600, sd up to 0.005); "
-        "not: batch 8-16 beat 128 (latent) (8-16 0.800-0.800 vs 128 0.800, sd up to 0.005); "
-        "both at batch 32 does badly (32 0.800 vs 8-16 0.800-0.800, sd up to 0.005) "
-        "(by more than the seeds' largest sd)"
-    )
-    assert findings.finding_f1(_starmap(flat, flat))[3].startswith(
-        "not reproduced: no claim holds by more than the seeds' largest sd: batch 8-16 beat 128 (both) (8-16 0.800"
-    )
+def test_the_study_readmes_findings_prose_quotes_only_findings_py_output() -> None:
+    """The narratives between the generated blocks of results/study-2022/README.md's Findings: each decimal
+    they give is printed by findings.py or last_batch.py, but for the few named above and why."""
+    readme = (REPO / "results" / "study-2022" / "README.md").read_text()
+    prose = readme.split("## Findings", 1)[1].split("## Training time against batch size", 1)[0]
+    prose = re.sub(r"<!-- findings.py: (.*?) begin -->.*?<!-- findings.py: \1 end -->", "", prose, flags=re.DOTALL)
+    output = _run_script("findings.py") + _run_script("last_batch.py")
+    quoted = set(re.findall(r"(?<![\d.])\d+\.\d+(?![\d.])", prose)) - set(NOT_FROM_THE_SUMMARIES)
+    assert quoted
+    missing = sorted(number for number in quoted if number not in output)
+    assert not missing, f"results/study-2022/README.md's Findings quote {missing}, which findings.py does not print"

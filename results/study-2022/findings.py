@@ -1,14 +1,20 @@
-"""The findings table of results/study-2022/README.md, read from the committed summary.nc files alone.
+"""The findings of results/study-2022/README.md, read from the committed summary.nc files alone.
 
-    .venv/bin/python results/study-2022/findings.py           # prints the table (markdown)
-    .venv/bin/python results/study-2022/findings.py --check   # exit 1 if the README's table differs
-    .venv/bin/python results/study-2022/findings.py --write   # put the table into the README
+    .venv/bin/python results/study-2022/findings.py           # prints every generated block (markdown)
+    .venv/bin/python results/study-2022/findings.py --check   # exit 1 if a block in the README differs
+    .venv/bin/python results/study-2022/findings.py --write   # put the blocks into the README
 
-Every number is a mean +- sd over seeds of per-cell-type PCC (Li et al.'s metric), for destVI (2022
-settings) and Cell2location. On STARmap the measure is the excitatory layers, the mean over eL2/3, eL4,
-eL5 and eL6, the types whose layered bands the study's maps show; on MERFISH, where the study looked at
-every type, the mean over all cell types. An experiment that has not finished gets no verdict; a scaled
-one gets "not testable at this scale" where the scaling removes what the finding hinges on.
+Each of the study's claims is one `Claim` in CLAIMS: a contrast between two settings (`Side`s) and the
+study's direction, judged by the one rule of contrasts.py (its words, `contrasts.RULE`, are a block of the
+README too). The narratives' own comparisons are `Claim`s without a direction (COMPARISONS). Beside each
+experiment the README shows its destVI table and its controls table (truth, NNLS, reference frequencies,
+uniform, Cell2location), generated here. A new experiment is one entry in EXPERIMENTS, a new contrast one
+entry in CLAIMS or COMPARISONS, a new measure (e.g. accuracy at a given step, from a trajectory) one
+function in MEASURES.
+
+The measure is the study's: on STARmap the excitatory layers, the mean of per-cell-type PCC (Li et al.'s)
+over eL2/3, eL4, eL5 and eL6, the types whose layered bands the study's maps show; on MERFISH, where the
+study looked at every type, the mean over all cell types.
 """
 
 from __future__ import annotations
@@ -16,14 +22,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
+from contrasts import RULE, Contrast, Direction, compare, resolved, seeds, verdict
 
 from toolkit.layout import write_atomically
 
@@ -34,35 +43,516 @@ SYNTHETIC_LAYERS = ["ExcitatoryL2and3", "ExcitatoryL4", "ExcitatoryL5", "Excitat
 EPOCHS = 2500
 MERFISH = ("merfish", "merfish-scaled")
 """The full-size run first: where it exists, its numbers are the findings' and the scaled run is not read."""
+MERFISH_RUN = "merfish*"
+"""A Side's experiment meaning: the full-size MERFISH run where it exists, else the scaled one."""
 STUDY_SPOTS = 27_395
 STUDY_MINUTES = {32: 211, 48: 104, 64: 86, 128: 36, 256: 21, 512: 11, 1024: 10}
 """The study's destVI training times on one RTX 3090 (27,395 spots, 2,500 epochs); Cell2location 123 min."""
 GPU_CHECKS = HERE.parent / "gpu-h200"
 """The H200 check's runs (tests/benchmarks/gpu_check.py): per-step times at the study's size, for F5."""
-BEGIN, END = "<!-- findings: begin (findings.py) -->", "<!-- findings: end -->"
+GPU = "gpu-h200"
+"""The GPU check read as an experiment: one run (seed 0) per engine and batch, minutes for 2,500 epochs."""
+CONTROLS = ("truth", "nnls", "reference_frequencies", "uniform")
+SCALE_TOLERANCE = 2.0
+"""A setting represents the study's condition when its spots and epochs are within this factor of the study's."""
+
+
+# --- reading the summaries -------------------------------------------------------------------------
 
 
 def load(experiment: str) -> xr.Dataset | None:
+    """An experiment's committed summary (the GPU check as one, see `gpu_summary`); None where it has not run."""
+    if experiment == GPU:
+        return gpu_summary()
     path = HERE / experiment / "summary.nc"
     return xr.load_dataset(path, engine="h5netcdf") if path.exists() else None
 
 
-def layers(summary: xr.Dataset, method: str = "destvi", types: list[str] = EXCITATORY) -> pd.DataFrame:
-    """Excitatory-layer PCC per configuration: mean, sd and number of seeds; rows (amortization, batch)."""
-    pcc = summary["pcc"].sel({"cell_type": types}).mean("cell_type")
-    return seeds_table(pcc, method, EPOCHS)
+def gpu_summary() -> xr.Dataset | None:
+    """The committed H200 checks as a summary (engine x batch_size x one seed of minutes), so F5's GPU part
+    is read like any experiment; None without a check."""
+    rows = []
+    device, spots = "", 0
+    for path in sorted(GPU_CHECKS.glob("*.json")):
+        check = json.loads(path.read_text())
+        device = check["device_name"]
+        for row in check["sections"].get("runtime_table", []):
+            if "minutes_2500_epochs" in row:
+                rows.append((row["engine"], int(row["batch"]), row["minutes_2500_epochs"] * 60))
+                spots = int(row.get("n_spots", spots))
+    if not rows:
+        return None
+    frame = pd.DataFrame(rows, columns=["engine", "batch_size", "train_time_s"]).assign(seed=0)
+    dataset = xr.Dataset.from_dataframe(frame.set_index(["engine", "batch_size", "seed"]))
+    dataset["status"] = xr.where(dataset["train_time_s"].notnull(), "done", "absent")
+    dataset.attrs = {"provenance": json.dumps({"device": device}), "n_spots": spots, "epochs": EPOCHS}
+    return dataset
 
 
-def measure(name: str, summary: xr.Dataset, method: str = "destvi") -> pd.DataFrame:
-    """An experiment's measure: the excitatory layers on STARmap (real or synthetic), every type on MERFISH."""
-    if name in MERFISH:
-        return quality(summary, method, base_epochs(summary) if method == "destvi" else None)
-    return layers(summary, method, SYNTHETIC_LAYERS if name == "starmap-like" else EXCITATORY)
+def merfish_run(summaries: Mapping[str, xr.Dataset | None]) -> tuple[str, xr.Dataset | None]:
+    """The MERFISH experiment the findings read: the full size if it ran, else the scaled one."""
+    for name in MERFISH:
+        if summaries.get(name) is not None:
+            return name, summaries[name]
+    return MERFISH[-1], None
 
 
-def quality(summary: xr.Dataset, method: str = "destvi", epochs: int | None = None) -> pd.DataFrame:
-    """MERFISH: PCC averaged over every cell type, per configuration (as `layers`), at `epochs` for destVI."""
-    return seeds_table(summary["mean_pcc_cell_type"], method, epochs)
+def pick(summary: xr.Dataset, where: Mapping[str, Any]) -> xr.Dataset:
+    """The part of a summary at `where` (coordinate values, compared as text: the aggregate stores batch sizes
+    as numbers, or as text where one is `auto`)."""
+    for key, value in where.items():
+        summary = summary.isel({key: [i for i, v in enumerate(summary[key].values) if str(v) == str(value)]})
+    return summary
+
+
+def n_spots(summary: xr.Dataset) -> int:
+    return int(summary.sizes.get("spot", summary.attrs.get("n_spots", 0)))
+
+
+def device(summary: xr.Dataset) -> str:
+    return json.loads(summary.attrs.get("provenance", "{}")).get("device", "unknown device")
+
+
+def base_epochs(summary: xr.Dataset) -> int:
+    """The epochs most destVI tasks train (2,500 in the study, 1,000 scaled); longer arms are F4's."""
+    if "method" not in summary.dims:
+        return int(summary.attrs.get("epochs", EPOCHS))
+    status = summary["status"].sel({"method": "destvi"})
+    counts = (status != "absent").sum([d for d in status.dims if d != "max_epochs"])
+    return int(counts.idxmax("max_epochs"))
+
+
+def layer_types(name: str) -> list[str]:
+    return SYNTHETIC_LAYERS if name.startswith("starmap-like") else EXCITATORY
+
+
+def is_merfish(name: str) -> bool:
+    return name.startswith("merfish")
+
+
+# --- measures: per task, reduced over cell types; a new one (e.g. PCC at a step of a trajectory) goes here ---
+
+
+def _layers(name: str, summary: xr.Dataset) -> xr.DataArray:
+    return summary["pcc"].sel({"cell_type": layer_types(name)}).mean("cell_type")
+
+
+def _all_types(name: str, summary: xr.Dataset) -> xr.DataArray:
+    return summary["mean_pcc_cell_type"]
+
+
+def _minutes(name: str, summary: xr.Dataset) -> xr.DataArray:
+    return summary["train_time_s"] / 60
+
+
+def _measure(name: str, summary: xr.Dataset) -> xr.DataArray:
+    return (_all_types if is_merfish(name) else _layers)(name, summary)
+
+
+@dataclass(frozen=True)
+class Measure:
+    read: Callable[[str, xr.Dataset], xr.DataArray]
+    digits: int
+    unit: str = "seed"
+    """What one value is: a seed of training, or a run of a timing."""
+
+
+MEASURES: dict[str, Measure] = {
+    "measure": Measure(_measure, 3),
+    "layers": Measure(_layers, 3),
+    "all types": Measure(_all_types, 3),
+    "minutes": Measure(_minutes, 1, "run"),
+}
+
+
+# --- the claims ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Side:
+    """One setting of one experiment: its seeds are one side of a contrast."""
+
+    experiment: str
+    label: str
+    where: Mapping[str, Any]
+    epochs: int | None = None
+    """destVI's max_epochs; None: the experiment's base epochs (2,500 on STARmap, 1,000 scaled)."""
+    measure: str = "measure"
+
+    def selection(self, summary: xr.Dataset) -> dict[str, Any]:
+        where = dict(self.where)
+        if where.get("method") == "destvi":
+            where["max_epochs"] = self.epochs or base_epochs(summary)
+        return where
+
+
+def destvi(experiment: str, amortization: str, batch: int | str, epochs: int | None = None, **kw: Any) -> Side:
+    """destVI (the study's 2022 settings) at one amortization, batch and epochs."""
+    label = f"{amortization} {batch}" + (f" at {epochs:,} epochs" if epochs else "")
+    where = {"method": "destvi", "variant": "2022", "amortization": amortization, "batch_size": batch}
+    return Side(experiment, label, where, epochs, **kw)
+
+
+def cell2location(experiment: str) -> Side:
+    return Side(experiment, "Cell2location", {"method": "cell2location", "variant": "default"})
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One contrast A against B. With a direction it is a claim of the study's, judged by the verdict rule;
+    without, a comparison a narrative rests on, said resolved or not by the same rule."""
+
+    finding: str
+    says: str
+    a: Side
+    b: Side
+    direction: Direction | None = None
+    study_spots: int | None = None
+    """The spots of the study's condition; None: a claim for any number of spots (the rule's)."""
+    study_epochs: int = EPOCHS
+    gpu: bool = False
+    """The claim is about a GPU's training time: a CPU cannot represent it."""
+
+
+def f1() -> list[Claim]:
+    """189 spots: each small batch against 128, per amortization; both at 32 against each small batch."""
+    claims = [
+        Claim("F1", f"batch {small} beats 128 ({am})", destvi("starmap-189", am, small),
+              destvi("starmap-189", am, 128), "higher", 189)
+        for am in ("both", "latent") for small in (8, 12, 16)
+    ]  # fmt: skip
+    return claims + [
+        Claim("F1", f"both at batch 32 does worse than at {small}", destvi("starmap-189", "both", 32),
+              destvi("starmap-189", "both", small), "lower", 189)
+        for small in (8, 12, 16)
+    ]  # fmt: skip
+
+
+def f2() -> list[Claim]:
+    """57 spots: batch 4 against every other batch, per amortization; latent against both at batch 4."""
+    claims = [
+        Claim("F2", f"batch 4 beats {other} ({am})", destvi("starmap-57", am, 4), destvi("starmap-57", am, other),
+              "higher", 57)
+        for am in ("both", "latent") for other in (8, 12, 16, 32, "auto")
+    ]  # fmt: skip
+    return [
+        *claims,
+        Claim("F2", "latent beats both at batch 4", destvi("starmap-57", "latent", 4), destvi("starmap-57", "both", 4),
+              "higher", 57),
+    ]  # fmt: skip
+
+
+def f3_f4_f5() -> list[Claim]:
+    """MERFISH (27,395 spots in the study): F3's shape over batch, F4's long arms, F5's training time."""
+    m = MERFISH_RUN
+    base = {"study_spots": STUDY_SPOTS}
+    return [
+        Claim("F3", "quality holds to batch 256 (both): 256 not below 32", destvi(m, "both", 256),
+              destvi(m, "both", 32), "higher", **base),
+        Claim("F3", "quality drops at 512 (both)", destvi(m, "both", 512), destvi(m, "both", 256), "lower", **base),
+        Claim("F3", "quality drops at 1,024 (both)", destvi(m, "both", 1024), destvi(m, "both", 256), "lower", **base),
+        Claim("F3", "latent stable: 1,024 not below 32", destvi(m, "latent", 1024), destvi(m, "latent", 32), "higher",
+              **base),
+        Claim("F4", "512 recovers with 2x the epochs (the study's 5,000)", destvi(m, "both", 512, 2000),
+              destvi(m, "both", 512), "higher", **base),
+        Claim("F4", "1,024 does not recover with 4x the epochs (the study's 10,000): stays below 256",
+              destvi(m, "both", 1024, 4000), destvi(m, "both", 256), "lower", **base),
+        Claim("F5", "training is slower at batch 32 than at 1,024 (this CPU)", destvi(m, "both", 32, measure="minutes"),
+              destvi(m, "both", 1024, measure="minutes"), "higher", gpu=True, **base),
+        Claim("F5", "training is slower at batch 32 than at 1,024",
+              Side(GPU, "H200 fast 32", {"engine": "fast", "batch_size": 32}, measure="minutes"),
+              Side(GPU, "H200 fast 1024", {"engine": "fast", "batch_size": 1024}, measure="minutes"), "higher",
+              gpu=True, **base),
+    ]  # fmt: skip
+
+
+CLAIMS: list[Claim] = [*f1(), *f2(), *f3_f4_f5()]
+"""Every claim of the study, one contrast each (the rule's rows are added from the data: `rule_claims`)."""
+
+RULE_EXPERIMENTS = ("starmap-57", "starmap-189", "starmap-like", MERFISH_RUN)
+"""Where the study's rule, batch = min(n_spots / 10, 128), is judged against the best other batch."""
+
+
+def comparisons() -> list[Claim]:
+    """The narratives' own contrasts (no study direction): said resolved or not by the same rule."""
+    m = MERFISH_RUN
+    rows = [
+        Claim("57 spots", f"latent vs both at batch {b}", destvi("starmap-57", "latent", b),
+              destvi("starmap-57", "both", b))
+        for b in (4, 8, 12, 16, 32, "auto")
+    ]  # fmt: skip
+    rows += [
+        Claim("189 spots", f"the dip: {dip} vs {good} ({am})", destvi("starmap-189", am, dip),
+              destvi("starmap-189", am, good))
+        for am in ("both", "latent") for dip, good in ((12, 16), ("auto", 16), ("auto", 32))
+    ]  # fmt: skip
+    rows += [
+        Claim("last minibatch", f"17 (last minibatch 2) vs {other} ({am})",
+              destvi("starmap-189-last-batch", am, 17), destvi("starmap-189-last-batch", am, other))
+        for am in ("both", "latent") for other in (19, 21)
+    ]  # fmt: skip
+    return [
+        *rows,
+        Claim("MERFISH", "both 1,024: 4x the epochs vs 1x", destvi(m, "both", 1024, 4000), destvi(m, "both", 1024)),
+        Claim("MERFISH", "both 1,024: 2x the epochs vs 1x", destvi(m, "both", 1024, 2000), destvi(m, "both", 1024)),
+        Claim("MERFISH", "both 1,024 at 2x the epochs vs 256", destvi(m, "both", 1024, 2000),
+              destvi(m, "both", 256)),
+        Claim("MERFISH", "both 512: 4x the epochs vs 1x", destvi(m, "both", 512, 4000), destvi(m, "both", 512)),
+        Claim("MERFISH", "latent 1,024: 4x the epochs vs 1x", destvi(m, "latent", 1024, 4000),
+              destvi(m, "latent", 1024)),
+        Claim("MERFISH", "Cell2location vs both 32", cell2location(m), destvi(m, "both", 32)),
+        Claim("MERFISH", "Cell2location vs both 64", cell2location(m), destvi(m, "both", 64)),
+        Claim("MERFISH", "Cell2location vs latent 256", cell2location(m), destvi(m, "latent", 256)),
+    ]  # fmt: skip
+
+
+COMPARISONS: list[Claim] = comparisons()
+
+FINDINGS = {
+    "F1": "189 spots: batch 8-16 recover the excitatory layers that batch 128 loses (both amortizations); "
+    "both-amortization at batch 32 does badly",
+    "F2": "57 spots: only batch 4 separates the excitatory layers; there latent amortization beats both",
+    "F3": "27,395 MERFISH spots: quality holds to batch 256, drops at 512-1,024 (both); latent stable",
+    "F4": "batch 512 recovers with 5,000 epochs; 1,024 does not with 10,000",
+    "F5": "training time falls steeply with batch size (RTX 3090, minutes: "
+    + ", ".join(f"batch {b} {STUDY_MINUTES[b]}" for b in (32, 128, 1024))
+    + "; Cell2location 123)",
+    "rule": "batch size = min(n_spots / 10, 128)",
+}
+"""The study's findings in its words; each is judged by its claims' rows."""
+
+EXPERIMENTS = {
+    "starmap-57": "STARmap, 57 spots",
+    "starmap-189": "STARmap, 189 spots",
+    "starmap-like": "STARmap-like synthetic tissue, 190 spots",
+    "merfish-scaled": "MERFISH-like, scaled (2,692 spots)",
+}
+"""The experiments whose destVI and controls tables the README shows (a new one: one entry)."""
+
+SEED_TYPES = {"merfish-scaled": ["Endothelial 1", "Endothelial 2", "Endothelial 3", "OD Mature 3"]}
+"""Per experiment, the cell types whose PCC the narrative follows seed by seed (the rare types a seed loses)."""
+
+
+# --- a side's seeds, a claim's row ----------------------------------------------------------------------
+
+
+def resolve(experiment: str, summaries: Mapping[str, xr.Dataset | None]) -> tuple[str, xr.Dataset | None]:
+    if experiment == MERFISH_RUN:
+        return merfish_run(summaries)
+    return experiment, summaries.get(experiment)
+
+
+@dataclass
+class Seeds:
+    """A side's values per finished seed, and how many of its tasks the sweep has and has done."""
+
+    name: str
+    label: str
+    values: np.ndarray = field(default_factory=lambda: np.array([]))
+    done: int = 0
+    total: int = 0
+
+
+def side_seeds(side: Side, summaries: Mapping[str, xr.Dataset | None]) -> Seeds:
+    name, summary = resolve(side.experiment, summaries)
+    if summary is None:
+        return Seeds(name, side.label)
+    part = pick(summary, side.selection(summary))
+    status = part["status"]
+    values = MEASURES[side.measure].read(name, part).where(status == "done").values.ravel()
+    label = side.label
+    if str(side.where.get("batch_size")) == "auto" and "batch_size_used" in part:
+        used = part["batch_size_used"].values
+        if np.isfinite(used).any():
+            label = label.replace("auto", f"auto ({int(np.nanmax(used))})")
+    return Seeds(
+        name, label, values[np.isfinite(values)], int((status == "done").sum()), int((status != "absent").sum())
+    )
+
+
+def fmt(value: float, digits: int, sign: bool = False) -> str:
+    """`value` to `digits` decimals, one more where it would round to 0 (an interval's end at +0.000 would hide
+    which side of 0 it is on)."""
+    if not math.isfinite(value):
+        return "n/a"
+    if value != 0 and abs(value) < 0.5 * 10**-digits:
+        digits += 1
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def cell(values: np.ndarray, digits: int = 3) -> str:
+    """Mean +- sd (n) of one setting's seeds; one seed has no spread."""
+    if len(values) == 0:
+        return ""
+    if len(values) == 1:
+        return f"{fmt(values[0], digits)} (n=1)"
+    return f"{fmt(values.mean(), digits)} +- {fmt(values.std(ddof=1), digits)} (n={len(values)})"
+
+
+def side_text(seeds: Seeds, digits: int) -> str:
+    if seeds.total == 0:
+        return f"{seeds.label}: not run"
+    if len(seeds.values) == 0:
+        return f"{seeds.label}: none done yet"
+    return f"{seeds.label}: {cell(seeds.values, digits)}"
+
+
+def interval_text(contrast: Contrast, digits: int) -> str:
+    difference = fmt(contrast.difference, digits, sign=True)
+    if not math.isfinite(contrast.low):
+        return f"{difference} (no interval: a side has 1 run)"
+    return f"{difference} ({fmt(contrast.low, digits, True)} to {fmt(contrast.high, digits, True)})"
+
+
+def separation_text(contrast: Contrast) -> str:
+    if contrast.separated == 0:
+        return "no"
+    side = "above" if contrast.separated > 0 else "below"
+    p = contrast.rank_p
+    return f"yes, A {side} (rank p {p:.2f})" if p >= 0.01 else f"yes, A {side} (rank p {p:.3f})"
+
+
+def scale_reason(claim: Claim, summaries: Mapping[str, xr.Dataset | None]) -> str | None:
+    """Why the claim's experiment cannot represent the study's condition (from the setting, not the values);
+    None where it can. The study's condition: its spots at its epochs, on a GPU for time."""
+    name, summary = resolve(claim.a.experiment, summaries)
+    if summary is None or claim.study_spots is None:
+        return None
+    if claim.gpu and device(summary) == "cpu":
+        return (
+            f"{name} trained on a CPU, where a step's arithmetic grows with its batch, so an epoch costs about "
+            "the same at any batch; the study timed a GPU, where a step costs about the same at any batch"
+        )
+    spots, epochs = n_spots(summary), base_epochs(summary)
+    if max(spots / claim.study_spots, claim.study_spots / spots) <= SCALE_TOLERANCE and (
+        max(epochs / claim.study_epochs, claim.study_epochs / epochs) <= SCALE_TOLERANCE
+    ):
+        return None
+    here, study = steps(summary, 256, epochs), claim.study_epochs * math.ceil(claim.study_spots / 256)
+    return (
+        f"{name} has {spots:,} spots against the study's {claim.study_spots:,} and trains {epochs:,} epochs: "
+        f"batch 256 takes {here:,} optimizer steps ({study:,} in the study, {study / here:.0f}x fewer) and "
+        f"batch 1,024 covers {min(1024 / spots, 1):.0%} of the spots in each step "
+        f"({1024 / claim.study_spots:.1%} in the study)"
+    )
+
+
+def steps(summary: xr.Dataset, batch: int, epochs: int) -> int:
+    """Optimizer steps of a destVI task of this batch and epochs: as recorded, else epochs x minibatches."""
+    if "n_steps" in summary:
+        where = {"method": "destvi", "batch_size": batch, "max_epochs": epochs}
+        recorded = pick(summary, where)["n_steps"].values
+        if np.isfinite(recorded).any():
+            return int(np.nanmax(recorded))
+    return epochs * math.ceil(n_spots(summary) / batch)
+
+
+@dataclass
+class Row:
+    claim: Claim
+    a: Seeds
+    b: Seeds
+    contrast: Contrast | None
+    outcome: str
+    reason: str | None = None
+
+
+def judge(claim: Claim, summaries: Mapping[str, xr.Dataset | None]) -> Row:
+    """A claim's row: its sides' seeds, the contrast, and the rule's verdict (or why there is none yet)."""
+    a, b = side_seeds(claim.a, summaries), side_seeds(claim.b, summaries)
+    if a.total == 0 or b.total == 0:
+        return Row(claim, a, b, None, "not run")
+    if a.done < a.total or b.done < b.total:
+        return Row(claim, a, b, None, f"no verdict yet: {a.done + b.done} of {a.total + b.total} tasks done")
+    contrast, unit = compare(a.values, b.values), MEASURES[claim.a.measure].unit
+    if claim.direction is None:
+        sign = resolved(contrast)
+        outcome = {1: "A above B", -1: "A below B"}.get(sign, f"not resolved at {seeds(contrast, unit)}")
+        return Row(claim, a, b, contrast, outcome)
+    reason = scale_reason(claim, summaries)
+    return Row(claim, a, b, contrast, verdict(contrast, claim.direction, reason, unit), reason)
+
+
+def rule_claims(summaries: Mapping[str, xr.Dataset | None]) -> list[Claim]:
+    """The rule's batch against the best other batch by mean (the best is picked after the fact, which favours
+    it), per experiment and amortization at the base epochs."""
+    claims = []
+    for experiment in RULE_EXPERIMENTS:
+        name, summary = resolve(experiment, summaries)
+        if summary is None:
+            continue
+        table = measure(name, summary)
+        for amortization in sorted(set(table.index.get_level_values(0))):
+            rows = table.loc[amortization]
+            rule = "auto" if "auto" in rows.index else str(min(n_spots(summary) // 10, 128))
+            if rule not in rows.index or len(rows) < 2:
+                continue
+            best = str(rows.drop(index=rule)["mean"].idxmax())
+            claims.append(
+                Claim(
+                    "rule",
+                    f"{name}, {amortization}: the rule's batch not below the best other",
+                    destvi(experiment, amortization, rule),
+                    destvi(experiment, amortization, best),
+                    "higher",
+                )
+            )
+    return claims
+
+
+# --- markdown -------------------------------------------------------------------------------------------
+
+
+def claim_table(rows: list[Row], verdicts: bool = True) -> str:
+    last = "verdict" if verdicts else "resolved?"
+    lines = [
+        f"| finding | {'the study says' if verdicts else 'compared'} | experiment | A | B | A - B (95% Welch interval) "
+        f"| seeds separated | {last} |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        digits = MEASURES[row.claim.a.measure].digits
+        cells = [
+            row.claim.finding,
+            row.claim.says,
+            row.a.name if row.a.name == row.b.name else f"{row.a.name}; {row.b.name}",
+            side_text(row.a, digits),
+            side_text(row.b, digits),
+            interval_text(row.contrast, digits) if row.contrast else "",
+            separation_text(row.contrast) if row.contrast else "",
+            row.outcome,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summary_table(rows: list[Row]) -> str:
+    """One line per finding: its claims grouped by verdict, and why a claim is not testable where one is not."""
+    lines = ["| finding | the study says | verdicts of its contrasts (the rows below) |", "| --- | --- | --- |"]
+    for finding, says in FINDINGS.items():
+        mine = [row for row in rows if row.claim.finding == finding]
+        groups: dict[str, list[str]] = {}
+        for row in mine:
+            groups.setdefault(row.outcome, []).append(row.claim.says)
+        parts = [f"**{outcome}** ({len(names)}): {'; '.join(names)}" for outcome, names in groups.items()]
+        reasons = sorted({row.reason for row in mine if row.reason})
+        parts += [f"not testable because {reason}" for reason in reasons]
+        lines.append(f"| {finding} | {says} | {'<br>'.join(parts) or 'not run yet'} |")
+    return "\n".join(lines)
+
+
+def findings_block(summaries: Mapping[str, xr.Dataset | None]) -> str:
+    rows = [judge(claim, summaries) for claim in [*CLAIMS, *rule_claims(summaries)]]
+    return (
+        summary_table(rows)
+        + "\n\nEvery contrast (mean +- sd over seeds; A - B with its 95% Welch interval; the rank p is the "
+        "smallest an exact two-sided rank test gives at these n, reached only by complete separation):\n\n"
+        + claim_table(rows)
+    )
+
+
+def comparisons_block(summaries: Mapping[str, xr.Dataset | None]) -> str:
+    return claim_table([judge(claim, summaries) for claim in COMPARISONS], verdicts=False)
 
 
 def seeds_table(pcc: xr.DataArray, method: str, epochs: int | None) -> pd.DataFrame:
@@ -74,8 +564,19 @@ def seeds_table(pcc: xr.DataArray, method: str, epochs: int | None) -> pd.DataFr
     if "batch_size" in frame:  # the aggregate's batch sizes are numbers, or text where one is "auto"
         frame["batch_size"] = frame["batch_size"].astype(str)
     keys = [k for k in ("amortization", "batch_size") if k in frame]
-    table = frame.groupby(keys)["pcc"].agg(["mean", "std", "count"])
-    return table
+    return frame.groupby(keys)["pcc"].agg(["mean", "std", "count"])
+
+
+def layers(summary: xr.Dataset, method: str = "destvi", types: list[str] = EXCITATORY) -> pd.DataFrame:
+    """Excitatory-layer PCC per configuration: mean, sd and number of seeds; rows (amortization, batch)."""
+    pcc = summary["pcc"].sel({"cell_type": types}).mean("cell_type")
+    return seeds_table(pcc, method, EPOCHS)
+
+
+def measure(name: str, summary: xr.Dataset, method: str = "destvi", epochs: int | None = None) -> pd.DataFrame:
+    """An experiment's measure per configuration (at its base epochs): the overview figure's and the rule's."""
+    epochs = epochs or base_epochs(summary)
+    return seeds_table(_measure(name, summary), method, epochs if method == "destvi" else None)
 
 
 def text(table: pd.DataFrame, key: tuple | str) -> str:
@@ -91,525 +592,187 @@ def _batch_key(batch: str) -> tuple[int, int]:
     return (1, 0) if batch == "auto" else (0, int(batch))
 
 
-def best_batch(table: pd.DataFrame, amortization: str) -> tuple[str, float, float]:
-    rows = table.loc[amortization]
-    best = rows["mean"].idxmax()
-    return str(best), float(rows.loc[best, "mean"]), float(rows.loc[best, "std"])
-
-
-def finding_f2(summary: xr.Dataset | None) -> list[str]:
-    says = "57 spots: only batch 4 separates the excitatory layers; there latent amortization beats both"
-    if summary is None:
-        return ["F2", says, "not run yet", "no verdict"]
-    table = layers(summary)
-    parts, wins = [], []
-    for amortization in ("both", "latent"):
-        if amortization not in table.index.get_level_values(0):
-            parts.append(f"{amortization}: not run yet")
-            wins.append(("", 0.0, 0.0))
-            continue
-        batches = sorted(table.loc[amortization].index, key=_batch_key)
-        cells = ", ".join(f"{b}: {text(table, (amortization, b))}" for b in batches)
-        best, mean, _ = best_batch(table, amortization)
-        others = table.loc[amortization].drop(index=best)
-        margin = mean - others["mean"].max()
-        spread = float(np.nanmax(table.loc[amortization]["std"]))
-        wins.append((best, margin, spread))
-        parts.append(f"{amortization}: {cells}; best batch {best}")
-    both4, latent4 = (table.loc[(a, "4")] if (a, "4") in table.index else None for a in ("both", "latent"))
-    if both4 is not None and latent4 is not None:
-        parts.append(f"batch 4 latent - both: {latent4['mean'] - both4['mean']:+.3f}")
-    c2l = layers(summary, "cell2location")
-    if not c2l.empty:
-        parts.append(f"Cell2location {text(c2l, c2l.index[0])}")
-    four_best = [best == "4" for best, _, _ in wins]
-    clear = [best == "4" and margin > spread for best, margin, spread in wins]
-    latent_wins = (
-        both4 is not None
-        and latent4 is not None
-        and latent4["mean"] - both4["mean"] > max(both4["std"], latent4["std"])
+def settings(name: str, summary: xr.Dataset) -> pd.DataFrame:
+    """Every destVI setting of an experiment, one row per seed: amortization, batch, epochs, steps, measure."""
+    part = summary.sel({"method": "destvi", "variant": "2022"})
+    done = part["status"] == "done"
+    frame = xr.Dataset(
+        {
+            "value": _measure(name, part).where(done),
+            "steps": part["n_steps"].where(done),
+            "used": part["batch_size_used"].where(done),
+        }
     )
-    if all(clear) and latent_wins:
-        verdict = "reproduced"
-    elif any(four_best) or latent_wins:
-        verdict = "partly: " + ", ".join(
-            [f"batch 4 best with {a}" for a, b in zip(("both", "latent"), four_best, strict=True) if b]
-            + (["latent beats both at batch 4"] if latent_wins else ["latent does not beat both at batch 4"])
-        )
-    else:
-        bests = ", ".join(f"{best} ({a})" for a, (best, _, _) in zip(("both", "latent"), wins, strict=True) if best)
-        verdict = f"not reproduced: the best batch is {bests}, not 4"
-        if both4 is not None and latent4 is not None:
-            verdict += (
-                f"; latent vs both at batch 4 is within the seeds' spread ({max(both4['std'], latent4['std']):.3f})"
-            )
-    return ["F2", says, "; ".join(parts), verdict]
+    frame = frame.to_dataframe().reset_index().dropna(subset=["value"])
+    frame["batch_size"] = frame["batch_size"].astype(str)
+    return frame[["amortization", "batch_size", "max_epochs", "seed", "steps", "used", "value"]]
 
 
-def destvi_progress(summary: xr.Dataset) -> tuple[int, int]:
-    """(done, in the sweep) of the experiment's destVI tasks: a verdict waits for all of them."""
-    return tasks_read(summary, {"method": "destvi"})
-
-
-def tasks_read(summary: xr.Dataset, *selections: dict[str, Any]) -> tuple[int, int]:
-    """(done, in the sweep) of the tasks that the (disjoint) selections pick: a finding's verdict waits for
-    the tasks it reads, not for arms it does not. Values are compared as text: the aggregate stores batch
-    sizes as numbers, or as text where one is `auto`."""
-    done = total = 0
-    for selection in selections:
-        status = summary["status"]
-        for key, value in selection.items():
-            status = status.where(status[key].astype(str) == str(value), "absent")
-        done += int((status == "done").sum())
-        total += int((status != "absent").sum())
-    return done, total
-
-
-def base_arms(summary: xr.Dataset) -> list[dict[str, Any]]:
-    """Every destVI task at the experiment's base epochs (F3, the rule)."""
-    return [{"method": "destvi", "max_epochs": base_epochs(summary)}]
-
-
-def both_base_arms(summary: xr.Dataset) -> list[dict[str, Any]]:
-    """destVI amortization both at the base epochs (F5's times)."""
-    return [{"method": "destvi", "amortization": "both", "max_epochs": base_epochs(summary)}]
-
-
-def long_arms(summary: xr.Dataset) -> list[dict[str, Any]]:
-    """F4's: both at the base epochs, 512 at 2x and 1,024 at 4x the epochs (the study's 5,000 and 10,000)."""
-    epochs = base_epochs(summary)
-    arm = {"method": "destvi", "amortization": "both"}
-    return [arm | {"max_epochs": epochs}] + [
-        arm | {"batch_size": batch, "max_epochs": times * epochs} for batch, times in ((512, 2), (1024, 4))
-    ]
-
-
-def finding_f1(summary: xr.Dataset | None) -> list[str]:
-    says = (
-        "189 spots: batch 8-16 recover the excitatory layers that batch 128 loses (both amortizations); "
-        "both-amortization at batch 32 does badly"
-    )
-    if summary is None:
-        return ["F1", says, "not run yet (sweeps/starmap-189.yaml)", "no verdict"]
-    table = layers(summary)
-    done, total = destvi_progress(summary)
-    if done < total:
-        so_far = "; ".join(
-            f"{amortization} batch {batch}: {text(table, (amortization, batch))}"
-            for amortization, batch in sorted(table.index, key=lambda k: (k[0], _batch_key(k[1])))
-        )
-        return ["F1", says, f"running: {done} of {total} destVI tasks done; so far {so_far}", "no verdict yet"]
-    claims: dict[str, tuple[bool, str]] = {}
-    """Each of the study's claims: whether it holds, and the numbers it was judged on."""
-    for amortization in ("both", "latent"):
-        small = [table.loc[(amortization, b)] for b in ("8", "12", "16") if (amortization, b) in table.index]
-        if small and (amortization, "128") in table.index:
-            large = table.loc[(amortization, "128")]
-            spread = max(float(large["std"]), *(float(row["std"]) for row in small))
-            low, high = min(r["mean"] for r in small), max(r["mean"] for r in small)
-            claims[f"batch 8-16 beat 128 ({amortization})"] = (
-                low - large["mean"] > spread,
-                f"8-16 {low:.3f}-{high:.3f} vs 128 {large['mean']:.3f}, sd up to {spread:.3f}",
-            )
-    if ("both", "32") in table.index and all(("both", b) in table.index for b in ("8", "12", "16")):
-        at32 = table.loc[("both", "32")]
-        small = [table.loc[("both", b)] for b in ("8", "12", "16")]
-        spread = max(float(at32["std"]), *(float(row["std"]) for row in small))
-        low, high = min(r["mean"] for r in small), max(r["mean"] for r in small)
-        claims["both at batch 32 does badly"] = (
-            low - at32["mean"] > spread,
-            f"32 {at32['mean']:.3f} vs 8-16 {low:.3f}-{high:.3f}, sd up to {spread:.3f}",
-        )
-    parts = [by_batch(table, "both"), by_batch(table, "latent")]
-    c2l = layers(summary, "cell2location")
-    if not c2l.empty:
-        parts.append(f"Cell2location {text(c2l, c2l.index[0])}")
-    holding = [f"{claim} ({numbers})" for claim, (ok, numbers) in claims.items() if ok]
-    failing = [f"{claim} ({numbers})" for claim, (ok, numbers) in claims.items() if not ok]
-    if claims and not failing:
-        verdict = "reproduced"
-    elif holding:
-        verdict = f"partly: {'; '.join(holding)}; not: {'; '.join(failing)} (by more than the seeds' largest sd)"
-    else:
-        verdict = (
-            "not reproduced: no claim holds by more than the seeds' largest sd: " + "; ".join(failing)
-            if failing
-            else "not reproduced: none of its claims could be judged"
-        )
-    return ["F1", says, "; ".join(parts), verdict]
-
-
-def rule_batch(summary: xr.Dataset, table: pd.DataFrame, amortization: str) -> str:
-    """The rule's batch as the sweep ran it: `auto`, else the batch min(n_spots // 10, 128) if it ran."""
-    if (amortization, "auto") in table.index:
-        return "auto"
-    return str(min(summary.sizes["spot"] // 10, 128))
-
-
-def finding_rule(summaries: dict[str, xr.Dataset | None]) -> list[str]:
-    says = "batch size = min(n_spots / 10, 128)"
-    parts: list[str] = []
-    checks: list[bool] = []
-    names: list[str] = []
-    for name, summary in summaries.items():
-        if summary is None:
-            continue
-        done, total = tasks_read(summary, *base_arms(summary))
-        if done < total:
-            parts.append(f"{name}: running ({done} of the {total} destVI tasks it reads done), not counted")
-            continue
-        table = measure(name, summary)
-        for amortization in sorted(set(table.index.get_level_values(0))):
-            best, mean, _ = best_batch(table, amortization)
-            rule = rule_batch(summary, table, amortization)
-            if (amortization, rule) in table.index:
-                chosen = table.loc[(amortization, rule)]
-                checks.append(bool(mean - chosen["mean"] <= max(chosen["std"], 1e-12)))
-                names.append(f"{name} {amortization} (by {mean - chosen['mean']:.3f})")
-            parts.append(
-                f"{name} {amortization}: rule (batch {rule}) {text(table, (amortization, rule))} "
-                f"vs best (batch {best}) {mean:.3f}"
-            )
-    if not checks:
-        return ["rule", says, "; ".join(parts) or "not run yet", "no verdict"]
-    verdict = (
-        "holds where run: the rule's batch is the best or within one sd of it"
-        if all(checks)
-        else "partly: the rule's batch falls more than one sd below the best batch in "
-        + ", ".join(name for name, ok in zip(names, checks, strict=True) if not ok)
-    )
-    return ["rule", says, "; ".join(parts), verdict]
-
-
-def base_epochs(summary: xr.Dataset) -> int:
-    """The epochs most destVI tasks train (2,500 in the study, 1,000 scaled); longer arms are F4's."""
-    status = summary["status"].sel({"method": "destvi"})
-    counts = (status != "absent").sum([d for d in status.dims if d != "max_epochs"])
-    return int(counts.idxmax("max_epochs"))
-
-
-def steps_here(summary: xr.Dataset, batch: int, epochs: int) -> int:
-    """Optimizer steps a destVI both task of this batch and epochs trained (recorded by the task)."""
-    arm = {"method": "destvi", "variant": "2022", "amortization": "both", "max_epochs": epochs}
-    steps = summary["n_steps"].sel(arm)
-    return int(np.nanmax(steps.where(steps["batch_size"].astype(str) == str(batch)).values))
-
-
-def study_steps(batch: int, epochs: int = EPOCHS) -> int:
-    return epochs * math.ceil(STUDY_SPOTS / batch)
-
-
-def by_batch(table: pd.DataFrame, amortization: str) -> str:
-    if amortization not in table.index.get_level_values(0):
-        return f"{amortization}: not run"
-    batches = sorted(table.loc[amortization].index, key=_batch_key)
-    return f"{amortization}: " + ", ".join(f"{b}: {text(table, (amortization, b))}" for b in batches)
-
-
-def merfish_run(summaries: dict[str, xr.Dataset | None]) -> tuple[str, xr.Dataset | None]:
-    """The MERFISH experiment the findings read: the full size if it ran, else the scaled one."""
-    for name in MERFISH:
-        if summaries.get(name) is not None:
-            return name, summaries[name]
-    return MERFISH[-1], None
-
-
-def holds_and_drops(both: pd.DataFrame) -> tuple[float, float, bool, list[str], list[str]]:
-    """(best mean at batch <= 256, the sd, batch 256 within one sd of it, those of 512 and 1,024 below it by
-    more, those within)."""
-    small = [b for b in both.index if b != "auto" and int(b) <= 256]
-    best = both.loc[small, "mean"].idxmax()
-    level, sd = float(both.loc[best, "mean"]), float(np.nanmax(both["std"]))
-    holds = "256" in both.index and float(both.loc["256", "mean"]) >= level - sd
-    large = [b for b in ("512", "1024") if b in both.index]
-    dropped = [b for b in large if float(both.loc[b, "mean"]) < level - sd]
-    return level, sd, holds, dropped, [b for b in large if b not in dropped]
-
-
-def _batches(batches: list[str]) -> str:
-    return ", ".join(f"{int(b):,}" for b in batches)
-
-
-def scale_note(summary: xr.Dataset, epochs: int) -> tuple[float, str]:
-    """How many times fewer steps batch 256 trains here than in the study, and that said in words."""
-    here, study = steps_here(summary, 256, epochs), study_steps(256)
-    return study / here, f"batch 256 trains {here:,} steps here, {study:,} in the study ({study / here:.0f}x fewer)"
-
-
-def unfinished(
-    finding: str, says: str, name: str, summary: xr.Dataset | None, reads: Callable[[xr.Dataset], list[dict]]
-) -> list[str] | None:
-    """The row of a MERFISH finding whose run is missing or has tasks left among those the finding `reads`;
-    None once they are done."""
-    if summary is None:
-        return [finding, says, f"not run yet (sweeps/{name}.yaml)", "no verdict"]
-    done, total = tasks_read(summary, *reads(summary))
-    if done < total:
-        return [finding, says, f"{name}: running, {done} of the {total} destVI tasks it reads done", "no verdict yet"]
-    return None
-
-
-def finding_f3(name: str, summary: xr.Dataset | None) -> list[str]:
-    says = "27,395 MERFISH spots: quality holds to batch 256, drops at 512-1,024 (both); latent stable"
-    if (row := unfinished("F3", says, name, summary, base_arms)) is not None:
-        return row
-    epochs = base_epochs(summary)
-    table = quality(summary, epochs=epochs)
-    both = table.loc["both"]
-    level, sd, holds, dropped, kept = holds_and_drops(both)
-    latent = table.loc["latent"] if "latent" in table.index.get_level_values(0) else None
-    stable = latent is not None and float(latent["mean"].max() - latent["mean"].min()) <= 2 * float(latent["std"].max())
-    scale, steps = scale_note(summary, epochs)
-    parts = [f"{name}, {epochs:,} epochs, all-type PCC", by_batch(table, "both"), by_batch(table, "latent"), steps]
-    parts.append(f"one sd = the largest seed spread of both, {sd:.3f} (batch {both['std'].idxmax()})")
-    if latent is not None:
-        parts.append(f"latent range {float(latent['mean'].max() - latent['mean'].min()):.3f}")
-    latent_words = "latent not run" if latent is None else "latent stable" if stable else "latent not stable"
-    if latent is not None and not stable and "256" in latent.index and (arm := latent_long_arm(summary, epochs, sd)):
-        parts.append(arm[0])
-        latent_words += f" ({arm[1]})"
-    if scale > 1.5 and not holds:
-        verdict = (
-            f"not testable at this scale: batch 256 already falls more than one sd ({sd:.3f}) below the best "
-            f"smaller batch ({level:.3f}) with {scale:.0f}x fewer steps than in the study; where the drop starts "
-            "hinges on steps"
-        )
-    elif holds and dropped and not kept:
-        shape = "reproduced" if stable else "partly: holds to 256 and drops at 512-1,024"
-        verdict = f"{shape} ({latent_words})" if stable else f"{shape}; {latent_words}"
-        if scale > 1.5:
-            verdict += f", with {scale:.0f}x fewer steps per batch than the study"
-    elif holds and dropped:
-        verdict = (
-            f"partly: holds to 256 and drops at {_batches(dropped)}, but {_batches(kept)} stays within one sd "
-            f"({sd:.3f}) of the best ({level:.3f}); {latent_words}"
-        )
-        if scale > 1.5:
-            verdict += f", with {scale:.0f}x fewer steps per batch than the study"
-    elif holds:
-        verdict = (
-            f"not reproduced: batch 512-1,024 stay within one sd ({sd:.3f}) of the best ({level:.3f}); {latent_words}"
-        )
-        if scale > 1.5:
-            verdict += f", even with {scale:.0f}x fewer steps than the study"
-    else:
-        verdict = f"not reproduced: batch 256 falls below the best smaller batch by more than one sd; {latent_words}"
-    return ["F3", says, "; ".join(parts), verdict]
-
-
-def finding_f4(name: str, summary: xr.Dataset | None) -> list[str]:
-    says = "batch 512 recovers with 5,000 epochs; 1,024 does not with 10,000"
-    if (row := unfinished("F4", says, name, summary, long_arms)) is not None:
-        return row
-    epochs = base_epochs(summary)
-    base = quality(summary, epochs=epochs).loc["both"]
-    level, sd, holds, dropped, _ = holds_and_drops(base)
-    arms = {e: quality(summary, epochs=e).loc["both"] for e in (2 * epochs, 4 * epochs)}
-    reference = float(base.loc["256", "mean"])
-    parts = [f"{name}, both; batch 256 at {epochs:,} epochs: {text(base, '256')}"]
-    for batch in ("512", "1024"):
-        runs = [f"{epochs:,}: {text(base, batch)}"] + [
-            f"{e:,}: {arm_text(summary, arm, batch, e)}" for e, arm in arms.items()
-        ]
-        parts.append(f"batch {batch} at " + ", ".join(runs))
-    scale, steps = scale_note(summary, epochs)
-    parts.append(steps)
-    relative = f" (2x and 4x the epochs, as the study's; {scale:.0f}x fewer steps)" if scale > 1.5 else ""
-    if not holds:
-        verdict = (
-            f"not testable at this scale: batch 256, the level the long arms should reach, is itself more than one "
-            f"sd ({sd:.3f}) below the best smaller batch ({level:.3f})"
-        )
-    else:
-        verdict = f4_verdict(set(dropped), long_arm_recovers(arms, epochs, reference - sd), epochs) + relative
-    return ["F4", says, "; ".join(parts), verdict]
-
-
-def long_arm_recovers(arms: dict[int, pd.DataFrame], epochs: int, floor: float) -> dict[str, bool]:
-    """Whether 512 at 2x and 1,024 at 4x the epochs reach batch 256's level (within one sd)."""
-    return {
-        batch: batch in arms[times * epochs].index and float(arms[times * epochs].loc[batch, "mean"]) >= floor
-        for batch, times in (("512", 2), ("1024", 4))
-    }
-
-
-def f4_verdict(dropped: set[str], recovers: dict[str, bool], epochs: int) -> str:
-    """The study's two claims, each judged only where its batch dropped (more than one sd below the best batch
-    <= 256) at the base epochs, since only a batch that dropped can recover: 512 recovers with more epochs,
-    1,024 does not."""
-    said, agree = [], []
-    for batch, study_recovers in (("512", True), ("1024", False)):
-        name = f"{int(batch):,}"
-        if batch not in dropped:
-            said.append(f"{name} did not drop at {epochs:,} epochs (nothing to recover)")
-            continue
-        agree.append(recovers[batch] == study_recovers)
-        said.append(f"{name} recovers" if recovers[batch] else f"{name} does not recover")
-    if not agree:
-        return "not testable: " + ", ".join(said)
-    shape = "reproduced" if all(agree) and len(agree) == 2 else "partly" if any(agree) else "not reproduced"
-    return f"{shape}: " + ", ".join(said)
-
-
-def arm_text(summary: xr.Dataset, table: pd.DataFrame, batch: str, epochs: int, amortization: str = "both") -> str:
-    """A long arm's PCC, or "not done yet" where the sweep has it and it is still running."""
-    if batch in table.index:
-        return text(table, batch)
-    selection = {"method": "destvi", "amortization": amortization, "batch_size": batch, "max_epochs": epochs}
-    return "not done yet" if tasks_read(summary, selection)[1] else "not run"
-
-
-def latent_long_arm(summary: xr.Dataset, epochs: int, sd: float) -> tuple[str, str] | None:
-    """Latent 1,024 at 4x the epochs (the steps latent 256 takes at the base epochs), where the sweep has it:
-    (its PCC in words, what it says of an unstable latent). It tells a latent that needs more steps at this
-    scale from one that fails at a large batch however long it trains. None where the sweep lacks the arm."""
-    long = 4 * epochs
-    selection = {"method": "destvi", "amortization": "latent", "batch_size": 1024, "max_epochs": long}
-    if not tasks_read(summary, selection)[1]:
-        return None
-    table = quality(summary, epochs=long)
-    arm = table.loc["latent"] if "latent" in table.index.get_level_values(0) else table.iloc[:0]
-    shown = f"latent 1,024 at {long:,} epochs (the steps of 256 at {epochs:,}): " + arm_text(
-        summary, arm, "1024", long, "latent"
-    )
-    if "1024" not in arm.index:
-        return shown, f"1,024 at {long:,} epochs not done yet"
-    reference = float(quality(summary, epochs=epochs).loc[("latent", "256"), "mean"])
-    if float(arm.loc["1024", "mean"]) >= reference - sd:
-        return shown, f"1,024 recovers with {long:,} epochs: too few steps at {epochs:,}, not too large a batch"
-    return shown, f"1,024 stays more than one sd below 256 with {long:,} epochs too"
-
-
-def gpu_minutes() -> tuple[str, dict[str, pd.Series]]:
-    """(the GPU's name, per engine the 2,500-epoch minutes by batch) from the committed GPU checks."""
-    device, series = "", {}
-    for path in sorted(GPU_CHECKS.glob("*.json")):
-        check = json.loads(path.read_text())
-        device = check["device_name"]
-        for row in check["sections"].get("runtime_table", []):
-            if "minutes_2500_epochs" in row:
-                series.setdefault(row["engine"], {})[int(row["batch"])] = row["minutes_2500_epochs"]
-    return device, {engine: pd.Series(by_batch).sort_index() for engine, by_batch in series.items()}
-
-
-def gpu_f5() -> tuple[str, str] | None:
-    """F5's GPU part: what it measured and its verdict, or None without a committed check."""
-    device, series = gpu_minutes()
-    if not series:
-        return None
-    study_ratio = STUDY_MINUTES[32] / STUDY_MINUTES[1024]
-    parts, verdicts = [], []
-    for engine, minutes in series.items():
-        first, last = int(minutes.index[0]), int(minutes.index[-1])
-        ratio = minutes[first] / minutes[last]
-        parts.append(f"{engine}: " + ", ".join(f"{b} {m:.0f}" for b, m in minutes.items()))
-        if last == 1024 and first == 32:
-            falls = bool((np.diff(minutes.to_numpy()) <= 0).all())
-            verdicts.append(
-                f"{'reproduced' if falls and ratio >= study_ratio / 2 else 'not reproduced'} on the "
-                f"{device} ({engine}, batch 32 / 1,024: {ratio:.0f}x; the study {study_ratio:.0f}x)"
-            )
-    measured = (
-        f"{device}, 26,984 merfish-like spots, minutes for 2,500 epochs extrapolated from timing epochs "
-        f"(results/gpu-h200), by batch: " + "; ".join(parts)
-    )
-    return measured, "; ".join(verdicts) or "no verdict: no engine timed from batch 32 to 1,024"
-
-
-def c2l_minutes(summary: xr.Dataset) -> str:
-    """Cell2location's training minutes, the fastest of the seeds done as for destVI, or that none is (yet)."""
-    seconds = summary["train_time_s"].sel({"method": "cell2location"}).values
-    done, total = tasks_read(summary, {"method": "cell2location"})
-    if not np.isfinite(seconds).any():
-        return "Cell2location not done yet" if total else "Cell2location not run"
-    seeds = "1 seed" if done == 1 else f"fastest of {done} seeds"
-    return f"Cell2location {np.nanmin(seconds) / 60:.1f} ({seeds})"
-
-
-def finding_f5(name: str, summary: xr.Dataset | None) -> list[str]:
-    study = ", ".join(f"{b} {STUDY_MINUTES[b]}" for b in (32, 128, 1024))
-    says = f"training time falls steeply with batch size (RTX 3090, minutes: batch {study}; Cell2location 123)"
-    row = unfinished("F5", says, name, summary, both_base_arms)
-    gpu = gpu_f5()
-    if row is not None:
-        return row if gpu is None else ["F5", says, f"{gpu[0]}; {row[2]}", f"{gpu[1]}; the {name} run: {row[3]}"]
-    epochs = base_epochs(summary)
-    seconds = summary["train_time_s"].sel(
-        {"method": "destvi", "variant": "2022", "amortization": "both", "max_epochs": epochs}
-    )
-    # The fastest seed: on a shared machine other work only ever adds time, so the least disturbed run is
-    # the best estimate of the model's own (as timeit reads its repeats).
-    minutes = seconds.squeeze(drop=True).min("seed").to_series().dropna() / 60
-    minutes.index = minutes.index.astype(int)
-    minutes = minutes.sort_index()
-    device = json.loads(summary.attrs.get("provenance", "{}")).get("device", "unknown device")
-    first, last = int(minutes.index[0]), int(minutes.index[-1])
-    ratio, study_ratio = minutes[first] / minutes[last], STUDY_MINUTES[first] / STUDY_MINUTES[last]
-    parts = [
-        f"{name} on {device}, {epochs:,} epochs, minutes (fastest of the seeds): "
-        + ", ".join(f"batch {b} {m:.1f}" for b, m in minutes.items()),
-        c2l_minutes(summary),
-        f"batch {first} / {last}: {ratio:.1f}x here, {study_ratio:.1f}x in the study",
-    ]
-    falls = bool((np.diff(minutes.to_numpy()) <= 0).all())
-    if ratio >= study_ratio / 2 and falls:
-        verdict = "reproduced"
-    elif ratio > 2:
-        verdict = f"partly: falls {ratio:.1f}x, not {study_ratio:.0f}x"
-    else:
-        verdict = f"not reproduced: batch {first} takes {ratio:.1f}x batch {last}'s time"
-    if device == "cpu" and not verdict.startswith("reproduced"):
-        verdict += " (on a CPU a step's arithmetic grows with the batch, so an epoch costs about the same at any batch)"
-    if gpu is not None:
-        parts.append(gpu[0])
-        verdict = f"{name}: {verdict}; {gpu[1]}"
-    return ["F5", says, "; ".join(parts), verdict]
-
-
-def table() -> str:
-    starmap57, starmap189 = load("starmap-57"), load("starmap-189")
-    merfish_name, merfish = merfish_run({name: load(name) for name in MERFISH})
-    rows = [
-        finding_f1(starmap189),
-        finding_f2(starmap57),
-        finding_f3(merfish_name, merfish),
-        finding_f4(merfish_name, merfish),
-        finding_f5(merfish_name, merfish),
-        finding_rule(
-            {"starmap-57": starmap57, "starmap-189": starmap189, "starmap-like": load("starmap-like")}
-            | {merfish_name: merfish}
-        ),
-    ]
+def destvi_table(name: str, summary: xr.Dataset) -> str:
+    """destVI's measure per batch and epochs, one column per amortization, with each setting's steps."""
+    frame = settings(name, summary)
+    amortizations = sorted(frame["amortization"].unique())
+    words = "excitatory-layer PCC" if not is_merfish(name) else "all-type PCC"
     lines = [
-        "| finding | the study says | spotsweep measured (PCC, mean +- sd over seeds: STARmap excitatory layers,"
-        " MERFISH all types) | verdict |",
-        "| --- | --- | --- | --- |",
+        f"| batch | epochs | optimizer steps | {' | '.join(f'{a}: {words}' for a in amortizations)} |",
+        "| --- | ---: | ---: |" + " --- |" * len(amortizations),
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    keys = frame.groupby(["max_epochs", "batch_size"]).size().index
+    base = base_epochs(summary)
+    for epochs, batch in sorted(keys, key=lambda k: (k[0] != base, k[0], _batch_key(k[1]))):
+        at = frame[(frame["max_epochs"] == epochs) & (frame["batch_size"] == batch)]
+        label = f"auto ({int(at['used'].max())})" if batch == "auto" else batch
+        cells = [cell(at[at["amortization"] == a]["value"].to_numpy()) for a in amortizations]
+        lines.append(f"| {label} | {epochs:,} | {int(at['steps'].max()):,} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def controls_table(name: str, summary: xr.Dataset) -> str:
+    """The controls and Cell2location beside destVI: each one's measure, all-type PCC and RMSE, and how many
+    destVI settings fall below it on the measure (by mean; and with every seed below every run of it)."""
+    frame = settings(name, summary)
+    by_setting = frame.groupby(["amortization", "batch_size", "max_epochs"])["value"]
+    means, highs = by_setting.mean(), by_setting.max()
+    total = len(means)
+    merfish = is_merfish(name)
+    head = "all-type PCC" if merfish else "excitatory-layer PCC | all-type PCC"
+    lines = [
+        f"| | runs | {head} | all-type RMSE | destVI settings below it (of {total}): by mean | every seed below |",
+        "| --- | ---: |" + " ---: |" * (3 if merfish else 4) + " --- |",
+    ]
+    kinds = [("control", kind) for kind in CONTROLS] + [("cell2location", "default")]
+    for method, variant in kinds:
+        part = pick(summary, {"method": method, "variant": variant})
+        done = part["status"] == "done"
+        if not bool(done.any()):
+            continue
+        pcc = part["pcc"].where(done)
+        constant = bool(pcc.isnull().all("cell_type").where(done, False).any())  # a map with one value everywhere
+        values = _measure(name, part).where(done).values.ravel()
+        values = values[np.isfinite(values)]
+        n = len(values) or int(done.sum())
+        label = "Cell2location" if method == "cell2location" else variant.replace("_", " ")
+        if constant or not n:
+            cells = ["undefined (one value in every spot)"] * (1 if merfish else 2)
+            below = ["", ""]
+        else:
+            cells = [mean_sd(values)] if merfish else [mean_sd(values), mean_sd(_all_types(name, part))]
+            below = [f"{int((means < values.mean()).sum())}", f"{int((highs < values.min()).sum())}"]
+        rmse = mean_sd(part["mean_rmse_cell_type"].where(done))
+        lines.append(f"| {label} | {n} | " + " | ".join([*cells, rmse, *below]) + " |")
+    rmse = pick(summary, {"method": "destvi", "variant": "2022"})
+    rmse = rmse["mean_rmse_cell_type"].where(rmse["status"] == "done")
+    all_types = settings_range(_all_types(name, summary.sel({"method": "destvi", "variant": "2022"})))
+    cells = [f"{means.min():.3f} to {means.max():.3f}"] + ([] if merfish else [all_types])
+    lines.append(
+        f"| destVI, its {total} settings (range of their means) | {len(frame)} | "
+        + " | ".join([*cells, settings_range(rmse), "", ""])
+        + " |"
+    )
+    return "\n".join(lines)
+
+
+def mean_sd(values: xr.DataArray | np.ndarray) -> str:
+    values = np.asarray(values).ravel()
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return ""
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{values.mean():.3f} +- {values.std(ddof=1):.3f}"
+
+
+def settings_range(values: xr.DataArray) -> str:
+    """The range of the means over seeds of every setting (other dims than seed)."""
+    means = values.mean("seed").values.ravel()
+    means = means[np.isfinite(means)]
+    return f"{means.min():.3f} to {means.max():.3f}" if len(means) else ""
+
+
+def seed_table(name: str, summary: xr.Dataset, types: list[str]) -> str:
+    """Every destVI seed's all-type PCC and the PCC of `types`: where a mean hides one seed losing a type."""
+    part = summary.sel({"method": "destvi", "variant": "2022"})
+    done = part["status"] == "done"
+    columns = {"all types": part["mean_pcc_cell_type"]} | {
+        kind: part["pcc"].sel({"cell_type": kind}).drop_vars("cell_type") for kind in types
+    }
+    frame = xr.Dataset({k: v.where(done) for k, v in columns.items()}).to_dataframe()
+    frame = frame.reset_index().dropna(subset=["all types"])
+    frame["batch"] = frame["batch_size"].astype(str).map(_batch_key)
+    lines = [
+        f"| amortization | batch | epochs | seed | all types | {' | '.join(types)} |",
+        "| --- | --- | ---: | ---: |" + " ---: |" * (len(types) + 1),
+    ]
+    for _, row in frame.sort_values(["amortization", "max_epochs", "batch", "seed"]).iterrows():
+        values = " | ".join(f"{row[c]:.2f}" for c in columns)
+        lines.append(
+            f"| {row['amortization']} | {row['batch_size']} | {row['max_epochs']:,} | {row['seed']} | {values} |"
+        )
+    return "\n".join(lines)
+
+
+def experiment_block(name: str, summary: xr.Dataset | None) -> str:
+    if summary is None:
+        return f"{name}: not run yet"
+    return (
+        f"destVI (2022 settings) on {EXPERIMENTS.get(name, name)}, mean +- sd over seeds:\n\n"
+        + destvi_table(name, summary)
+        + "\n\nControls and the study's baseline beside it (one run each for the controls, which do not train):\n\n"
+        + controls_table(name, summary)
+        + (
+            f"\n\nEvery seed, with the PCC of the cell types the text follows:\n\n{seed_table(name, summary, types)}"
+            if (types := SEED_TYPES.get(name))
+            else ""
+        )
+    )
+
+
+def blocks() -> dict[str, str]:
+    """Every generated block of the README, by name: the rule, the findings, the comparisons, and per
+    experiment its tables."""
+    names = {*EXPERIMENTS, *MERFISH, "starmap-189-last-batch", GPU}
+    summaries = {name: load(name) for name in names}
+    out = {"rule": RULE, "findings": findings_block(summaries), "comparisons": comparisons_block(summaries)}
+    for name in EXPERIMENTS:
+        out[f"experiment {name}"] = experiment_block(name, summaries[name])
+    return out
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- findings.py: {name} begin -->", f"<!-- findings.py: {name} end -->"
+
+
+def put(readme: str, name: str, block: str) -> str:
+    """The README with `block` between its markers (an error naming the markers where they are missing)."""
+    begin, end = markers(name)
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
+    if not pattern.search(readme):
+        sys.exit(f"results/study-2022/README.md: no '{begin}' ... '{end}'; add them where the block belongs.")
+    return pattern.sub(lambda _: f"{begin}\n{block}\n{end}", readme, count=1)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="compare with the table in README.md")
-    parser.add_argument("--write", action="store_true", help="replace the table in README.md")
+    parser.add_argument("--check", action="store_true", help="compare with the blocks in README.md")
+    parser.add_argument("--write", action="store_true", help="replace the blocks in README.md")
     args = parser.parse_args()
-    current = table()
+    current = blocks()
     if not (args.check or args.write):
-        print(current)
+        print("\n\n".join(f"{markers(name)[0]}\n{block}\n{markers(name)[1]}" for name, block in current.items()))
         return
-    readme = (HERE / "README.md").read_text()
-    head, rest = readme.split(BEGIN, 1)
-    committed, tail = rest.split(END, 1)
+    path = HERE / "README.md"
+    readme = path.read_text()
+    expected = readme
+    for name, block in current.items():
+        expected = put(expected, name, block)
     if args.write:
-        text_now = f"{head}{BEGIN}\n{current}\n{END}{tail}"
-        write_atomically(HERE / "README.md", lambda tmp: tmp.write_text(text_now))  # never half a README
-        print("wrote the findings table into results/study-2022/README.md")
+        write_atomically(path, lambda tmp: tmp.write_text(expected))  # never half a README
+        print("wrote the findings blocks into results/study-2022/README.md")
         return
-    committed = committed.strip()
-    if committed != current:
-        sys.exit("results/study-2022/README.md: the findings table differs from findings.py's; paste its output there.")
-    print("the README's findings table is what findings.py computes")
+    if expected != readme:
+        differ = [name for name, block in current.items() if put(readme, name, block) != readme]
+        sys.exit(f"results/study-2022/README.md: {', '.join(differ)} differ from findings.py's; run it with --write.")
+    print("the README's findings blocks are what findings.py computes")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,12 @@ committed summaries of starmap-189 and starmap-189-last-batch alone.
 
 On 189 spots batch 12 and the rule's 18 were the worst, and each epoch of both ends in a minibatch of 9
 spots. One row per batch size run there: the spots of that last minibatch (189 mod batch, or a whole batch
-where it divides 189) and the excitatory-layer PCC of destVI (mean +- sd over seeds) per amortization.
+where it divides 189), the excitatory-layer PCC of destVI (mean +- sd over seeds) per amortization, and the
+CondSCVI reference model its tasks were trained against. Each experiment trained its own reference model
+(same data, same settings, another run), and the merfish-scaled run showed that retraining it can move
+destVI's results, so rows of different reference models are not a clean comparison of batch sizes: the
+column says which is which, and its seconds (the model's training time, as every task records it) tell
+the models apart.
 """
 
 from __future__ import annotations
@@ -36,6 +41,13 @@ def trained_batches(summary: xr.Dataset) -> dict[str, int]:
     return sizes
 
 
+def reference(name: str, summary: xr.Dataset) -> str:
+    """The reference model the experiment's destVI tasks used, named by its experiment and training time."""
+    seconds = summary["reference_time_s"].sel({"method": "destvi"}).values
+    seconds = sorted({round(float(s)) for s in seconds.ravel() if np.isfinite(s) and s > 0})
+    return f"{name}'s ({', '.join(f'{s} s' for s in seconds)})"
+
+
 def table() -> str:
     summaries = {name: load(name) for name in EXPERIMENTS}
     if summaries["starmap-189"] is None:
@@ -44,13 +56,19 @@ def table() -> str:
     pcc = pd.concat([layers(summary) for summary in found])
     n_spots = found[0].sizes["spot"]
     sizes = {label: size for summary in found for label, size in trained_batches(summary).items()}
+    models = {
+        label: reference(name, summary)
+        for name, summary in summaries.items()
+        if summary is not None
+        for label in trained_batches(summary)
+    }
     lines = [
-        "| batch | last minibatch (spots) | both | latent |",
-        "| --- | --- | --- | --- |",
+        "| batch | last minibatch (spots) | both | latent | reference model (its training time) |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for batch in sorted(sizes, key=lambda label: _batch_key(str(sizes[label]))):
         label = f"{sizes[batch]} (`auto`)" if batch == "auto" else batch
-        cells = [text(pcc, (amortization, batch)) for amortization in ("both", "latent")]
+        cells = [text(pcc, (amortization, batch)) for amortization in ("both", "latent")] + [models[batch]]
         lines.append(f"| {label} | {last_minibatch(n_spots, sizes[batch])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -1,0 +1,129 @@
+"""The one verdict rule of results/study-2022: a contrast between two settings, judged from their seeds alone.
+
+findings.py applies `verdict` to every claim of the study and `resolved` to every comparison its narratives
+rest on; the rule's words (`RULE`) are written into the README by `findings.py --write`, so the text a
+reader sees and the code that decides are one. Plain numbers in, no xarray: the rule is testable on
+hand-made seeds (tests/test_study_findings.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from scipy import stats
+
+Direction = Literal["higher", "lower"]
+"""What the study says of A against B (a claim that A 'holds', i.e. does not fall below B, reads 'higher')."""
+
+REPRODUCED, CONTRADICTED, NOT_TESTABLE = "reproduced", "contradicted", "not testable at this scale"
+LEVEL = 0.95
+
+RULE = """\
+**The verdict rule**, the same for every row. A claim is a contrast between two settings A and B of one
+experiment, with the study's direction (A above B, or below). From the seeds of A and B alone (each seed
+one training run; no sd is taken from any other setting), `contrasts.py` computes the difference of means
+A - B, its 95% Welch interval (`scipy.stats.ttest_ind`, unequal variances), n per side, and whether the
+seeds separate completely (every seed of one side beyond every seed of the other). Then:
+
+- **reproduced**: the interval excludes 0 in the study's direction *and* the seeds separate completely in
+  that direction;
+- **contradicted**: the interval excludes 0 in the opposite direction *and* the seeds separate completely
+  in that direction;
+- **not resolved at n seeds**: anything else, including a side with a single run (no interval);
+- **not testable at this scale**: decided from the setting, not the values: the experiment cannot
+  represent the study's condition (its number of spots or optimizer steps is more than 2x off the
+  study's, or a CPU stands in for the study's GPU); the row names why and still shows the numbers.
+
+A claim that something *holds* (does not fall) is read in its direction, A not below B: the data
+contradict it where A is resolved below B, reproduce it only where A is resolved above, and otherwise
+leave it not resolved, since a few seeds cannot show two settings equal; the interval then says how large
+a fall they still allow. Both conditions are asked for because each is weak alone with 3 seeds: the Welch
+interval has about 2-4 degrees of freedom and leans on normality, and complete separation of 3 seeds
+against 3 happens by chance with probability 2 / C(6, 3) = 0.10 (the exact two-sided rank test's
+smallest p; 4 against 4: 0.029; 5 against 5: 0.008), so it can never by itself reach 0.05. The rule says
+whether a difference is resolved, not whether it matters: each row prints the difference, so a resolved
+0.004 reads as the small thing it is."""
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """A - B from the seeds of each side: what every verdict is read from."""
+
+    n_a: int
+    n_b: int
+    mean_a: float
+    mean_b: float
+    sd_a: float
+    sd_b: float
+    low: float
+    """The 95% Welch interval of the difference (nan where a side has fewer than 2 seeds)."""
+    high: float
+    separated: int
+    """+1: every seed of A above every seed of B; -1: every one below; 0: they overlap (or a side is empty)."""
+
+    @property
+    def difference(self) -> float:
+        return self.mean_a - self.mean_b
+
+    @property
+    def rank_p(self) -> float:
+        """The smallest two-sided p an exact rank test can give at these n (what complete separation is worth)."""
+        return min(1.0, 2 / math.comb(self.n_a + self.n_b, self.n_a)) if self.n_a and self.n_b else 1.0
+
+
+def compare(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Contrast:
+    """The contrast A - B of two sides' per-seed values (nan values, e.g. unfinished tasks, are left out)."""
+    x, y = (np.asarray([v for v in values if np.isfinite(v)], dtype=float) for values in (a, b))
+    sd_x, sd_y = (float(v.std(ddof=1)) if len(v) > 1 else math.nan for v in (x, y))
+    low = high = math.nan
+    if len(x) > 1 and len(y) > 1:
+        if sd_x == 0 and sd_y == 0:  # identical seeds on both sides: the interval is the difference itself
+            low = high = float(x.mean() - y.mean())
+        else:
+            interval = stats.ttest_ind(x, y, equal_var=False).confidence_interval(level)
+            low, high = float(interval.low), float(interval.high)
+    separated = 0
+    if len(x) and len(y):
+        separated = 1 if x.min() > y.max() else -1 if x.max() < y.min() else 0
+    return Contrast(
+        n_a=len(x),
+        n_b=len(y),
+        mean_a=float(x.mean()) if len(x) else math.nan,
+        mean_b=float(y.mean()) if len(y) else math.nan,
+        sd_a=sd_x,
+        sd_b=sd_y,
+        low=low,
+        high=high,
+        separated=separated,
+    )
+
+
+def resolved(contrast: Contrast) -> int:
+    """+1 where A is resolved above B (interval above 0 and the seeds separate), -1 below, 0 not resolved."""
+    if contrast.low > 0 and contrast.separated == 1:
+        return 1
+    if contrast.high < 0 and contrast.separated == -1:
+        return -1
+    return 0
+
+
+def seeds(contrast: Contrast, unit: str = "seed") -> str:
+    """'3 seeds', or '1 v 3 seeds' where the sides differ: the n a 'not resolved' is at."""
+    if contrast.n_a == contrast.n_b:
+        return f"{contrast.n_a} {unit}" + ("s" if contrast.n_a != 1 else "")
+    return f"{contrast.n_a} v {contrast.n_b} {unit}s"
+
+
+def verdict(contrast: Contrast, direction: Direction, not_testable: str | None = None, unit: str = "seed") -> str:
+    """The rule (RULE) for a claim that A is `direction` than B; `not_testable` is the setting's reason, if any;
+    `unit` names what the n counts (seeds of training; runs of a timing)."""
+    if not_testable:
+        return NOT_TESTABLE
+    sign = resolved(contrast)
+    if sign == 0:
+        return f"not resolved at {seeds(contrast, unit)}"
+    return REPRODUCED if sign == (1 if direction == "higher" else -1) else CONTRADICTED
