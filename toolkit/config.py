@@ -364,6 +364,13 @@ def check_spot_store(path: Path, where: str) -> None:
         raise SpotsweepError(
             f"{where} points to '{path}', which is not a pseudospot store (it has no uns/pseudospots); {fix}."
         )
+    from toolkit.data.checks import check_zarr_store
+
+    check_zarr_store(Path(path), where, SPOT_STORE_ELEMENTS)
+
+
+SPOT_STORE_ELEMENTS = ("X", "obs", "var", "obsm/cell_counts", "obsm/proportions", "uns/pseudospots")
+"""What a spot store of `spotsweep build` cannot be read without."""
 
 
 def yaml_problem(path: Path, exc: Exception) -> str:
