@@ -193,6 +193,16 @@ def run(
     max_tasks: Annotated[
         int, typer.Option(metavar="N", min=1, help="Refuse a sweep of more tasks than this.")
     ] = 10_000,
+    rerun_changed: Annotated[
+        bool,
+        typer.Option(
+            help="Retrain, into this folder, the finished tasks whose input files changed since they ran "
+            "(their old results are moved aside as result.stale-*.json)."
+        ),
+    ] = False,
+    merge: Annotated[
+        bool, typer.Option(help="Add this sweep's tasks to an output folder that holds another sweep's.")
+    ] = False,
 ) -> None:
     """Run every task of a sweep not done yet (local processes or one SLURM array), then aggregate and report."""
     from toolkit.launch import load_sweep, run_sweep, with_executor
@@ -200,7 +210,14 @@ def run(
     config = with_executor(load_sweep(sweep), executor, profile, container)
     waiting = sys.stdout.isatty() if wait is None else wait
     summary = run_sweep(
-        config, out, retry_failed=retry_failed, max_parallel=max_parallel, wait=waiting, max_tasks=max_tasks
+        config,
+        out,
+        retry_failed=retry_failed,
+        max_parallel=max_parallel,
+        wait=waiting,
+        max_tasks=max_tasks,
+        rerun_changed=rerun_changed,
+        merge=merge,
     )
     root = out or config.output
     states = ", ".join(f"{n} {k}" for k, n in summary.states.items() if n)
@@ -304,6 +321,10 @@ def status(
     console.print(", ".join(f"{n} {k}" for k, n in count_states(states).items()))
     for line in describe_jobs(out):
         console.print(line)
+    from toolkit.freshness import describe_changes
+
+    for line in describe_changes(layout):
+        warnings_console.print(f"warning: {line}")
 
 
 @app.command()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -18,7 +19,8 @@ from toolkit.backends import BACKENDS, all_backends, backend
 from toolkit.backends.common import RunSummary
 from toolkit.config import ExecutorConfig, SweepConfig
 from toolkit.errors import SpotsweepError
-from toolkit.layout import OutputLayout, write_json
+from toolkit.freshness import check_inputs
+from toolkit.layout import CorruptFile, OutputLayout, read_json, write_json
 from toolkit.status import TaskState, load_tasks
 from toolkit.sweep import Task, count_tasks, expand
 
@@ -65,17 +67,81 @@ def check_output(root: Path) -> None:
         raise SpotsweepError(f"{root}: cannot write here ({probe} is read-only for this user); give another --out.")
 
 
-def record_sweep(sweep: SweepConfig, tasks: list[Task], layout: OutputLayout) -> None:
+def _recorded(layout: OutputLayout) -> dict[str, Any] | None:
+    """The sweep.json of an earlier run into this folder; None if there is none, or one cut short (rewritten)."""
+    try:
+        recorded = read_json(layout.sweep_file)
+    except (FileNotFoundError, CorruptFile):
+        return None
+    return recorded if isinstance(recorded, dict) and isinstance(recorded.get("tasks"), list) else None
+
+
+def _members(recorded: dict[str, Any]) -> dict[str, list[str]]:
+    """The sweeps whose tasks this folder holds, with their task ids (one sweep, unless merged)."""
+    members = recorded.get("members")
+    if isinstance(members, dict):
+        return members
+    ids = recorded.get("task_ids")
+    return {str(recorded.get("name")): ids if isinstance(ids, list) else []}
+
+
+def _check_same_datasets(sweep: SweepConfig, recorded: dict[str, Any], layout: OutputLayout) -> None:
+    """Merged sweeps share data/<dataset>: a dataset name must mean the same data in both."""
+    from toolkit.config import DatasetConfig, identity
+
+    mine = {dataset.name: identity(dataset) for dataset in sweep.datasets}
+    for entry in (recorded.get("config") or {}).get("datasets", []):
+        try:
+            theirs = DatasetConfig.model_validate(entry)
+        except ValueError:
+            continue
+        if theirs.name in mine and identity(theirs) != mine[theirs.name]:
+            raise SpotsweepError(
+                f"{layout.root}: dataset '{theirs.name}' of sweep '{sweep.name}' differs from the dataset of that "
+                f"name already in this folder; rename it in the sweep file, or give the sweep its own --out."
+            )
+
+
+def record_sweep(sweep: SweepConfig, tasks: list[Task], layout: OutputLayout, *, merge: bool = False) -> None:
     """sweep.json: the configuration and the full task list, so status and aggregate know what to expect."""
-    write_json(
-        layout.sweep_file,
-        {
-            "name": sweep.name,
-            "config": sweep.model_dump(mode="json"),
-            "tasks": [task.to_dict() for task in tasks],
-            "task_ids": [task.id for task in tasks],
-        },
-    )
+    write_json(layout.sweep_file, sweep_record(sweep, tasks, layout, merge=merge))
+
+
+def sweep_record(sweep: SweepConfig, tasks: list[Task], layout: OutputLayout, *, merge: bool = False) -> dict[str, Any]:
+    """What sweep.json is to hold after this run (written by `record_sweep`).
+
+    An output folder belongs to one sweep: another sweep's run is refused (its record would replace the first
+    one's, whose results would vanish from status, summary and report), unless `merge` adds its tasks to
+    the folder's (then "members" names each sweep's tasks, and every later run keeps the others')."""
+    recorded = _recorded(layout)
+    members = {} if recorded is None else _members(recorded)
+    kept: list[dict[str, Any]] = []
+    name, config = sweep.name, sweep.model_dump(mode="json")
+    if recorded is not None and (sweep.name not in members or len(members) > 1):
+        if sweep.name not in members and not merge:
+            owner = ", ".join(f"'{member}'" for member in members)
+            raise SpotsweepError(
+                f"{layout.root}: this output folder holds the results of sweep {owner}, not '{sweep.name}'; give "
+                f"'{sweep.name}' its own output folder (--out, or its 'output'), or pass --merge to add its tasks "
+                "to this folder's."
+            )
+        _check_same_datasets(sweep, recorded, layout)
+        others = {task_id for member, ids in members.items() if member != sweep.name for task_id in ids}
+        mine = {task.id for task in tasks}
+        kept = [task for task in recorded["tasks"] if Task.from_dict(task).id in others - mine]
+        name = str(recorded.get("name"))
+        datasets = {entry["name"]: entry for entry in (recorded.get("config") or {}).get("datasets", [])}
+        datasets.update({entry["name"]: entry for entry in config["datasets"]})
+        config = {**config, "datasets": list(datasets.values())}
+    members = {**{k: v for k, v in members.items() if k != sweep.name}, sweep.name: [task.id for task in tasks]}
+    everything = [*kept, *[task.to_dict() for task in tasks]]
+    return {
+        "name": name,
+        "config": config,
+        "tasks": everything,
+        "task_ids": [Task.from_dict(item).id for item in everything],
+        "members": members,
+    }
 
 
 def run_sweep(
@@ -87,10 +153,14 @@ def run_sweep(
     report: bool = True,
     wait: bool = True,
     max_tasks: int = MAX_TASKS,
+    rerun_changed: bool = False,
+    merge: bool = False,
 ) -> RunSummary:
     """Run every task of the sweep that is not done yet, then aggregate (and report).
 
     On a scheduler, `wait=False` returns right after submission (its aggregate job then writes the summary).
+    A finished task of an input changed since is refused unless `rerun_changed` (toolkit.freshness); another
+    sweep's output folder unless `merge`.
     """
     runner = backend_for(sweep.executor.kind)
     runner.check(sweep.executor)
@@ -108,7 +178,9 @@ def run_sweep(
         ) from None
     try:
         tasks = expand(sweep)
-        record_sweep(sweep, tasks, layout)
+        record = sweep_record(sweep, tasks, layout, merge=merge)
+        check_inputs(sweep.datasets, tasks, layout, rerun_changed=rerun_changed)
+        write_json(layout.sweep_file, record)
         return runner.run(
             sweep, layout, tasks, retry_failed=retry_failed, max_parallel=max_parallel, report=report, wait=wait
         )

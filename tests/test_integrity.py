@@ -1,0 +1,140 @@
+"""Issue 36: never a silent wrong, stale or lost result (each of these failed before).
+
+- an input replaced at the same path: `run` refuses in one sentence while its finished results stand,
+  `--rerun-changed` retrains them into the same folder, `status` names the input;
+- a prepared copy under data/ is rebuilt when its source changed (a fixed input is read again);
+- an output folder belongs to one sweep: another sweep is refused unless `--merge`.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import anndata as ad
+import pytest
+import xarray as xr
+
+from tests.conftest import TINY_SWEEP
+from toolkit.config import parse_sweep
+from toolkit.errors import SpotsweepError
+from toolkit.fingerprint import fingerprint
+from toolkit.launch import run_sweep, sweep_states
+from toolkit.layout import OutputLayout, read_json
+from toolkit.prepare import prepare_dataset
+from toolkit.sweep import expand
+
+
+def _tissue(folder: Path, seed: int, n_reference_cells: int = 300) -> tuple[Path, Path]:
+    """A small synthetic tissue as the files a user gives: cells.h5ad and reference.h5ad."""
+    from toolkit.data.synthetic import simulate
+
+    folder.mkdir(parents=True, exist_ok=True)
+    reference, cells = simulate(
+        "starmap-like", seed, n_spatial_cells=400, n_reference_cells=n_reference_cells, n_genes=30
+    )
+    reference.write_h5ad(folder / "reference.h5ad")
+    cells.write_h5ad(folder / "cells.h5ad")
+    return folder / "cells.h5ad", folder / "reference.h5ad"
+
+
+def _sweep(out: Path, cells: Path, reference: Path, name: str = "files") -> dict:
+    data = copy.deepcopy(TINY_SWEEP)
+    data.update(name=name, output=str(out), methods=[{"name": "control", "kind": ["truth", "nnls"]}])
+    data["datasets"] = [{"name": "tissue", "spatial": str(cells), "reference": str(reference), "window": 750}]
+    return data
+
+
+def test_a_replaced_input_is_refused_named_by_status_and_retrained_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_faults import cli
+
+    cells, reference = _tissue(tmp_path / "in", seed=1)
+    out = tmp_path / "out"
+    data = _sweep(out, cells, reference)
+    run_sweep(parse_sweep(data, "t"))
+    layout = OutputLayout(out)
+    task = expand(parse_sweep(data, "t"))[1]
+    first = read_json(layout.result(task.id))
+    assert first["inputs"]["reference"]["sha256"] == fingerprint(reference)["sha256"]
+
+    _tissue(tmp_path / "other", seed=2, n_reference_cells=350)
+    reference.write_bytes((tmp_path / "other" / "reference.h5ad").read_bytes())  # other data, same path
+    with pytest.raises(SpotsweepError, match=r"reference.h5ad: the reference input of dataset 'tissue' changed since "
+                       r"2 finished task\(s\) were trained on it .*--rerun-changed.*--out"):  # fmt: skip
+        run_sweep(parse_sweep(data, "t"))
+    status, printed = cli(["status", str(out)], capsys, monkeypatch)
+    assert status == 0 and "input changed:" in printed and "reference.h5ad" in printed
+
+    again = run_sweep(parse_sweep(data, "t"), rerun_changed=True)
+    assert again.submitted == 2 and again.states["done"] == 2
+    assert list(layout.task_dir(task.id).glob("result.stale-*.json"))  # moved aside, not deleted
+    assert read_json(layout.result(task.id))["inputs"]["reference"]["sha256"] == fingerprint(reference)["sha256"]
+    assert ad.read_h5ad(layout.reference("tissue")).n_obs == 350  # the prepared copy was rebuilt
+    status, printed = cli(["status", str(out)], capsys, monkeypatch)
+    assert "input changed" not in printed
+
+
+def test_a_prepared_copy_is_rebuilt_when_its_source_changed(tmp_path: Path) -> None:
+    """After a bad input is fixed, `--retry-failed` must not reuse the copy prepared from the bad one."""
+    cells, reference = _tissue(tmp_path / "in", seed=1)
+    sweep = parse_sweep(_sweep(tmp_path / "out", cells, reference), "t")
+    layout = OutputLayout(tmp_path / "out")
+    prepare_dataset(sweep.datasets[0], layout)
+    assert ad.read_h5ad(layout.reference("tissue")).n_obs == 300
+    _tissue(tmp_path / "in", seed=1, n_reference_cells=320)  # the input, fixed in place
+    prepare_dataset(sweep.datasets[0], layout)
+    assert ad.read_h5ad(layout.reference("tissue")).n_obs == 320
+
+
+def test_an_output_folder_belongs_to_one_sweep_unless_merged(tmp_path: Path) -> None:
+    cells, reference = _tissue(tmp_path / "in", seed=1)
+    out = tmp_path / "out"
+    sweep_a = _sweep(out, cells, reference, name="a")
+    run_sweep(parse_sweep(sweep_a, "t"))
+    sweep_b = _sweep(out, cells, reference, name="b")
+    sweep_b["methods"] = [{"name": "control", "kind": ["uniform"]}]
+    with pytest.raises(SpotsweepError, match=r"holds the results of sweep 'a', not 'b'; .*--merge"):
+        run_sweep(parse_sweep(sweep_b, "t"))
+    assert read_json(OutputLayout(out).sweep_file)["name"] == "a"  # untouched
+    merged = run_sweep(parse_sweep(sweep_b, "t"), merge=True)
+    assert merged.submitted == 1
+    assert [s.state for s in sweep_states(out)] == ["done"] * 3  # a's two and b's one
+    assert xr.open_dataset(out / "summary.nc", engine="h5netcdf").attrs["n_done"] == 3
+    run_sweep(parse_sweep(sweep_a, "t"))  # a again: b's task stays in the folder's record
+    assert [s.state for s in sweep_states(out)] == ["done"] * 3
+
+
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        ("X/0.0", r"misses 1 of the \d+ chunks of its array 'X', which would read as zeros"),
+        ("obsm/cell_counts/0.0", r"misses 1 of the \d+ chunks of its array 'obsm/cell_counts'"),
+        ("X/.zarray", r"has chunks in X but no array metadata \(.zarray\) there"),
+    ],
+)
+def test_a_spot_store_with_a_missing_chunk_or_metadata_is_refused_naming_it(
+    tmp_path: Path, damage: str, expected: str, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spot store with one chunk deleted read as zeros: the task ended "done" with a NaN PCC."""
+    import yaml
+
+    from tests.test_faults import cli
+    from toolkit.launch import load_sweep
+
+    cells, reference = _tissue(tmp_path / "in", seed=1)
+    store = tmp_path / "spots.zarr"
+    status, printed = cli(["build", str(cells), "--window", "750", "--out", str(store), "--no-progress"], capsys,
+                          monkeypatch)  # fmt: skip
+    assert status == 0, printed
+    data = _sweep(tmp_path / "out", cells, reference)
+    data["datasets"] = [{"name": "tissue", "spots": str(store), "reference": str(reference)}]
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump(data))
+    load_sweep(sweep_file)  # complete: accepted
+    (store / damage).unlink()
+    with pytest.raises(SpotsweepError, match=r"datasets\[0\].spots: .*spots.zarr " + expected):
+        load_sweep(sweep_file)
+    with pytest.raises(SpotsweepError, match=expected):  # and the prepare job, which may run much later
+        prepare_dataset(parse_sweep(data, "t").datasets[0], OutputLayout(tmp_path / "out"))
