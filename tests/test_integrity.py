@@ -138,3 +138,33 @@ def test_a_spot_store_with_a_missing_chunk_or_metadata_is_refused_naming_it(
         load_sweep(sweep_file)
     with pytest.raises(SpotsweepError, match=expected):  # and the prepare job, which may run much later
         prepare_dataset(parse_sweep(data, "t").datasets[0], OutputLayout(tmp_path / "out"))
+
+
+def test_an_undefined_score_is_n_a_with_why_in_the_report_and_on_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prediction the same in every spot has no PCC: it was averaged as 0 and printed 0.000."""
+    import numpy as np
+    import pandas as pd
+
+    from tests.test_faults import cli
+
+    cells, reference = _tissue(tmp_path / "in", seed=1)
+    data = _sweep(tmp_path / "out", cells, reference)
+    data["methods"] = [{"name": "control", "kind": ["truth", "uniform"]}]
+    run_sweep(parse_sweep(data, "t"))
+    page = (tmp_path / "out" / "report" / "index.md").read_text()
+    uniform = next(line for line in page.splitlines() if line.startswith("| control | uniform"))
+    assert "| n/a |" in uniform and "0.000" not in uniform
+    assert "control uniform: constant prediction: the same in every spot" in page
+    assert uniform.split("|")[-3].strip() == "1"  # its seed, scored though undefined
+    assert "| n/a |" in (tmp_path / "out" / "report" / "index.html").read_text().replace("<td>n/a</td>", "| n/a |")
+
+    rng = np.random.default_rng(0)
+    truth = pd.DataFrame(rng.dirichlet([1, 1, 1], 20), columns=["a", "b", "c"], index=[f"s{i}" for i in range(20)])
+    truth.to_csv(tmp_path / "truth.csv")
+    constant = pd.DataFrame(1 / 3, index=truth.index, columns=truth.columns)
+    constant.to_csv(tmp_path / "constant.csv")
+    status, printed = cli(["score", str(tmp_path / "truth.csv"), str(tmp_path / "constant.csv")], capsys, monkeypatch)
+    pcc_row = next(line for line in printed.splitlines() if "pcc" in line)
+    assert status == 0 and "n/a (constant prediction" in pcc_row and "0.0000" not in pcc_row

@@ -430,8 +430,11 @@ def score(
     scores = metrics.score(truth_table, predicted_table)
     table = Table("metric", "mean over cell types", "mean over spots")
     means = scores.means()
+    why_types = metrics.why_undefined(truth_table, predicted_table[truth_table.columns])
+    why_spots = metrics.why_undefined(truth_table.T, predicted_table[truth_table.columns].T)
     for name in metrics.METRICS:
-        table.add_row(name, f"{means[f'{name}_cell_type']:.4f}", f"{means[f'{name}_spot']:.4f}")
+        by_type = metrics.shown(means[f"{name}_cell_type"], "{:.4f}", why_types)
+        table.add_row(name, by_type, metrics.shown(means[f"{name}_spot"], "{:.4f}", why_spots))
     console.print(
         f"scored {truth_table.shape[1]} cell types over {truth_table.shape[0]} spots: {', '.join(truth_table.columns)}"
     )
