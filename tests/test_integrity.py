@@ -168,3 +168,149 @@ def test_an_undefined_score_is_n_a_with_why_in_the_report_and_on_the_command_lin
     status, printed = cli(["score", str(tmp_path / "truth.csv"), str(tmp_path / "constant.csv")], capsys, monkeypatch)
     pcc_row = next(line for line in printed.splitlines() if "pcc" in line)
     assert status == 0 and "n/a (constant prediction" in pcc_row and "0.0000" not in pcc_row
+
+
+# --- every input checked alike --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (float("nan"), r"reference.h5ad: X has missing \(NaN\) or infinite values"),
+        (-1.0, r"reference.h5ad: X has negative values \(min -1\)"),
+        (0.5, r"reference.h5ad: X has non-integer values \(such as 0.5\)"),
+    ],
+)
+def test_the_reference_counts_are_checked_as_the_spatial_ones(tmp_path: Path, value: float, expected: str) -> None:
+    import numpy as np
+
+    cells, reference = _tissue(tmp_path / "in", seed=1)
+    bad = ad.read_h5ad(reference)
+    bad.X = np.asarray(bad.X.todense() if hasattr(bad.X, "todense") else bad.X, dtype=np.float32)
+    bad.X[3, 2] = value
+    bad.write_h5ad(reference)
+    sweep = parse_sweep(_sweep(tmp_path / "out", cells, reference), "t")
+    with pytest.raises(SpotsweepError, match=expected):
+        prepare_dataset(sweep.datasets[0], OutputLayout(tmp_path / "out"))
+
+
+def test_gene_names_given_twice_are_refused_where_the_file_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import warnings
+
+    import pandas as pd
+
+    from tests.test_faults import cli
+
+    cells, _ = _tissue(tmp_path / "in", seed=1)
+    twice = ad.read_h5ad(cells)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # anndata's own warning is all there was
+        twice.var_names = [*twice.var_names[:-2], twice.var_names[0], twice.var_names[1]]
+    twice.write_h5ad(cells)
+    status, printed = cli(["build", str(cells), "--window", "750", "--out", str(tmp_path / "s.zarr")], capsys,
+                          monkeypatch)  # fmt: skip
+    first, second = twice.var_names[0], twice.var_names[1]
+    assert status == 2 and f"cells.h5ad: 2 gene names repeat ({first}, {second})" in printed, printed
+    assert not (tmp_path / "s.zarr").exists()
+    counts = pd.DataFrame([[1, 2, 3]], index=["c1"], columns=["Gad1", "Sst", "Gad1"])
+    counts.to_csv(tmp_path / "counts.csv")
+    pd.DataFrame({"x": [0.0], "y": [0.0], "cell_type": ["a"]}, index=["c1"]).to_csv(tmp_path / "cells.csv")
+    from toolkit.data.readers import read_cells
+
+    with pytest.raises(SpotsweepError, match=r"counts.csv: 1 gene columns repeat \(Gad1\)"):
+        read_cells(tmp_path / "counts.csv", cells_table=tmp_path / "cells.csv")
+
+
+@pytest.mark.parametrize("name", ["..", ".hidden", "-rf", "a/b", "x" * 101])
+def test_a_dataset_name_is_a_plain_name(name: str) -> None:
+    data = copy.deepcopy(TINY_SWEEP)
+    data["datasets"][0]["name"] = name
+    with pytest.raises(SpotsweepError, match=r"sweep.yaml: 'datasets\[0\].name' .* is not a plain name"):
+        parse_sweep(data, "sweep.yaml")
+
+
+def test_a_key_given_twice_in_a_sweep_file_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_faults import cli
+
+    text = Path("sweeps/demo.yaml").read_text()
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(text.replace("executor:\n", "executor:\n  max_parallel: 1\n  max_parallel: 4\n", 1))
+    status, printed = cli(["plan", str(sweep)], capsys, monkeypatch)
+    assert status == 2 and "the key 'max_parallel' is given twice (line" in printed, printed
+
+
+def test_score_refuses_negative_proportions_and_repeated_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_faults import cli
+
+    (tmp_path / "truth.csv").write_text("spot,a,b,c\ns1,0.2,0.3,0.5\ns2,0.5,0.5,0\ns3,0.1,0.1,0.8\n")
+    (tmp_path / "negative.csv").write_text("spot,a,b,c\ns1,0.2,0.3,0.5\ns2,0.6,0.5,-0.1\ns3,0.1,0.1,0.8\n")
+    (tmp_path / "twice.csv").write_text("spot,a,b,a\ns1,0.2,0.3,0.5\ns2,0.5,0.5,0\ns3,0.1,0.1,0.8\n")
+    status, printed = cli(["score", str(tmp_path / "truth.csv"), str(tmp_path / "negative.csv")], capsys, monkeypatch)
+    assert status == 2 and "negative.csv: the predicted table has 1 negative values (such as -0.1 at spot s2" in printed
+    status, printed = cli(["score", str(tmp_path / "truth.csv"), str(tmp_path / "twice.csv")], capsys, monkeypatch)
+    assert status == 2 and "twice.csv: the predicted table names column a more than once" in printed, printed
+
+
+def test_settings_that_do_not_apply_are_refused_not_ignored(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_faults import cli
+
+    args = ["run", "sweeps/demo.yaml", "--executor", "local", "--profile", "hpc/profiles/local.yaml"]
+    status, printed = cli([*args, "--out", str(tmp_path / "o")], capsys, monkeypatch)
+    assert status == 2 and "is a SLURM cluster profile, but --executor local" in printed, printed
+    data = _controls_sweep(tmp_path)
+    data["executor"] = {"kind": "local", "profile": "hpc/profiles/local.yaml"}
+    with pytest.raises(SpotsweepError, match=r"executor.profile .* but executor.kind is 'local'"):
+        run_sweep(parse_sweep(data, "t"))
+    data["executor"] = {"kind": "local", "binds": ["/data"]}
+    with pytest.raises(SpotsweepError, match=r"executor.binds \(/data\) are for an Apptainer image"):
+        run_sweep(parse_sweep(data, "t"))
+    assert not (tmp_path / "o").exists() and not (tmp_path / "out").exists()
+
+
+def _controls_sweep(tmp_path: Path) -> dict:
+    data = copy.deepcopy(TINY_SWEEP)
+    data.update(output=str(tmp_path / "out"), methods=[{"name": "control", "kind": ["truth"]}])
+    return data
+
+
+# --- never destroy an input -----------------------------------------------------------------------
+
+
+def test_no_command_writes_over_or_inside_its_own_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`spotsweep build CELLS --out CELLS --overwrite` deleted CELLS to write the spots there."""
+    from tests.test_faults import cli
+
+    cells, reference = _tissue(tmp_path / "in", seed=1)
+    before = cells.read_bytes()
+    for out in (cells, tmp_path / "in"):  # the input itself; the folder holding it
+        status, printed = cli(["build", str(cells), "--window", "750", "--out", str(out), "--overwrite"], capsys,
+                              monkeypatch)  # fmt: skip
+        assert status == 2 and "an output never replaces or enters an input" in printed, printed
+        assert cells.read_bytes() == before
+    store = tmp_path / "spots.zarr"
+    built = cli(["build", str(cells), "--window", "750", "--out", str(store), "--no-progress"], capsys, monkeypatch)
+    assert built[0] == 0
+    inside = store / "again.zarr"
+    status, printed = cli(["build", str(store), "--window", "750", "--out", str(inside)], capsys, monkeypatch)
+    assert status == 2 and "--out lies inside the input" in printed and not inside.exists()
+
+    truth = tmp_path / "scores" / "per_cell_type.csv"  # named as score's own output
+    truth.parent.mkdir()
+    truth.write_text("spot,a,b\ns1,0.2,0.8\ns2,0.5,0.5\ns3,0.9,0.1\n")
+    status, printed = cli(["score", str(truth), str(truth), "--out", str(truth.parent)], capsys, monkeypatch)
+    assert status == 2 and "--out is the input" in printed and truth.read_text().startswith("spot,a,b")
+
+    data = _sweep(store / "results", cells, reference)  # a sweep's output inside a spot store it reads
+    data["datasets"] = [{"name": "tissue", "spots": str(store), "reference": str(reference)}]
+    with pytest.raises(SpotsweepError, match=r"the output \(--out\) lies inside the input"):
+        run_sweep(parse_sweep(data, "t"))

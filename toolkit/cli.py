@@ -131,10 +131,13 @@ def build(
     The cells are read and summed chunk by chunk with Dask, so inputs larger than memory work.
     """
     from toolkit.data.readers import load_gene_list, open_cells
+    from toolkit.layout import check_not_an_input
     from toolkit.pseudospots import GridSubset
     from toolkit.pseudospots.dask_cluster import Scheduler, load_cluster_options
     from toolkit.pseudospots.out_of_core import build_spots_store
 
+    inputs = (cells, cells_table, annotations, labels, genes, cluster_options)
+    check_not_an_input(out, inputs, "--out")
     if out.exists() and not overwrite:
         raise SpotsweepError(f"{out}: already exists; choose another --out or pass --overwrite.")
     plan = Scheduler(scheduler, workers, load_cluster_options(cluster_options))  # type: ignore[arg-type]
@@ -356,7 +359,9 @@ def export(
 ) -> None:
     """Write one configuration's predicted and true proportions as a SpatialData store (windows + table)."""
     from toolkit.export import export_task
+    from toolkit.layout import check_not_an_input
 
+    check_not_an_input(to, [out], "--to")
     console.print(f"wrote {export_task(out, task, to, overwrite=overwrite)}: open it with spatialdata.read_zarr")
 
 
@@ -374,11 +379,26 @@ def _read_table(path: Path, what: str, numbers: bool = True) -> pd.DataFrame:
         raise SpotsweepError(
             f"{path}: cannot read the {what} table ({reason}); give a CSV or TSV with a header row."
         ) from None
+    header = pd.read_csv(path, sep=None, engine="python", header=None, nrows=1, dtype=str).iloc[0, 1:]
+    repeated = header[header.duplicated()].unique()  # pandas renames a repeat (B -> B.1): read the header raw
+    if len(repeated):
+        raise SpotsweepError(
+            f"{path}: the {what} table names column {', '.join(map(str, repeated[:5]))} more than once; give each "
+            "cell type one column (sum or drop the repeats)."
+        )
     text = [str(column) for column in table.columns if not pd.api.types.is_numeric_dtype(table[column])]
     if numbers and text:
         raise SpotsweepError(
             f"{path}: column {text[0]} of the {what} table holds text, not numbers; keep only spot ids "
             "(first column) and cell-type columns of numbers."
+        )
+    negative = table.to_numpy() < 0 if numbers else None
+    if negative is not None and negative.any():
+        row, column = (int(i[0]) for i in negative.nonzero())
+        raise SpotsweepError(
+            f"{path}: the {what} table has {int(negative.sum())} negative values (such as "
+            f"{table.iat[row, column]:g} at spot {table.index[row]}, column {table.columns[column]}); proportions "
+            "and counts are never negative: fix those values or drop those spots."
         )
     return table
 
@@ -441,9 +461,15 @@ def score(
     console.print(table)
     _warn_unscored(truth_names, predicted_names, [str(c) for c in truth_table.columns])
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        scores.per_cell_type.to_csv(out / "per_cell_type.csv")
-        scores.per_spot.to_csv(out / "per_spot.csv")
+        from toolkit.layout import check_not_an_input, write_atomically
+
+        written = (out / "per_cell_type.csv", out / "per_spot.csv")
+        for path in written:
+            check_not_an_input(path, [truth, predicted, label_map], "--out")
+        if out.exists() and not out.is_dir():
+            raise SpotsweepError(f"{out}: --out is an existing file, not a folder; give a folder for the score tables.")
+        write_atomically(written[0], lambda tmp: scores.per_cell_type.to_csv(tmp))
+        write_atomically(written[1], lambda tmp: scores.per_spot.to_csv(tmp))
         console.print(f"wrote {out / 'per_cell_type.csv'} and {out / 'per_spot.csv'}")
 
 

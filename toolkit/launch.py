@@ -20,7 +20,7 @@ from toolkit.backends.common import RunSummary
 from toolkit.config import ExecutorConfig, SweepConfig
 from toolkit.errors import SpotsweepError
 from toolkit.freshness import check_inputs
-from toolkit.layout import CorruptFile, OutputLayout, read_json, write_json
+from toolkit.layout import CorruptFile, OutputLayout, check_not_an_input, read_json, write_json
 from toolkit.status import TaskState, load_tasks
 from toolkit.sweep import Task, count_tasks, expand
 
@@ -56,6 +56,31 @@ def check_size(sweep: SweepConfig, max_tasks: int = MAX_TASKS) -> int:
             f"(`spotsweep plan`), or pass --max-tasks {n_tasks} to run them all."
         )
     return n_tasks
+
+
+def check_applicable(executor: ExecutorConfig) -> None:
+    """Settings that would be ignored are refused: the user meant something by them."""
+    if executor.kind == "local" and executor.profile is not None:
+        raise SpotsweepError(
+            f"executor.profile ({executor.profile}) is a SLURM cluster profile, but executor.kind is 'local', which "
+            "runs the tasks on this machine; remove the profile, or set kind: slurm (or pass --profile alone)."
+        )
+    if executor.binds and executor.container is None:
+        raise SpotsweepError(
+            f"executor.binds ({', '.join(executor.binds)}) are for an Apptainer image, but no executor.container "
+            "is given; remove binds, or add container (or --container IMAGE.sif)."
+        )
+
+
+def check_inputs_apart(sweep: SweepConfig, layout: OutputLayout) -> None:
+    """The output folder is never inside an input (a Zarr store, a MERSCOPE folder), and no input lies under
+    its data/, where prepare writes over what it finds."""
+    from toolkit.freshness import input_paths
+
+    paths = [path for dataset in sweep.datasets for path in input_paths(dataset).values()]
+    check_not_an_input(layout.root, paths, "the output (--out)", may_hold=True)
+    for path in paths:
+        check_not_an_input(path, [layout.root / "data"], "an input", may_hold=True)
 
 
 def check_output(root: Path) -> None:
@@ -163,10 +188,12 @@ def run_sweep(
     sweep's output folder unless `merge`.
     """
     runner = backend_for(sweep.executor.kind)
+    check_applicable(sweep.executor)
     runner.check(sweep.executor)
     layout = OutputLayout(Path(out or sweep.output))
     check_size(sweep, max_tasks)
     check_output(layout.root)
+    check_inputs_apart(sweep, layout)
     layout.root.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(layout.root / ".run.lock"))
     try:
@@ -198,11 +225,18 @@ def with_executor(sweep: SweepConfig, kind: str | None, profile: Path | None, im
         return sweep
     if kind is not None:
         backend_for(kind, "--executor")
+    if kind == "local" and profile is not None:
+        raise SpotsweepError(
+            f"--profile {profile} is a SLURM cluster profile, but --executor local runs the tasks on this machine; "
+            "drop --profile, or run on SLURM without --executor local."
+        )
     update: dict[str, object] = {}
     if kind is not None or profile is not None:
         update["kind"] = kind or "slurm"
     if profile is not None:
         update["profile"] = profile
+    elif kind == "local":
+        update["profile"] = None  # the sweep file's cluster profile, overridden by the command line
     if image is not None:
         if not image.is_file():
             raise SpotsweepError(f"--container {image}: no such image; build it with `make image`.")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,3 +152,28 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     return str(value)
+
+
+def check_not_an_input(out: Path, inputs: Iterable[Path | str | None], option: str, *, may_hold: bool = False) -> None:
+    """No command writes over or inside one of its own inputs: `--overwrite` replaces outputs only.
+
+    `spotsweep build CELLS --out CELLS --overwrite` deleted its input to write the spots there. An output
+    that is an input, lies inside one, or (unless `may_hold`: a folder that is written into, never
+    replaced) holds one is refused in one sentence."""
+    target = Path(out).resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given).resolve()
+        if target == source:
+            how = "is the input"
+        elif source in target.parents:
+            how = "lies inside the input"
+        elif target in source.parents and not may_hold:
+            how = "is a folder holding the input"
+        else:
+            continue
+        raise SpotsweepError(
+            f"{out}: {option} {how} {given}; an output never replaces or enters an input (--overwrite replaces "
+            f"outputs only): give another {option}."
+        )

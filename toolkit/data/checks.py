@@ -110,3 +110,18 @@ def write_all_chunks() -> Iterator[None]:
 
     with zarr.config.set({"array.write_empty_chunks": True}):
         yield
+
+
+def check_unique_genes(genes: object, source: str, field: str = "gene names") -> None:
+    """Gene names given twice make every later join by name ambiguous (pandas fails deep inside prepare, or
+    picks one): refuse them where the file is read, naming a few."""
+    import pandas as pd
+
+    names = pd.Index([str(name) for name in genes])  # type: ignore[attr-defined]
+    repeated = names[names.duplicated()].unique()
+    if len(repeated):
+        shown = ", ".join(repeated[:5]) + (", ..." if len(repeated) > 5 else "")
+        raise SpotsweepError(
+            f"{source}: {len(repeated)} {field} repeat ({shown}); make them unique (anndata's "
+            "var_names_make_unique(), or sum the duplicates) or drop the repeats."
+        )
