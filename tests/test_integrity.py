@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anndata as ad
@@ -314,3 +315,100 @@ def test_no_command_writes_over_or_inside_its_own_input(
     data["datasets"] = [{"name": "tissue", "spots": str(store), "reference": str(reference)}]
     with pytest.raises(SpotsweepError, match=r"the output \(--out\) lies inside the input"):
         run_sweep(parse_sweep(data, "t"))
+
+
+# --- no traceback left ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Small file systems (tmpfs of the size asked for; root only, as in CI): a full disk, for real."""
+    import subprocess
+
+    mounts: list[Path] = []
+
+    def mount(size: str) -> Path:
+        folder = tmp_path / f"disk{len(mounts)}"
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here (needs root): {done.stderr.decode().strip()}")
+        mounts.append(folder)
+        return folder
+
+    try:
+        yield mount
+    finally:
+        for folder in mounts:
+            subprocess.run(["umount", str(folder)], check=False)
+
+
+def _fill(disk: Path) -> None:
+    """Fill the disk to its last byte."""
+    try:
+        with open(disk / "filler", "wb") as handle:
+            while True:
+                handle.write(b"\0" * 4096)
+                handle.flush()
+    except OSError:
+        pass
+
+
+def test_a_full_disk_is_one_sentence_and_leaves_nothing_half_written(
+    small_disk: Callable[[str], Path], tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from tests.test_faults import cli
+
+    cells, reference = _tissue(tmp_path / "in", seed=1)
+    disk = small_disk("300k")
+    status, printed = cli(["build", str(cells), "--window", "100", "--out", str(disk / "spots.zarr"),
+                           "--no-progress"], capsys, monkeypatch)  # fmt: skip
+    assert status == 2 and "spots.zarr: no space left on its device" in printed, printed
+    assert "Traceback" not in printed and list(disk.iterdir()) == []
+    small_disk = small_disk("128m")
+
+    out = tmp_path / "out"  # a finished sweep, copied onto the small disk, which then fills up
+    run_sweep(parse_sweep(_sweep(out, cells, reference), "t"))
+    shutil.copytree(out, small_disk / "out", ignore=shutil.ignore_patterns("summary.zarr", "logs", "report"))
+    _fill(small_disk)
+    summary = (small_disk / "out" / "summary.nc").read_bytes()
+    status, printed = cli(["aggregate", str(small_disk / "out")], capsys, monkeypatch)
+    assert status == 2 and "no space left on its device" in printed and "Traceback" not in printed, printed
+    assert (small_disk / "out" / "summary.nc").read_bytes() == summary  # the old one stands, whole
+    status, printed = cli(["report", str(small_disk / "out")], capsys, monkeypatch)
+    assert status == 2 and "report" in printed and "no space left" in printed and "Traceback" not in printed
+    assert not [p for p in (small_disk / "out").rglob("*.tmp")]
+
+
+def test_an_empty_or_corrupt_summary_given_to_report_says_run_aggregate(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_faults import cli
+
+    cells, reference = _tissue(tmp_path / "in", seed=1)
+    out = tmp_path / "out"
+    run_sweep(parse_sweep(_sweep(out, cells, reference), "t"))
+    whole = (out / "summary.nc").read_bytes()
+    for broken in (b"", whole[: len(whole) // 2], b"CDF\x01 not a summary"):
+        (out / "summary.nc").write_bytes(broken)
+        status, printed = cli(["report", str(out)], capsys, monkeypatch)
+        assert status == 2 and "summary.nc: cannot be read as a sweep summary" in printed, printed
+        assert f"run `spotsweep aggregate {out}`" in printed and "Traceback" not in printed
+
+
+def test_an_h5ad_whose_obs_has_no_columns_is_one_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from tests.test_faults import cli
+
+    bare = ad.AnnData(X=np.ones((20, 4), np.float32), obs=pd.DataFrame(index=[f"c{i}" for i in range(20)]))
+    bare.obsm["spatial"] = np.random.default_rng(0).random((20, 2)) * 1000
+    bare.write_h5ad(tmp_path / "bare.h5ad")
+    status, printed = cli(["build", str(tmp_path / "bare.h5ad"), "--window", "100", "--out", str(tmp_path / "s.zarr")],
+                          capsys, monkeypatch)  # fmt: skip
+    assert status == 2 and "bare.h5ad: obs has no cell-type column 'cell_type' (it has no columns at all)" in printed

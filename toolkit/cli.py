@@ -489,8 +489,20 @@ def _warn_unscored(truth_names: list[str], predicted_names: list[str], scored: l
 
 def main() -> None:
     """Entry point: user errors become one line and exit status 2."""
+    import errno
+
     try:
         app()
     except SpotsweepError as exc:
         print(f"spotsweep: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(
+            f"spotsweep: error: {where}no space left on the device ({exc.strerror}); free space (or write "
+            "elsewhere) and run the same command again: what was finished is kept.",
+            file=sys.stderr,
+        )
         sys.exit(2)

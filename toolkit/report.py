@@ -499,7 +499,7 @@ def write_report(root: Path) -> Path:
     layout = OutputLayout(Path(root))
     if not layout.summary.exists():
         raise SpotsweepError(f"{layout.summary}: no summary yet; run `spotsweep aggregate {root}` first.")
-    summary = xr.load_dataset(layout.summary, engine="h5netcdf")
+    summary = _load_summary(layout)
     layout.report.mkdir(parents=True, exist_ok=True)
     lines = [f"# {summary.attrs.get('title', 'spotsweep report')}", "", *_status_section(summary)]
     for dataset in summary.dataset.values:
@@ -542,3 +542,20 @@ def _undefined_note(summary: xr.Dataset, dataset: str, table: pd.DataFrame) -> l
         "spots (SSIM and JS a non-zero one). " + "; ".join(notes) + ".",
         "",
     ]
+
+
+def _load_summary(layout: OutputLayout) -> xr.Dataset:
+    """summary.nc, or one sentence when it is empty, cut short or not spotsweep's (issue 36: no traceback)."""
+    try:
+        summary = xr.load_dataset(layout.summary, engine="h5netcdf")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        summary = None
+    else:
+        reason = "it holds no task status: not a summary of spotsweep's"
+    if summary is None or "status" not in summary or "dataset" not in summary.dims:
+        raise SpotsweepError(
+            f"{layout.summary}: cannot be read as a sweep summary ({reason}); it was cut short or replaced: run "
+            f"`spotsweep aggregate {layout.root}` to write it again."
+        )
+    return summary

@@ -586,10 +586,12 @@ def _lazy_codes(
     """Cell-type codes: lazily for a categorical column, else read and factorised (one value per cell)."""
     obs = group["obs"]
     if key not in obs:
-        columns = [str(name) for name in _attr(obs, "column-order") or []]
+        order = _attr(obs, "column-order")  # an array: empty where obs has no columns
+        columns = [str(name) for name in ([] if order is None else list(np.atleast_1d(order)))]
         raise SpotsweepError(
-            f"{path}: obs has no cell-type column '{key}' (it has {', '.join(columns) or 'none'}); "
-            "name the right one with --cell-type-key."
+            f"{path}: obs has no cell-type column '{key}' (it has {', '.join(columns) or 'no columns at all'}); "
+            + ("name the right one with --cell-type-key." if columns else "add one, or give the cell types by cell "
+               "id in a CSV with --annotations.")
         )
     if _attr(obs[key], "encoding-type") == "categorical":
         categories = [str(name) for name in read_elem(obs[key]["categories"])]
