@@ -137,7 +137,7 @@ def test_anndata_layer_and_coordinate_columns(tmp_path: Path) -> None:
         read_cells(tmp_path / "toy.h5ad", layer="raw", cell_type_key="celltype", x_key="px", y_key="py")
     with pytest.raises(SpotsweepError, match=r"obsm has no 'xy'.*--x-key"):
         read_cells(tmp_path / "toy.h5ad", cell_type_key="celltype", spatial_key="xy")
-    reference = read_cells(tmp_path / "toy.h5ad", cell_type_key="celltype")  # no coordinates: a reference
+    reference = read_cells(tmp_path / "toy.h5ad", layer="counts", cell_type_key="celltype")  # a reference: no xy
     assert "spatial" not in reference.obsm and reference.obs["cell_type"].dtype == "category"
 
 

@@ -131,10 +131,13 @@ def build(
     The cells are read and summed chunk by chunk with Dask, so inputs larger than memory work.
     """
     from toolkit.data.readers import load_gene_list, open_cells
+    from toolkit.layout import check_not_an_input
     from toolkit.pseudospots import GridSubset
     from toolkit.pseudospots.dask_cluster import Scheduler, load_cluster_options
     from toolkit.pseudospots.out_of_core import build_spots_store
 
+    inputs = (cells, cells_table, annotations, labels, genes, cluster_options)
+    check_not_an_input(out, inputs, "--out")
     if out.exists() and not overwrite:
         raise SpotsweepError(f"{out}: already exists; choose another --out or pass --overwrite.")
     plan = Scheduler(scheduler, workers, load_cluster_options(cluster_options))  # type: ignore[arg-type]
@@ -193,6 +196,16 @@ def run(
     max_tasks: Annotated[
         int, typer.Option(metavar="N", min=1, help="Refuse a sweep of more tasks than this.")
     ] = 10_000,
+    rerun_changed: Annotated[
+        bool,
+        typer.Option(
+            help="Retrain, into this folder, the finished tasks whose input files changed since they ran "
+            "(their old results are moved aside as result.stale-*.json)."
+        ),
+    ] = False,
+    merge: Annotated[
+        bool, typer.Option(help="Add this sweep's tasks to an output folder that holds another sweep's.")
+    ] = False,
 ) -> None:
     """Run every task of a sweep not done yet (local processes or one SLURM array), then aggregate and report."""
     from toolkit.launch import load_sweep, run_sweep, with_executor
@@ -200,7 +213,14 @@ def run(
     config = with_executor(load_sweep(sweep), executor, profile, container)
     waiting = sys.stdout.isatty() if wait is None else wait
     summary = run_sweep(
-        config, out, retry_failed=retry_failed, max_parallel=max_parallel, wait=waiting, max_tasks=max_tasks
+        config,
+        out,
+        retry_failed=retry_failed,
+        max_parallel=max_parallel,
+        wait=waiting,
+        max_tasks=max_tasks,
+        rerun_changed=rerun_changed,
+        merge=merge,
     )
     root = out or config.output
     states = ", ".join(f"{n} {k}" for k, n in summary.states.items() if n)
@@ -304,6 +324,10 @@ def status(
     console.print(", ".join(f"{n} {k}" for k, n in count_states(states).items()))
     for line in describe_jobs(out):
         console.print(line)
+    from toolkit.freshness import describe_changes
+
+    for line in describe_changes(layout):
+        warnings_console.print(f"warning: {line}")
 
 
 @app.command()
@@ -335,7 +359,9 @@ def export(
 ) -> None:
     """Write one configuration's predicted and true proportions as a SpatialData store (windows + table)."""
     from toolkit.export import export_task
+    from toolkit.layout import check_not_an_input
 
+    check_not_an_input(to, [out], "--to")
     console.print(f"wrote {export_task(out, task, to, overwrite=overwrite)}: open it with spatialdata.read_zarr")
 
 
@@ -353,11 +379,26 @@ def _read_table(path: Path, what: str, numbers: bool = True) -> pd.DataFrame:
         raise SpotsweepError(
             f"{path}: cannot read the {what} table ({reason}); give a CSV or TSV with a header row."
         ) from None
+    header = pd.read_csv(path, sep=None, engine="python", header=None, nrows=1, dtype=str).iloc[0, 1:]
+    repeated = header[header.duplicated()].unique()  # pandas renames a repeat (B -> B.1): read the header raw
+    if len(repeated):
+        raise SpotsweepError(
+            f"{path}: the {what} table names column {', '.join(map(str, repeated[:5]))} more than once; give each "
+            "cell type one column (sum or drop the repeats)."
+        )
     text = [str(column) for column in table.columns if not pd.api.types.is_numeric_dtype(table[column])]
     if numbers and text:
         raise SpotsweepError(
             f"{path}: column {text[0]} of the {what} table holds text, not numbers; keep only spot ids "
             "(first column) and cell-type columns of numbers."
+        )
+    negative = table.to_numpy() < 0 if numbers else None
+    if negative is not None and negative.any():
+        row, column = (int(i[0]) for i in negative.nonzero())
+        raise SpotsweepError(
+            f"{path}: the {what} table has {int(negative.sum())} negative values (such as "
+            f"{table.iat[row, column]:g} at spot {table.index[row]}, column {table.columns[column]}); proportions "
+            "and counts are never negative: fix those values or drop those spots."
         )
     return table
 
@@ -409,17 +450,26 @@ def score(
     scores = metrics.score(truth_table, predicted_table)
     table = Table("metric", "mean over cell types", "mean over spots")
     means = scores.means()
+    why_types = metrics.why_undefined(truth_table, predicted_table[truth_table.columns])
+    why_spots = metrics.why_undefined(truth_table.T, predicted_table[truth_table.columns].T)
     for name in metrics.METRICS:
-        table.add_row(name, f"{means[f'{name}_cell_type']:.4f}", f"{means[f'{name}_spot']:.4f}")
+        by_type = metrics.shown(means[f"{name}_cell_type"], "{:.4f}", why_types)
+        table.add_row(name, by_type, metrics.shown(means[f"{name}_spot"], "{:.4f}", why_spots))
     console.print(
         f"scored {truth_table.shape[1]} cell types over {truth_table.shape[0]} spots: {', '.join(truth_table.columns)}"
     )
     console.print(table)
     _warn_unscored(truth_names, predicted_names, [str(c) for c in truth_table.columns])
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        scores.per_cell_type.to_csv(out / "per_cell_type.csv")
-        scores.per_spot.to_csv(out / "per_spot.csv")
+        from toolkit.layout import check_not_an_input, write_atomically
+
+        written = (out / "per_cell_type.csv", out / "per_spot.csv")
+        for path in written:
+            check_not_an_input(path, [truth, predicted, label_map], "--out")
+        if out.exists() and not out.is_dir():
+            raise SpotsweepError(f"{out}: --out is an existing file, not a folder; give a folder for the score tables.")
+        write_atomically(written[0], lambda tmp: scores.per_cell_type.to_csv(tmp))
+        write_atomically(written[1], lambda tmp: scores.per_spot.to_csv(tmp))
         console.print(f"wrote {out / 'per_cell_type.csv'} and {out / 'per_spot.csv'}")
 
 
@@ -439,8 +489,20 @@ def _warn_unscored(truth_names: list[str], predicted_names: list[str], scored: l
 
 def main() -> None:
     """Entry point: user errors become one line and exit status 2."""
+    import errno
+
     try:
         app()
     except SpotsweepError as exc:
         print(f"spotsweep: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(
+            f"spotsweep: error: {where}no space left on the device ({exc.strerror}); free space (or write "
+            "elsewhere) and run the same command again: what was finished is kept.",
+            file=sys.stderr,
+        )
         sys.exit(2)

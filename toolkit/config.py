@@ -7,6 +7,7 @@ with one sentence naming the file, the field and the fix instead of a traceback 
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
@@ -38,6 +39,19 @@ def _plain_path(value: Any) -> Any:
         raise ValueError(f"{str(value)!r} holds a newline or another control character; write the path on one line")
     return value
 
+
+def _plain_name(value: str) -> str:
+    """A name that becomes a folder (data/<dataset>), part of every task id and of SLURM job names."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", value):
+        raise ValueError(
+            f"'{printable(value)}' is not a plain name; use 1 to 100 letters, digits, '_', '.' or '-', starting "
+            "with a letter or digit (it becomes a folder and part of each task id)"
+        )
+    return value
+
+
+PlainName = Annotated[str, AfterValidator(_plain_name)]
+"""A sweep's or a dataset's name: never '..', a hidden folder, an option-like '-x' or a path."""
 
 PlainPath = Annotated[Path, AfterValidator(_plain_path)]
 """A path of a sweep file: it may reach an sbatch script or an `apptainer exec` line, so it is one plain line."""
@@ -167,7 +181,7 @@ class DatasetConfig(Strict):
     the grid, with any source.
     """
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: PlainName
     simulate: SimulationConfig | None = None
     spatial: InputField = None
     reference: InputField = None
@@ -262,7 +276,7 @@ class PrepareConfig(Strict):
 class SweepConfig(Strict):
     """A whole study: datasets x method grid, run by one executor into one output folder."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: PlainName
     output: PlainPath
     datasets: list[DatasetConfig] = Field(min_length=1)
     methods: list[MethodConfig] = Field(min_length=1)
@@ -364,6 +378,13 @@ def check_spot_store(path: Path, where: str) -> None:
         raise SpotsweepError(
             f"{where} points to '{path}', which is not a pseudospot store (it has no uns/pseudospots); {fix}."
         )
+    from toolkit.data.checks import check_zarr_store
+
+    check_zarr_store(Path(path), where, SPOT_STORE_ELEMENTS)
+
+
+SPOT_STORE_ELEMENTS = ("X", "obs", "var", "obsm/cell_counts", "obsm/proportions", "uns/pseudospots")
+"""What a spot store of `spotsweep build` cannot be read without."""
 
 
 def yaml_problem(path: Path, exc: Exception) -> str:
@@ -381,10 +402,16 @@ def yaml_problem(path: Path, exc: Exception) -> str:
 
 def read_yaml(path: Path) -> Any:
     """A YAML file's plain values; a file that is not UTF-8 text or not YAML is one sentence."""
+    from toolkit import strict_yaml
+
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return strict_yaml.load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise SpotsweepError(f"{path}: not UTF-8 text (a binary file?); give a YAML file saved as UTF-8.") from None
+    except strict_yaml.DuplicateKey as exc:
+        raise SpotsweepError(
+            f"{path}: {printable(str(exc.problem))} (line {exc.line}); YAML would keep only the last, so keep one."
+        ) from None
     except yaml.YAMLError as exc:
         raise SpotsweepError(yaml_problem(path, exc)) from None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -18,7 +19,8 @@ from toolkit.backends import BACKENDS, all_backends, backend
 from toolkit.backends.common import RunSummary
 from toolkit.config import ExecutorConfig, SweepConfig
 from toolkit.errors import SpotsweepError
-from toolkit.layout import OutputLayout, write_json
+from toolkit.freshness import check_inputs
+from toolkit.layout import CorruptFile, OutputLayout, check_not_an_input, read_json, write_json
 from toolkit.status import TaskState, load_tasks
 from toolkit.sweep import Task, count_tasks, expand
 
@@ -56,6 +58,31 @@ def check_size(sweep: SweepConfig, max_tasks: int = MAX_TASKS) -> int:
     return n_tasks
 
 
+def check_applicable(executor: ExecutorConfig) -> None:
+    """Settings that would be ignored are refused: the user meant something by them."""
+    if executor.kind == "local" and executor.profile is not None:
+        raise SpotsweepError(
+            f"executor.profile ({executor.profile}) is a SLURM cluster profile, but executor.kind is 'local', which "
+            "runs the tasks on this machine; remove the profile, or set kind: slurm (or pass --profile alone)."
+        )
+    if executor.binds and executor.container is None:
+        raise SpotsweepError(
+            f"executor.binds ({', '.join(executor.binds)}) are for an Apptainer image, but no executor.container "
+            "is given; remove binds, or add container (or --container IMAGE.sif)."
+        )
+
+
+def check_inputs_apart(sweep: SweepConfig, layout: OutputLayout) -> None:
+    """The output folder is never inside an input (a Zarr store, a MERSCOPE folder), and no input lies under
+    its data/, where prepare writes over what it finds."""
+    from toolkit.freshness import input_paths
+
+    paths = [path for dataset in sweep.datasets for path in input_paths(dataset).values()]
+    check_not_an_input(layout.root, paths, "the output (--out)", may_hold=True)
+    for path in paths:
+        check_not_an_input(path, [layout.root / "data"], "an input", may_hold=True)
+
+
 def check_output(root: Path) -> None:
     """The output folder can be written: not a file, not on a read-only file system."""
     if root.exists() and not root.is_dir():
@@ -65,17 +92,81 @@ def check_output(root: Path) -> None:
         raise SpotsweepError(f"{root}: cannot write here ({probe} is read-only for this user); give another --out.")
 
 
-def record_sweep(sweep: SweepConfig, tasks: list[Task], layout: OutputLayout) -> None:
+def _recorded(layout: OutputLayout) -> dict[str, Any] | None:
+    """The sweep.json of an earlier run into this folder; None if there is none, or one cut short (rewritten)."""
+    try:
+        recorded = read_json(layout.sweep_file)
+    except (FileNotFoundError, CorruptFile):
+        return None
+    return recorded if isinstance(recorded, dict) and isinstance(recorded.get("tasks"), list) else None
+
+
+def _members(recorded: dict[str, Any]) -> dict[str, list[str]]:
+    """The sweeps whose tasks this folder holds, with their task ids (one sweep, unless merged)."""
+    members = recorded.get("members")
+    if isinstance(members, dict):
+        return members
+    ids = recorded.get("task_ids")
+    return {str(recorded.get("name")): ids if isinstance(ids, list) else []}
+
+
+def _check_same_datasets(sweep: SweepConfig, recorded: dict[str, Any], layout: OutputLayout) -> None:
+    """Merged sweeps share data/<dataset>: a dataset name must mean the same data in both."""
+    from toolkit.config import DatasetConfig, identity
+
+    mine = {dataset.name: identity(dataset) for dataset in sweep.datasets}
+    for entry in (recorded.get("config") or {}).get("datasets", []):
+        try:
+            theirs = DatasetConfig.model_validate(entry)
+        except ValueError:
+            continue
+        if theirs.name in mine and identity(theirs) != mine[theirs.name]:
+            raise SpotsweepError(
+                f"{layout.root}: dataset '{theirs.name}' of sweep '{sweep.name}' differs from the dataset of that "
+                f"name already in this folder; rename it in the sweep file, or give the sweep its own --out."
+            )
+
+
+def record_sweep(sweep: SweepConfig, tasks: list[Task], layout: OutputLayout, *, merge: bool = False) -> None:
     """sweep.json: the configuration and the full task list, so status and aggregate know what to expect."""
-    write_json(
-        layout.sweep_file,
-        {
-            "name": sweep.name,
-            "config": sweep.model_dump(mode="json"),
-            "tasks": [task.to_dict() for task in tasks],
-            "task_ids": [task.id for task in tasks],
-        },
-    )
+    write_json(layout.sweep_file, sweep_record(sweep, tasks, layout, merge=merge))
+
+
+def sweep_record(sweep: SweepConfig, tasks: list[Task], layout: OutputLayout, *, merge: bool = False) -> dict[str, Any]:
+    """What sweep.json is to hold after this run (written by `record_sweep`).
+
+    An output folder belongs to one sweep: another sweep's run is refused (its record would replace the first
+    one's, whose results would vanish from status, summary and report), unless `merge` adds its tasks to
+    the folder's (then "members" names each sweep's tasks, and every later run keeps the others')."""
+    recorded = _recorded(layout)
+    members = {} if recorded is None else _members(recorded)
+    kept: list[dict[str, Any]] = []
+    name, config = sweep.name, sweep.model_dump(mode="json")
+    if recorded is not None and (sweep.name not in members or len(members) > 1):
+        if sweep.name not in members and not merge:
+            owner = ", ".join(f"'{member}'" for member in members)
+            raise SpotsweepError(
+                f"{layout.root}: this output folder holds the results of sweep {owner}, not '{sweep.name}'; give "
+                f"'{sweep.name}' its own output folder (--out, or its 'output'), or pass --merge to add its tasks "
+                "to this folder's."
+            )
+        _check_same_datasets(sweep, recorded, layout)
+        others = {task_id for member, ids in members.items() if member != sweep.name for task_id in ids}
+        mine = {task.id for task in tasks}
+        kept = [task for task in recorded["tasks"] if Task.from_dict(task).id in others - mine]
+        name = str(recorded.get("name"))
+        datasets = {entry["name"]: entry for entry in (recorded.get("config") or {}).get("datasets", [])}
+        datasets.update({entry["name"]: entry for entry in config["datasets"]})
+        config = {**config, "datasets": list(datasets.values())}
+    members = {**{k: v for k, v in members.items() if k != sweep.name}, sweep.name: [task.id for task in tasks]}
+    everything = [*kept, *[task.to_dict() for task in tasks]]
+    return {
+        "name": name,
+        "config": config,
+        "tasks": everything,
+        "task_ids": [Task.from_dict(item).id for item in everything],
+        "members": members,
+    }
 
 
 def run_sweep(
@@ -87,16 +178,22 @@ def run_sweep(
     report: bool = True,
     wait: bool = True,
     max_tasks: int = MAX_TASKS,
+    rerun_changed: bool = False,
+    merge: bool = False,
 ) -> RunSummary:
     """Run every task of the sweep that is not done yet, then aggregate (and report).
 
     On a scheduler, `wait=False` returns right after submission (its aggregate job then writes the summary).
+    A finished task of an input changed since is refused unless `rerun_changed` (toolkit.freshness); another
+    sweep's output folder unless `merge`.
     """
     runner = backend_for(sweep.executor.kind)
+    check_applicable(sweep.executor)
     runner.check(sweep.executor)
     layout = OutputLayout(Path(out or sweep.output))
     check_size(sweep, max_tasks)
     check_output(layout.root)
+    check_inputs_apart(sweep, layout)
     layout.root.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(layout.root / ".run.lock"))
     try:
@@ -108,7 +205,9 @@ def run_sweep(
         ) from None
     try:
         tasks = expand(sweep)
-        record_sweep(sweep, tasks, layout)
+        record = sweep_record(sweep, tasks, layout, merge=merge)
+        check_inputs(sweep.datasets, tasks, layout, rerun_changed=rerun_changed)
+        write_json(layout.sweep_file, record)
         return runner.run(
             sweep, layout, tasks, retry_failed=retry_failed, max_parallel=max_parallel, report=report, wait=wait
         )
@@ -126,11 +225,18 @@ def with_executor(sweep: SweepConfig, kind: str | None, profile: Path | None, im
         return sweep
     if kind is not None:
         backend_for(kind, "--executor")
+    if kind == "local" and profile is not None:
+        raise SpotsweepError(
+            f"--profile {profile} is a SLURM cluster profile, but --executor local runs the tasks on this machine; "
+            "drop --profile, or run on SLURM without --executor local."
+        )
     update: dict[str, object] = {}
     if kind is not None or profile is not None:
         update["kind"] = kind or "slurm"
     if profile is not None:
         update["profile"] = profile
+    elif kind == "local":
+        update["profile"] = None  # the sweep file's cluster profile, overridden by the command line
     if image is not None:
         if not image.is_file():
             raise SpotsweepError(f"--container {image}: no such image; build it with `make image`.")

@@ -7,10 +7,12 @@ looks complete.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,8 +73,31 @@ class OutputLayout:
         return self.task_dir(task_id) / "error.json"
 
 
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def disk_space_for(path: Path) -> Iterator[None]:
+    """A full disk (or quota) while writing `path` is one sentence naming it, not a traceback; the atomic
+    writers below have removed what they half-wrote by then."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in FULL_DISK:
+            raise
+        raise SpotsweepError(
+            f"{path}: no space left on its device ({os.strerror(exc.errno)}) while writing it, and nothing "
+            "half-written was kept; free space there (or write elsewhere) and run the same command again."
+        ) from None
+
+
 def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """Call `write(tmp)` on a temporary sibling path, then rename it over `path` (atomic on POSIX)."""
+    with disk_space_for(path):
+        _write_atomically(path, write)
+
+
+def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
@@ -95,6 +120,11 @@ def write_dir_atomically(path: Path, write: Callable[[Path], None], *, overwrite
     path = Path(path)
     if path.exists() and not overwrite:
         raise SpotsweepError(f"{path}: already exists; choose another output path or pass --overwrite.")
+    with disk_space_for(path):
+        _write_dir_atomically(path, write)
+
+
+def _write_dir_atomically(path: Path, write: Callable[[Path], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     old = None
@@ -152,3 +182,28 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     return str(value)
+
+
+def check_not_an_input(out: Path, inputs: Iterable[Path | str | None], option: str, *, may_hold: bool = False) -> None:
+    """No command writes over or inside one of its own inputs: `--overwrite` replaces outputs only.
+
+    `spotsweep build CELLS --out CELLS --overwrite` deleted its input to write the spots there. An output
+    that is an input, lies inside one, or (unless `may_hold`: a folder that is written into, never
+    replaced) holds one is refused in one sentence."""
+    target = Path(out).resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given).resolve()
+        if target == source:
+            how = "is the input"
+        elif source in target.parents:
+            how = "lies inside the input"
+        elif target in source.parents and not may_hold:
+            how = "is a folder holding the input"
+        else:
+            continue
+        raise SpotsweepError(
+            f"{out}: {option} {how} {given}; an output never replaces or enters an input (--overwrite replaces "
+            f"outputs only): give another {option}."
+        )

@@ -67,13 +67,37 @@ class Scores:
         """Mean of each metric in each direction after the benchmark's NaN rule.
 
         Keys are ``f"{metric}_cell_type"`` then ``f"{metric}_spot"``; NaN counts as 0 for pcc/ssim
-        and as 1 for rmse/js, so a method cannot improve its mean by producing undefined values.
+        and as 1 for rmse/js, so a method cannot improve its mean by producing undefined values. Where
+        every value is undefined the mean is NaN (shown "n/a" with `why_undefined`): a 0.000 would read
+        as a score the method earned.
         """
         out: dict[str, float] = {}
         for direction, frame in (("cell_type", self.per_cell_type), ("spot", self.per_spot)):
             for metric in METRICS:
-                out[f"{metric}_{direction}"] = float(frame[metric].fillna(NAN_FILL[metric]).mean())
+                values = frame[metric]
+                mean = values.fillna(NAN_FILL[metric]).mean() if values.notna().any() else np.nan
+                out[f"{metric}_{direction}"] = float(mean)
         return out
+
+
+def why_undefined(truth: object, predicted: object) -> str:
+    """Why a metric is undefined for every cell type (spots x cell types, as scored): PCC needs a truth and
+    a prediction that vary over the spots."""
+    g, p = np.asarray(truth, dtype=float), np.asarray(predicted, dtype=float)
+    if g.ndim != 2 or g.shape[0] < 2:
+        return "fewer than two spots"
+    if (np.nanmax(p, axis=0) == np.nanmin(p, axis=0)).all():
+        return "constant prediction: the same in every spot"
+    if (np.nanmax(g, axis=0) == np.nanmin(g, axis=0)).all():
+        return "constant truth: the same in every spot"
+    return "in every cell type the truth or the prediction is the same in every spot"
+
+
+def shown(value: float, form: str = "{:.3f}", why: str = "") -> str:
+    """A metric as printed in tables and on the command line: NaN is "n/a" (and why), never a number."""
+    if value is None or np.isnan(value):
+        return f"n/a ({why})" if why else "n/a"
+    return form.format(value)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ everything it depends on and guarded by a file lock, so concurrent callers train
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,9 +20,10 @@ import anndata as ad
 import numpy as np
 from filelock import FileLock
 
-from toolkit.config import DatasetConfig, InputConfig, SweepConfig
+from toolkit.config import DatasetConfig, InputConfig, SweepConfig, check_spot_store
 from toolkit.data.readers import LazyCells
 from toolkit.errors import SpotsweepError
+from toolkit.freshness import current_inputs, prepared_is_current, record_file, write_record
 from toolkit.layout import OutputLayout, read_json, write_atomically, write_dir_atomically, write_json
 from toolkit.methods import adapter
 from toolkit.pseudospots import read_spots, write_spots
@@ -111,6 +113,7 @@ def _spots_from_store(dataset: DatasetConfig, reference: ad.AnnData, layout: Out
     """A store of `spotsweep build`, cut to the subset and to the genes shared with the reference:
     (its cell types, the genes kept)."""
     assert dataset.spots is not None
+    check_spot_store(dataset.spots, f"dataset '{dataset.name}' spots")  # again: the job may run long after
     spots = read_spots(dataset.spots)
     built = dict(spots.uns["pseudospots"])
     genes = _shared_genes(dataset, spots.var_names, reference)
@@ -173,9 +176,16 @@ def prepare_dataset(
     memory_mib: int = 1024,
     say: Say = _silent,
 ) -> None:
-    """Write the pseudospots and the reference (shared genes) of one dataset, unless already there."""
-    if layout.spots(dataset.name).exists() and layout.reference(dataset.name).exists():
+    """Write the pseudospots and the reference (shared genes) of one dataset, unless already there from the
+    same inputs and settings: a copy whose source changed is rebuilt (toolkit.freshness), so that a fixed
+    input is read again, and its fingerprints are recorded beside it."""
+    inputs = current_inputs(dataset)  # before reading: a change while reading shows on the next run
+    products = (layout.spots(dataset.name), layout.reference(dataset.name))
+    if all(path.exists() for path in products) and prepared_is_current(layout, dataset, inputs):
         return
+    record_file(layout, dataset.name).unlink(missing_ok=True)
+    if dataset.simulate is not None and dataset.simulate.preset == "atlas":
+        shutil.rmtree(layout.dataset_dir(dataset.name) / "cells.zarr", ignore_errors=True)  # of other settings
     if dataset.spots is not None:
         assert dataset.reference is not None
         say(f"{dataset.name}: reading the reference and the spot store {dataset.spots}")
@@ -186,6 +196,7 @@ def prepare_dataset(
     reference = _canonical_reference(reference, genes)
     _check_types(dataset, spot_types, reference)
     write_atomically(layout.reference(dataset.name), lambda tmp: reference.write_h5ad(tmp))
+    write_record(layout, dataset, inputs)
 
 
 def reference_model_id(task: Task) -> str | None:

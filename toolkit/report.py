@@ -25,7 +25,7 @@ from matplotlib.ticker import LogFormatter, NullLocator, ScalarFormatter
 
 from toolkit.errors import SpotsweepError
 from toolkit.layout import OutputLayout, write_atomically
-from toolkit.metrics import accuracy_score
+from toolkit.metrics import accuracy_score, why_undefined
 from toolkit.sweep import settings_of
 from toolkit.trajectories import (
     CONVERGED_WITHIN,
@@ -345,10 +345,17 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     header = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
     rows = [
-        "| " + " | ".join(_cell(v, FORMATS.get(str(c))) for c, v in zip(frame.columns, row, strict=True)) + " |"
+        "| " + " | ".join(_metric_cell(v, str(c)) for c, v in zip(frame.columns, row, strict=True)) + " |"
         for row in frame.itertuples(index=False)
     ]
     return "\n".join([header, rule, *rows])
+
+
+def _metric_cell(value: object, column: str) -> str:
+    """A metric left undefined is "n/a" (the note under the table says why), never a blank or a 0.000."""
+    if column in SCORE_COLUMNS and isinstance(value, (float, np.floating)) and np.isnan(value):
+        return "n/a"
+    return _cell(value, FORMATS.get(column))
 
 
 def _cell(value: object, form: str | None = None) -> str:
@@ -388,7 +395,7 @@ def _results_table(summary: xr.Dataset, dataset: str) -> pd.DataFrame:
         return frame
     keys = _config_keys(summary)
     table = frame.groupby(keys)[names].mean()
-    table["seeds"] = frame.groupby(keys)[names[0]].count()
+    table["seeds"] = frame.assign(scored=frame[names].notna().any(axis=1)).groupby(keys)["scored"].sum()
     short = {n: n.removeprefix("mean_").removesuffix("_cell_type") for n in names}
     table["AS"] = accuracy_score(table[names].rename(columns=short)).to_numpy()
     table = table.rename(columns={n: MEAN_METRICS[n][0] for n in names}).sort_values("AS", ascending=False)
@@ -438,6 +445,7 @@ def _dataset_section(summary: xr.Dataset, dataset: str, folder: Path) -> list[st
     ranked = _results_table(summary, dataset)
     if not ranked.empty:
         lines += ["### Configurations ranked by accuracy score (mean over seeds)", "", _markdown_table(ranked), ""]
+        lines += _undefined_note(summary, dataset, ranked)
     runtimes = _runtime_table(summary, dataset)
     if not runtimes.empty:
         lines += ["### Runtimes (mean over seeds)", "", _markdown_table(runtimes), ""]
@@ -555,7 +563,7 @@ def write_report(root: Path) -> Path:
     layout = OutputLayout(Path(root))
     if not layout.summary.exists():
         raise SpotsweepError(f"{layout.summary}: no summary yet; run `spotsweep aggregate {root}` first.")
-    summary = xr.load_dataset(layout.summary, engine="h5netcdf")
+    summary = _load_summary(layout)
     layout.report.mkdir(parents=True, exist_ok=True)
     lines = [f"# {summary.attrs.get('title', 'spotsweep report')}", "", *_status_section(summary)]
     for dataset in summary.dataset.values:
@@ -567,3 +575,51 @@ def write_report(root: Path) -> Path:
     html = html_page("\n".join(lines), layout.report, str(summary.attrs.get("title", "spotsweep report")))
     write_atomically(layout.report / "index.html", lambda tmp: tmp.write_text(html))
     return page
+
+
+SCORE_COLUMNS = frozenset({*(short for short, _ in MEAN_METRICS.values()), "AS"})
+
+
+def _undefined_note(summary: xr.Dataset, dataset: str, table: pd.DataFrame) -> list[str]:
+    """Under a table that shows n/a: which configurations, and why their metric is undefined (issue 36)."""
+    columns = [name for name in SCORE_COLUMNS if name in table and name != "AS"]
+    undefined = table[table[columns].isna().any(axis=1)] if columns else table.iloc[:0]
+    if undefined.empty:
+        return []
+    truth = summary["true_proportion"].sel(dataset=dataset).to_numpy()
+    notes = []
+    for row in undefined.itertuples(index=False):
+        where = {"dataset": dataset, "method": row.method, "variant": row.variant, "amortization": row.amortization}
+        chosen = summary["proportion"].sel(where)  # a dict: `method` is also a keyword of sel
+        for name in ("batch_size", "max_epochs"):
+            value = str(getattr(row, name)).replace("n/a", "0")
+            chosen = chosen.isel({name: [str(v) for v in chosen[name].values].index(value)})
+        seeds = [chosen.isel(seed=i).to_numpy() for i in range(chosen.sizes["seed"])]
+        seeds = [values for values in seeds if np.isfinite(values).any()]
+        parts = (row.method, row.variant, row.amortization, f"batch {row.batch_size}", f"{row.max_epochs} epochs")
+        label = " ".join(str(part) for part in parts if "n/a" not in str(part))
+        kept = np.isfinite(truth).all(axis=1)
+        why = why_undefined(truth[kept], seeds[0][kept]) if seeds else "no predictions"
+        notes.append(f"{label}: {why}")
+    return [
+        "n/a: undefined for every cell type, so no mean: PCC needs a truth and a prediction that vary over the "
+        "spots (SSIM and JS a non-zero one). " + "; ".join(notes) + ".",
+        "",
+    ]
+
+
+def _load_summary(layout: OutputLayout) -> xr.Dataset:
+    """summary.nc, or one sentence when it is empty, cut short or not spotsweep's (issue 36: no traceback)."""
+    try:
+        summary = xr.load_dataset(layout.summary, engine="h5netcdf")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        summary = None
+    else:
+        reason = "it holds no task status: not a summary of spotsweep's"
+    if summary is None or "status" not in summary or "dataset" not in summary.dims:
+        raise SpotsweepError(
+            f"{layout.summary}: cannot be read as a sweep summary ({reason}); it was cut short or replaced: run "
+            f"`spotsweep aggregate {layout.root}` to write it again."
+        )
+    return summary

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from toolkit import metrics, provenance
+from toolkit.freshness import recorded_inputs
 from toolkit.layout import OutputLayout, write_atomically, write_json
 from toolkit.methods import adapter
 from toolkit.methods.base import FitResult, Scorer
@@ -130,6 +131,7 @@ def run_task(task_data: dict[str, Any], out: str, threads: int | None = None) ->
                 "status": "done",
                 "task": task.to_dict(),
                 "settings": task.settings,
+                "inputs": recorded_inputs(layout, task.dataset),
                 "scores": scores,
                 "trajectory": _trajectory(result, scores),
                 "proportions": _frame(result.proportions),

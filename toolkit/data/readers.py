@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from toolkit.data.checks import check_coordinates, check_counts
+from toolkit.data.checks import check_coordinates, check_counts, check_unique_genes
 from toolkit.data.spatialdata import DEFAULT_TABLE, is_spatialdata, read_spatialdata
 from toolkit.errors import SpotsweepError
 
@@ -108,6 +108,7 @@ def load_gene_list(path: Path, available: pd.Index) -> list[str]:
     genes = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not genes:
         raise SpotsweepError(f"{path}: the gene list is empty; write one gene per line.")
+    check_unique_genes(genes, str(path), "genes of the list")
     return genes
 
 
@@ -171,6 +172,9 @@ def read_cells(
         cells = read_counts_table(
             path, Path(cells_table), x_key=x_key, y_key=y_key, allow_non_integer=allow_non_integer
         )
+    check_unique_genes(cells.var_names, str(path))
+    if kind in ("h5ad", "zarr", "spatialdata"):  # the other layouts check their counts as they parse them
+        check_counts(cells.X, str(path), f"layers['{layer}']" if layer else "X", allow_non_integer)
     if annotations is not None:
         cells.obs = _join_annotations(cells.obs, Path(annotations))
     return canonical(cells, cell_type_key=cell_type_key, labels=labels, source=str(path))
@@ -306,6 +310,7 @@ def _read_counts_csv(path: Path, drop_prefix: str | None = None) -> tuple[pd.Ind
         raise SpotsweepError(f"{path}: cannot read the counts ({exc}); give a CSV with the cell id first.") from None
     if genes is None:
         raise SpotsweepError(f"{path}: the counts table has no cells; give a table with one row per cell.")
+    check_unique_genes(pd.read_csv(path, header=None, nrows=1, dtype=str).iloc[0, 1:], str(path), "gene columns")
     index = pd.Index(np.concatenate(ids), dtype=str)
     if not index.is_unique:
         raise SpotsweepError(f"{path}: the cell ids in the first column repeat; give each cell one row.")
@@ -494,6 +499,7 @@ def _open_anndata(
             )
         _check_chunks_present(element, path, counts_field)
         genes = pd.Index(read_elem(group["var"]).index.astype(str))
+        check_unique_genes(genes, source)
         chunk = chunk_cells or default_chunk_cells(len(genes))
         stored_rows = getattr(element, "chunks", None)
         if chunk_cells is None and stored_rows:  # whole stored chunks: each is decompressed once
@@ -580,10 +586,12 @@ def _lazy_codes(
     """Cell-type codes: lazily for a categorical column, else read and factorised (one value per cell)."""
     obs = group["obs"]
     if key not in obs:
-        columns = [str(name) for name in _attr(obs, "column-order") or []]
+        order = _attr(obs, "column-order")  # an array: empty where obs has no columns
+        columns = [str(name) for name in ([] if order is None else list(np.atleast_1d(order)))]
         raise SpotsweepError(
-            f"{path}: obs has no cell-type column '{key}' (it has {', '.join(columns) or 'none'}); "
-            "name the right one with --cell-type-key."
+            f"{path}: obs has no cell-type column '{key}' (it has {', '.join(columns) or 'no columns at all'}); "
+            + ("name the right one with --cell-type-key." if columns else "add one, or give the cell types by cell "
+               "id in a CSV with --annotations.")
         )
     if _attr(obs[key], "encoding-type") == "categorical":
         categories = [str(name) for name in read_elem(obs[key]["categories"])]

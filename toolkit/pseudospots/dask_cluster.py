@@ -49,10 +49,12 @@ def load_cluster_options(path: Path | None) -> dict[str, Any]:
         return {}
     import yaml
 
+    from toolkit import strict_yaml
+
     path = Path(path)
     try:
-        options = yaml.safe_load(path.read_text())
-    except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: not UTF-8 text
+        options = strict_yaml.load(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: not UTF-8 text; a key given twice too
         reason = " ".join(str(exc).split())  # YAML's multi-line report, on one line
         raise SpotsweepError(f"{path}: cannot read the cluster options ({reason}); give a YAML mapping.") from None
     if not isinstance(options, dict):

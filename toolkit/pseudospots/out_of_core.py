@@ -34,7 +34,7 @@ import numpy as np
 import zarr
 from dask.delayed import Delayed, delayed
 
-from toolkit.data.checks import check_coordinates, check_counts, check_labels
+from toolkit.data.checks import check_coordinates, check_counts, check_labels, write_all_chunks
 from toolkit.data.readers import LazyCells
 from toolkit.errors import SpotsweepError
 from toolkit.layout import write_dir_atomically
@@ -122,7 +122,9 @@ def _fold(block: tuple[np.ndarray, ...], lo: int, parts: Sequence[RowSums]) -> t
 
 def _finish_block(block: tuple[np.ndarray, ...], x_path: str, lo: int) -> tuple[np.ndarray, ...]:
     """Write the block's counts into X; hand back its (small) truths."""
-    zarr.open_array(x_path, mode="r+")[lo : lo + len(block[0])] = block[0]
+    with write_all_chunks():  # an all-zero chunk is written too: a missing one then means a damaged store
+        x = zarr.open_array(x_path, mode="r+")
+    x[lo : lo + len(block[0])] = block[0]
     return block[1:]
 
 
@@ -360,7 +362,8 @@ def _write_skeleton(spots: Any, store: Path) -> None:
     """Everything but X (already in `store`) with anndata's element writer, then consolidated metadata."""
     import anndata as ad
 
-    group = zarr.open_group(str(store), mode="a", zarr_format=2)
+    with write_all_chunks():
+        group = zarr.open_group(str(store), mode="a", zarr_format=2)
     elements = {
         "obs": spots.obs,
         "var": spots.var,
@@ -371,8 +374,9 @@ def _write_skeleton(spots: Any, store: Path) -> None:
         "layers": {},
         "uns": dict(spots.uns),
     }
-    for key, value in elements.items():
-        ad.io.write_elem(group, key, value)
+    with write_all_chunks():
+        for key, value in elements.items():
+            ad.io.write_elem(group, key, value)
     group.attrs.update({"encoding-type": "anndata", "encoding-version": "0.1.0"})
     zarr.consolidate_metadata(str(store))
 

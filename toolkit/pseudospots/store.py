@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 import toolkit
+from toolkit.data.checks import write_all_chunks
 from toolkit.layout import write_dir_atomically
 from toolkit.provenance import package_version
 from toolkit.pseudospots.grid import Grid, decode_keys
@@ -93,7 +94,7 @@ def write_zarr_v2(spots: ad.AnnData, path: Path) -> None:
     """anndata's Zarr writer in format 2, which every anndata >= 0.8 (and so scanpy, squidpy) can open."""
     stored = spots.copy()
     stored.obsm = storable_obsm(spots.obsm)
-    with ad.settings.override(zarr_write_format=2), warnings.catch_warnings():
+    with ad.settings.override(zarr_write_format=2), warnings.catch_warnings(), write_all_chunks():
         warnings.filterwarnings("ignore", message="Writing zarr v2 data", category=UserWarning)
         stored.write_zarr(path)
 

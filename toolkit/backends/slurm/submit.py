@@ -27,6 +27,7 @@ from toolkit.backends.slurm.profile import SlurmProfile
 from toolkit.backends.slurm.status import scheduled_states
 from toolkit.config import SweepConfig
 from toolkit.errors import SpotsweepError
+from toolkit.freshness import current_inputs, prepared_is_current
 from toolkit.layout import OutputLayout
 from toolkit.prepare import prepare, reference_model_id
 from toolkit.status import count_states
@@ -75,10 +76,14 @@ def _gpu_parameters(profile: SlurmProfile, gpus: int) -> dict[str, object]:
 
 
 def prepared(sweep: SweepConfig, layout: OutputLayout, to_run: list[Task]) -> bool:
-    """Pseudospots, references and reference models all on disk already: no prepare job needed (a retry)."""
+    """Pseudospots, references and reference models all on disk already, from the inputs as they are now: no
+    prepare job needed (a retry)."""
     datasets = {task.dataset for task in to_run}
     for dataset in datasets:
         if not (layout.spots(dataset).exists() and layout.reference(dataset).exists()):
+            return False
+    for config in sweep.datasets:
+        if config.name in datasets and not prepared_is_current(layout, config, current_inputs(config)):
             return False
     for task in to_run:
         model_id = reference_model_id(task)
