@@ -64,9 +64,11 @@ def test_collect_keeps_what_is_committed_slim_and_restore_gives_a_fresh_run_its_
     and the experiment's sweep file copied from sweeps/ (the folder is named as the experiment); then
     restore.py on that folder without its tasks/, as on a fresh clone."""
     folder = tmp_path / "starmap-like"
-    tiny_sweep_data["methods"][0] |= {"amortization": "latent", "batch_size": 64, "seed": [0, 1]}
+    tiny_sweep_data["methods"][0] |= {
+        "amortization": "latent", "batch_size": 64, "seed": [0, 1], "drop_last": [False, True],
+    }  # fmt: skip
     tiny_sweep_data["output"] = str(folder)
-    assert run_sweep(parse_sweep(tiny_sweep_data, "tiny"), report=False).states["done"] == 2
+    assert run_sweep(parse_sweep(tiny_sweep_data, "tiny"), report=False).states["done"] == 4
     _run_script("collect.py", str(folder))
     summary = xr.load_dataset(folder / "summary.nc")
     assert not [name for name in summary.data_vars if str(name).endswith("_spot")]
@@ -82,7 +84,8 @@ def test_collect_keeps_what_is_committed_slim_and_restore_gives_a_fresh_run_its_
     _run_script("restore.py", str(folder))
     restored = json.loads(next((folder / "tasks").glob("*-s1-*/result.json")).read_text())
     assert restored["restored_from"].endswith("summary.nc (slimmed summary)")
-    assert run_sweep(parse_sweep(tiny_sweep_data, "tiny"), report=False).states["done"] == 2
+    assert len(restored["trajectory"]["points"]) == min(50, restored["n_steps"])  # the trajectory comes back too
+    assert run_sweep(parse_sweep(tiny_sweep_data, "tiny"), report=False).states["done"] == 4
     assert not list((folder / "tasks").glob("*/history.csv")), "a restored task was trained again"
     _run_script("collect.py", str(folder))
     xr.testing.assert_identical(xr.load_dataset(folder / "summary.nc"), summary)

@@ -5,8 +5,8 @@
 The run folders (tasks/, models/, data/) are not committed, so a run cut off on one machine would start
 over on the next. For every task the committed summary.nc marks done and whose tasks/<id>/result.json is
 missing, this writes that result.json back from the summary: per-type metrics, means, grid SSIM, cell-state
-agreement, runtimes, and the proportions where the summary kept them (the first seed; the other seeds' are
-NaN, as collect.py drops them anyway). `spotsweep run` then skips those tasks, and collect.py writes the
+agreement, the accuracy trajectory, runtimes, and the proportions where the summary kept them (the first
+seed; the other seeds' are NaN, as collect.py drops them anyway). `spotsweep run` then skips those tasks, and collect.py writes the
 same committed values for them again. Each restored result says so in its "restored_from" field.
 
 A task that was still training when its run was collected left its last checkpoint in checkpoints/<task id>/
@@ -29,7 +29,7 @@ from toolkit.aggregate import SCALARS, STATE_AGREEMENT
 from toolkit.backends.checkpointed import checkpoint_dir
 from toolkit.layout import OutputLayout, write_dir_atomically, write_json
 from toolkit.metrics import METRICS
-from toolkit.sweep import SWEPT_SETTINGS
+from toolkit.sweep import settings_of
 
 CARRIED = "checkpoints"
 """The folder of each experiment that carries its unfinished tasks' checkpoints from machine to machine."""
@@ -45,11 +45,33 @@ def _optional(value: Any) -> float | None:
     return None if np.isnan(value) else value
 
 
-def _result(task: xr.Dataset, provenance: dict[str, Any], source: str) -> dict[str, Any]:
+def _trajectory(task: xr.Dataset, types: list[str]) -> dict[str, Any] | None:
+    """The task's accuracy trajectory as result.json keeps it, from the summary's trajectory_* variables
+    (None where the summary has none, or the task recorded none)."""
+    if "trajectory_step" not in task:
+        return None
+    kept = np.isfinite(task["trajectory_step"].values)
+    if not kept.any():
+        return None
+    means = [str(n) for n in task.data_vars if str(n).startswith("trajectory_mean_")]
+    per_type = np.stack([task[f"trajectory_{m}"].transpose("point", "cell_type").values for m in METRICS], axis=2)
+    points = [
+        {
+            "step": int(task["trajectory_step"].values[i]),
+            "epoch": float(task["trajectory_epoch"].values[i]),
+            "means": {name.removeprefix("trajectory_mean_"): _optional(task[name].values[i]) for name in means},
+            "per_cell_type": [[_optional(v) for v in row] for row in per_type[i]],
+        }
+        for i in np.flatnonzero(kept)
+    ]
+    return {"cell_types": types, "metrics": list(METRICS), "points": points}
+
+
+def _result(task: xr.Dataset, provenance: dict[str, Any], source: str, names: list[str]) -> dict[str, Any]:
     """One task's result.json, read off its point of the summary's grid."""
     types = [str(name) for name in task.cell_type.values]
     spots = [str(name) for name in task.spot.values]
-    settings = {name: task[name].item() for name in SWEPT_SETTINGS}
+    settings = {name: task[name].item() for name in names}
     scores: dict[str, Any] = {
         "per_cell_type": _frame(np.stack([task[m].values for m in METRICS], axis=1), types, list(METRICS)),
         "per_spot": _frame(np.full((len(spots), len(METRICS)), np.nan), spots, list(METRICS)),
@@ -70,6 +92,7 @@ def _result(task: xr.Dataset, provenance: dict[str, Any], source: str) -> dict[s
         "task": settings,
         "settings": settings,
         "scores": scores,
+        "trajectory": _trajectory(task, types),
         "proportions": _frame(task["proportion"].transpose("spot", "cell_type").values, spots, types),
         **{name: _optional(task[name]) for name in SCALARS if name != "batch_size_used"},
         "method_settings": {"batch_size": None if batch_size_used is None else int(batch_size_used)},
@@ -86,13 +109,15 @@ def restore(folder: Path) -> int:
     written = 0
     with xr.open_dataset(layout.summary) as summary:
         provenance = json.loads(summary.attrs.get("provenance") or "{}")
-        done = summary["status"].stack(task=list(SWEPT_SETTINGS)).to_series()
+        names = settings_of(summary)  # the optional settings (max_steps, drop_last, ...) too, where swept
+        done = summary["status"].stack(task=names).to_series()
         for point in done[done == "done"].index:
-            task = summary.sel(dict(zip(SWEPT_SETTINGS, point, strict=True)))
+            task = summary.sel(dict(zip(names, point, strict=True)))
             task_id = str(task["task_id"].item())
             if layout.result(task_id).exists():
                 continue
-            write_json(layout.result(task_id), _result(task, provenance, f"{layout.summary} (slimmed summary)"))
+            source = f"{layout.summary} (slimmed summary)"
+            write_json(layout.result(task_id), _result(task, provenance, source, names))
             written += 1
     return written
 
