@@ -6,8 +6,9 @@ The run folders (tasks/, models/, data/) are not committed, so a run cut off on 
 over on the next. For every task the committed summary.nc marks done and whose tasks/<id>/result.json is
 missing, this writes that result.json back from the summary: per-type metrics, means, grid SSIM, cell-state
 agreement, the accuracy trajectory, runtimes, and the proportions where the summary kept them (the first
-seed; the other seeds' are NaN, as collect.py drops them anyway). `spotsweep run` then skips those tasks, and collect.py writes the
-same committed values for them again. Each restored result says so in its "restored_from" field.
+seed; the other seeds' are NaN, as collect.py drops them anyway). `spotsweep run` then skips those tasks,
+and collect.py writes the same committed values for them again. Each restored result says so in its
+"restored_from" field.
 
 A task that was still training when its run was collected left its last checkpoint in checkpoints/<task id>/
 (collect.py); this puts it back where the task's training looks for it (tasks/<id>/checkpoint/), so the
