@@ -65,3 +65,31 @@ def test_the_html_report_loads_with_every_image_and_no_console_error(tmp_path: P
         browser.save_screenshot(str(tmp_path / "report" / "screenshot.png"))
     finally:
         browser.quit()
+
+
+def test_a_sweeps_report_shows_its_accuracy_during_training(tmp_path: Path, tiny_sweep_data: dict) -> None:
+    """A small version of the demo sweep (synthetic tissue, local processes, destVI both at batch 8 and 64):
+    its page shows the accuracy-during-training figure, decoded, with its caption and convergence table."""
+    from selenium.webdriver.common.by import By
+
+    from toolkit.config import parse_sweep
+    from toolkit.launch import run_sweep
+
+    tiny_sweep_data["output"] = str(tmp_path)
+    tiny_sweep_data["methods"][0] |= {"amortization": "both", "batch_size": [8, 64]}
+    assert run_sweep(parse_sweep(tiny_sweep_data, "demo"), report=True).states["done"] == 2
+    browser = _browser()
+    try:
+        browser.get((tmp_path / "report" / "index.html").as_uri())
+        (image,) = [
+            i for i in browser.find_elements(By.TAG_NAME, "img") if i.get_attribute("alt") == "accuracy during training"
+        ]
+        decoded = browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image)
+        assert decoded and decoded > 100
+        headings = [h.text for h in browser.find_elements(By.TAG_NAME, "h3")]
+        assert "Accuracy during training" in headings
+        assert "converged at step" in browser.page_source
+        errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+        assert not errors, errors
+    finally:
+        browser.quit()

@@ -235,3 +235,14 @@ def test_sweep_settings_round_trip_and_refuse_two_budgets(tiny_sweep_data: dict)
     for extra, says in (({"max_epochs": 10}, "one budget"), ({"n_epochs_kl_warmup": 5}, "one KL warm-up")):
         with pytest.raises(SpotsweepError, match=says):
             parse_sweep({**tiny_sweep_data, "methods": [{**method, **extra}]}, "t")
+
+
+@pytest.mark.parametrize(("drop_last", "sizes"), [(False, [18] * 10 + [9]), (True, [18] * 10)])
+def test_batch_18_on_189_spots(drop_last: bool, sizes: list[int]) -> None:
+    """The issue's case: 10 steps of 18 spots per epoch with drop_last, 11 without (the last of 9)."""
+    from toolkit.engines.batches import EpochSampler
+
+    sampler = EpochSampler(np.arange(189), 18, torch.device("cpu"), drop_last)
+    for _ in range(3):
+        assert [len(batch) for batch in sampler.epoch()] == sizes
+    assert sampler.n_batches == len(sizes)

@@ -176,7 +176,16 @@ def build(
     )
 
 
-@app.command()
+SETTINGS_EPILOG = (
+    "destVI budgets in a sweep file's method block (each may be a list, and lists are swept): "
+    "max_steps: 30000 (a budget in optimizer steps instead of max_epochs); "
+    "n_steps_kl_warmup: 2400 (the KL warm-up in steps instead of n_epochs_kl_warmup); "
+    "drop_last: [false, true] (drop each epoch's last, shorter minibatch). "
+    "Every destVI task scores its model 50 times during training (trajectory_points: 0 turns it off)."
+)
+
+
+@app.command(epilog=SETTINGS_EPILOG)
 def run(
     sweep: Annotated[Path, typer.Argument(metavar="SWEEP", help="Sweep file (YAML), e.g. sweeps/demo.yaml.")],
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default: the sweep file's 'output').")] = None,
@@ -242,7 +251,7 @@ def run(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(epilog=SETTINGS_EPILOG)
 def plan(
     sweep: Annotated[Path, typer.Argument(metavar="SWEEP", help="Sweep file (YAML), e.g. sweeps/starmap-189.yaml.")],
     out: Annotated[
