@@ -133,11 +133,19 @@ def test_compiled_training_does_not_recompile_for_scoring(tiny: dict) -> None:
     assert len(probe.points) == 15
 
 
-def test_a_step_budget_stops_inside_an_epoch(tiny: dict) -> None:
-    """66 spots at batch 16: 5 steps an epoch; 12 steps end two steps into the third epoch."""
+def test_a_step_budget_stops_inside_an_epoch(tiny: dict, tmp_path) -> None:
+    """66 spots at batch 16: 5 steps an epoch; 12 steps end two steps into the third epoch, which the task's
+    progress report hears as its epochs to run (a step budget's task has max_epochs 0)."""
+    from toolkit.engines import Checkpointing
+
+    events: list[tuple[str, int]] = []
+    saving = Checkpointing(tmp_path / "last.pt", on_event=lambda event, n: events.append((event, n)))
     model = _destvi(tiny, 1)
-    result = train_destvi_fast(model, max_steps=12, lr=LR, batch_size=16, n_epochs_kl_warmup=2, seed=0, device="cpu")
+    result = train_destvi_fast(
+        model, max_steps=12, lr=LR, batch_size=16, n_epochs_kl_warmup=2, seed=0, device="cpu", checkpoint=saving
+    )
     assert result.n_steps == 12 and len(result.history) == 3
+    assert events[0] == ("planned", 3)
     with pytest.raises(ValueError, match="one budget"):
         train_destvi_fast(model, max_epochs=2, max_steps=12, lr=LR, batch_size=16, n_epochs_kl_warmup=2)
 

@@ -119,7 +119,8 @@ def _run_with_checkpoints(
     attempt: dict[str, Any] = {"job": _job_id(), "start": time.time()}
     directory = checkpoint_dir(layout, task.id)
     with preemption.activate(directory, every_n_epochs, grace_s) as session:
-        session.on_epoch = ProgressReport(layout, task)
+        session.on_epoch = report = ProgressReport(layout, task)
+        session.on_planned = report.planned
         try:
             try:
                 outcome = run_task(task_data, out, threads)
@@ -205,6 +206,11 @@ class ProgressReport:
         self.start = time.time()
         self.first: int | None = None
         self.last = 0.0
+
+    def planned(self, epochs: int) -> None:
+        """The epochs the training will run, as the engine resolved them (a budget in steps has no epochs of
+        its own: the task's max_epochs is 0 there)."""
+        self.max_epochs = epochs
 
     def __call__(self, epochs_done: int) -> None:
         now = time.time()

@@ -590,8 +590,11 @@ def _lazy_codes(
         columns = [str(name) for name in ([] if order is None else list(np.atleast_1d(order)))]
         raise SpotsweepError(
             f"{path}: obs has no cell-type column '{key}' (it has {', '.join(columns) or 'no columns at all'}); "
-            + ("name the right one with --cell-type-key." if columns else "add one, or give the cell types by cell "
-               "id in a CSV with --annotations.")
+            + (
+                "name the right one with --cell-type-key."
+                if columns
+                else "add one, or give the cell types by cell id in a CSV with --annotations."
+            )
         )
     if _attr(obs[key], "encoding-type") == "categorical":
         categories = [str(name) for name in read_elem(obs[key]["categories"])]

@@ -59,12 +59,20 @@ class CheckpointSession:
     events: list[dict[str, Any]] = field(default_factory=list)
     on_epoch: Callable[[int], None] | None = None
     """Hears every completed epoch (the runner's progress report); None: nobody listens."""
+    on_planned: Callable[[int], None] | None = None
+    """Hears how many epochs the training will run, once it knows (a budget in steps becomes epochs only
+    once the minibatches per epoch are known); None: nobody listens."""
 
     def record(self, event: str, epochs_done: int) -> None:
-        """Note an "epoch", "resumed" or "saved" event, for the runner's progress and record of the attempt."""
+        """Note an "epoch", "planned" (the epochs to run), "resumed" or "saved" event, for the runner's
+        progress and record of the attempt."""
         if event == "epoch":
             if self.on_epoch is not None:
                 self.on_epoch(epochs_done)
+            return
+        if event == "planned":
+            if self.on_planned is not None:
+                self.on_planned(epochs_done)
             return
         if event == "resumed":
             self.resumed_from_epoch = epochs_done

@@ -233,6 +233,8 @@ def train_fast(
         names = probe_metric_names(module, {k: v[: min(batch_size, n_obs)] for k, v in data.items()}, loss_kwargs)
         meta["metrics"] = ",".join(names)
         saved = resume.read(checkpoint.path, meta) if checkpoint and Path(checkpoint.path).is_file() else None
+        if checkpoint is not None:
+            checkpoint.notify("planned", max_epochs)  # a step budget's epochs, for the task's progress report
         if saved is not None:
             resume.restore_module(saved, module)  # before the optimizer exists (see restore_module)
         trainable = [p for p in module.parameters() if p.requires_grad]

@@ -63,6 +63,7 @@ class EpochCheckpoint(Callback):
     # -- training hooks ----------------------------------------------------------------------------
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self.session.training = self
+        self.session.record("planned", int(trainer.max_epochs))
         self._keep_sigterm_handler(trainer)
         self._started = time.perf_counter()
         if self._loaded is not None:
