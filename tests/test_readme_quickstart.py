@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import subprocess
 
+import numpy as np
 import pytest
 import xarray as xr
 import yaml
@@ -72,12 +73,18 @@ def test_make_demo_leaves_the_summary_the_readme_describes(first_hour: dict) -> 
         assert name in summary, name
     assert set(summary["status"].values.ravel()) == {"done"}
     assert summary.sizes["batch_size"] == 2
+    # the accuracy trajectory: min(50, steps) points per task, each with its own optimizer step and epoch
+    assert list(summary["trajectory_mean_pcc_cell_type"].dims) == [*swept, "point"]
+    points = summary["trajectory_step"].notnull().sum("point")
+    assert (points == np.minimum(50, summary["n_steps"])).all()
+    assert (summary["trajectory_step"].max("point") == summary["n_steps"]).all()
 
 
 def test_make_demo_leaves_the_report_with_its_figures(first_hour: dict) -> None:
     report = first_hour["root"] / "demo" / "report"
     page = (report / "index.md").read_text()
-    for figure in ("proportions_starmap-like.png", "metrics_vs_batch_size_starmap-like.png"):
+    figures = ("proportions_starmap-like.png", "metrics_vs_batch_size_starmap-like.png", "trajectory_starmap-like.png")
+    for figure in figures:
         assert (report / figure).stat().st_size > 0 and figure in page
     assert (report / "runtime_vs_batch_size_starmap-like.png").exists()
     assert "ranked by accuracy score" in page
@@ -96,3 +103,8 @@ def test_plan_and_export_run_as_written(first_hour: dict) -> None:
     log = first_hour["logs"]["plan-export"]
     assert "starmap-189" in log and "tasks" in log
     assert (first_hour["root"] / "demo-task.zarr").is_dir()
+    spatialdata = pytest.importorskip("spatialdata")
+    exported = spatialdata.read_zarr(first_hour["root"] / "demo-task.zarr").tables["proportions"]
+    trajectory = exported.uns["spotsweep"]["trajectory"]  # the export keeps the accuracy trajectory
+    n_points = min(50, int(exported.uns["spotsweep"]["settings"]["max_epochs"]) * 9)  # 66 spots at batch 8
+    assert len(trajectory["step"]) == n_points and trajectory["pcc"].shape == (n_points, len(trajectory["cell_types"]))

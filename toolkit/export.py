@@ -35,6 +35,26 @@ def _find_task(layout: OutputLayout, task_id: str) -> str:
     return matches[0]
 
 
+def _trajectory(trajectory: dict | None) -> dict:
+    """The task's accuracy trajectory as arrays (uns['spotsweep']['trajectory']: step, epoch, each metric as
+    points x cell types, each mean as points), or nothing where the task recorded none."""
+    if not trajectory or not trajectory.get("points"):
+        return {}
+    points = trajectory["points"]
+    values = np.asarray([point["per_cell_type"] for point in points], dtype=float)  # point x type x metric
+    arrays = {
+        "step": np.asarray([point["step"] for point in points], dtype=np.int64),
+        "epoch": np.asarray([point["epoch"] for point in points], dtype=float),
+        "cell_types": np.asarray(trajectory["cell_types"], dtype=str),
+        **{metric: values[:, :, i] for i, metric in enumerate(trajectory["metrics"])},
+        **{
+            f"mean_{key}": np.asarray([np.nan if p["means"][key] is None else p["means"][key] for p in points])
+            for key in points[0]["means"]
+        },
+    }
+    return {"trajectory": arrays}
+
+
 def export_task(root: Path, task_id: str, out: Path, *, overwrite: bool = False) -> Path:
     """Write task `task_id` of the sweep in `root` as a SpatialData store at `out`."""
     spatialdata = require_spatialdata()
@@ -72,7 +92,14 @@ def export_task(root: Path, task_id: str, out: Path, *, overwrite: bool = False)
         obs=obs,
         var=pd.DataFrame(index=pd.Index(predicted.columns, dtype=str)),
         obsm={"true_proportions": truth.to_numpy(dtype=np.float32), "spatial": centres},
-        uns={"spotsweep": {"task_id": task_id, "settings": result["settings"], "window": window}},
+        uns={
+            "spotsweep": {
+                "task_id": task_id,
+                "settings": result["settings"],
+                "window": window,
+                **_trajectory(result.get("trajectory")),
+            }
+        },
     )
     sdata = spatialdata.SpatialData(
         shapes={REGION: ShapesModel.parse(shapes)},
