@@ -20,7 +20,8 @@ scvi = pytest.importorskip("scvi")
 import pandas as pd  # noqa: E402
 from scvi.model import DestVI  # noqa: E402
 
-from tests.test_fast_engine import _PlanAt  # noqa: E402
+from tests.test_fast_engine import _destvi as _destvi_of  # noqa: E402
+from tests.test_fast_engine import _params, _PlanAt  # noqa: E402
 from toolkit.engines import train_destvi_fast  # noqa: E402
 from toolkit.engines.lightning_trajectory import TrajectoryCallback  # noqa: E402
 from toolkit.engines.trajectory import TrajectoryProbe, scoring_steps  # noqa: E402
@@ -30,19 +31,7 @@ LR = 3e-3
 
 
 def _destvi(tiny: dict, seed: int, amortization: str = "both") -> DestVI:
-    scvi.settings.seed = seed
-    return DestVI.from_rna_model(
-        tiny["st"].copy(),
-        tiny["sc_model"],
-        vamp_prior_p=5,
-        amortization=amortization,
-        prior_mode="normal",
-        augmentation=False,
-    )
-
-
-def _params(model: DestVI) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
+    return _destvi_of(tiny, seed, amortization)
 
 
 def _pcc(tiny: dict, model: DestVI) -> dict[str, float]:
