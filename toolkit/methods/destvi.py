@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
+from toolkit.engines.trajectory import DEFAULT_POINTS
 from toolkit.methods.base import FitResult, Scorer, TaskSpec
 from toolkit.methods.configs import Axis, Engine, MethodGrid, Strict, whole_numbers
 from toolkit.methods.scvi_common import configure_scvi, history, spots_for
@@ -65,7 +66,7 @@ class DestVIGrid(MethodGrid):
     drop_last: Axis = Field(default=[False])
     """`true` drops the last, shorter minibatch of every epoch (torch's and scvi-tools' `drop_last`); `false`,
     scvi-tools' default, keeps it (189 spots at batch 18: 10 steps of 18 and one of 9 per epoch)."""
-    trajectory_points: int = Field(default=50, ge=0)
+    trajectory_points: int = Field(default=DEFAULT_POINTS, ge=0)
     """How many times a task scores its model against the truth during training, evenly spaced in optimizer
     steps and ending at the last (0: final score only). Scoring never changes training."""
     vamp_prior_p: int = Field(default=15, gt=0)
@@ -155,7 +156,7 @@ class DestVIGrid(MethodGrid):
             "engine": self.engine,
             "compile": self.compile,
             # in a task's id only when not the default: scoring never changes training
-            **({"trajectory_points": self.trajectory_points} if self.trajectory_points != 50 else {}),
+            **({"trajectory_points": self.trajectory_points} if self.trajectory_points != DEFAULT_POINTS else {}),
         }
 
 
@@ -370,7 +371,7 @@ def training_settings(task: TaskSpec, batch_size: int) -> dict[str, Any]:
 def _probe(model: Any, task: TaskSpec, settings: dict[str, Any], score: Scorer | None) -> Any:
     """The trajectory probe: `trajectory_points` scorings evenly spaced over the run; None without a scorer."""
     from toolkit.engines.fast import steps_per_run
-    from toolkit.engines.trajectory import DEFAULT_POINTS, TrajectoryProbe, scoring_steps
+    from toolkit.engines.trajectory import TrajectoryProbe, scoring_steps
 
     n_points = int(task.params.get("trajectory_points", DEFAULT_POINTS))
     if score is None or n_points == 0:
