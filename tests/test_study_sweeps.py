@@ -26,7 +26,7 @@ from toolkit.errors import SpotsweepError
 from toolkit.launch import load_sweep, run_sweep
 from toolkit.layout import OutputLayout, read_json
 from toolkit.plan import ms_per_step, plan_sweep
-from toolkit.prepare import prepare_dataset
+from toolkit.prepare import prepare_dataset, reference_model_id
 from toolkit.pseudospots import build_pseudospots, read_spots
 from toolkit.sweep import expand
 
@@ -253,3 +253,111 @@ def test_prepare_reports_its_stages(tmp_path: Path, tiny_sweep_data: dict) -> No
     sweep = parse_sweep(tiny_sweep_data, "t")
     prepare(sweep.model_dump(mode="json"), [t.to_dict() for t in expand(sweep)], str(tmp_path))
     assert json.loads((tmp_path / "progress" / "prepare.json").read_text())["stage"] == "prepared"
+
+
+# --- issue 38's experiments (E2-E6) -------------------------------------------------------------------
+
+ANSWER = {
+    "starmap-189-reference-shift": "starmap-189",
+    "starmap-189-drop-last": "starmap-189",
+    "starmap-189-current": "starmap-189",
+    "starmap-189-seeds": "starmap-189",
+    "starmap-57-seeds": "starmap-57",
+    "starmap-189-reference-seed": "starmap-189",
+}
+"""Each new sweep file and the study file whose data and settings it shares."""
+
+
+def _ids(name: str) -> dict[str, Any]:
+    return {task.id: task for task in expand(load_sweep(f"sweeps/{name}.yaml"))}
+
+
+@pytest.mark.parametrize("name", sorted(ANSWER))
+def test_each_answer_sweep_loads_and_its_header_states_its_plan(name: str) -> None:
+    """It loads, writes into its own folder under results/study-2022, runs two tasks at a time, and the task
+    count and CPU hours of its `# Cost` line are what `spotsweep plan` says now."""
+    path = REPO / "sweeps" / f"{name}.yaml"
+    sweep = load_sweep(path.relative_to(REPO))
+    assert sweep.name == name and str(sweep.output) == f"results/study-2022/{name}"
+    assert sweep.executor.kind == "local" and sweep.executor.max_parallel == 2
+    plan = plan_sweep(sweep, REPO / "no-such-output")
+    hours, unknown = plan.total_hours("cpu")
+    header = path.read_text().split("\nname:")[0].replace("\n# ", " ")
+    assert f"sweeps/{name}.yaml`): {len(plan.tasks)} tasks" in header
+    assert f"about {hours:.1f} CPU hours compiled" in header and unknown == 0
+    assert all(task.method in ("destvi", "control") for task in expand(sweep))  # destVI and the controls
+
+
+def test_the_five_seed_sweeps_repeat_seeds_0_to_2_of_the_study_with_the_same_ids() -> None:
+    for name, study in (("starmap-189-seeds", "starmap-189"), ("starmap-57-seeds", "starmap-57")):
+        new, old = _ids(name), _ids(study)
+        destvi = [task for task in new.values() if task.method == "destvi"]
+        assert {task.seed for task in destvi} == {0, 1, 2, 3, 4}
+        assert {i for i, task in new.items() if task.seed < 3} <= set(old)  # seeds 0-2: the study's very tasks
+        assert not {i for i, task in new.items() if task.seed >= 3} & set(old)
+        settings = {(t.amortization, t.batch_size) for t in destvi}
+        assert all(sum(t.seed == seed for t in destvi) == len(settings) for seed in range(5))
+    assert {t.batch_size for t in _ids("starmap-189-seeds").values() if t.method == "destvi"} == {8, 16, 128, "auto"}
+    assert {t.batch_size for t in _ids("starmap-57-seeds").values() if t.method == "destvi"} == {4, "auto"}
+
+
+def test_the_drop_last_sweep_holds_its_anchors_under_one_reference() -> None:
+    tasks = _ids("starmap-189-drop-last")
+    destvi = [task for task in tasks.values() if task.method == "destvi"]
+    assert {(t.batch_size, bool(t.setting("drop_last"))) for t in destvi} == {
+        (batch, dropped) for batch in (12, 16, 17, 18, 19, 128) for dropped in (False, True)
+    }
+    assert len(destvi) == 6 * 2 * 2 * 3
+    assert len({reference_model_id(task) for task in destvi}) == 1
+    old = _ids("starmap-189")
+    anchors = {t.batch_size for i, t in tasks.items() if i in old and t.method == "destvi"}
+    assert anchors == {12, 16, 128}  # kept-last-minibatch tasks that starmap-189.yaml also ran, same ids
+
+
+def test_the_reference_seed_sweep_trains_three_references() -> None:
+    destvi = [task for task in _ids("starmap-189-reference-seed").values() if task.method == "destvi"]
+    assert len(destvi) == 3 * 3 * 3 and {t.amortization for t in destvi} == {"both"}
+    models: dict[int, set] = {}
+    for task in destvi:
+        models.setdefault(task.setting("reference_seed", 0), set()).add(reference_model_id(task))
+    assert sorted(models) == [0, 1, 2] and all(len(ids) == 1 for ids in models.values())
+    assert len(set.union(*models.values())) == 3
+
+
+def test_the_reference_shift_sweep_has_a_reference_model_per_strength(tmp_path: Path) -> None:
+    """Each dataset shifts starmap-189's reference its own way and trains its own model; prepared for real,
+    the sd-0 dataset's redraw alone raises slice 2's zeros from 72% to 79% (as its header says), and the
+    missing-genes one leaves the spots and the reference two thirds of their genes."""
+    sweep = load_sweep("sweeps/starmap-189-reference-shift.yaml")
+    shifts = {d.name: d.reference_shift for d in sweep.datasets}
+    assert {name: (s.capture_sd, s.missing_genes) for name, s in shifts.items() if s} == {
+        "starmap-189-resampled": (0.0, 0.0),
+        "starmap-189-shift05": (0.5, 0.0),
+        "starmap-189-shift10": (1.0, 0.0),
+        "starmap-189-shift10-missing": (1.0, 0.33),
+    }
+    study = identity(load_sweep("sweeps/starmap-189.yaml").datasets[0])
+    for dataset in sweep.datasets:  # the spots are starmap-189's: only the reference differs
+        assert {k: v for k, v in identity(dataset).items() if k not in ("name", "reference_shift")} == {
+            k: v for k, v in study.items() if k != "name"
+        }
+    tasks = expand(sweep)
+    assert len({reference_model_id(t) for t in tasks if t.method == "destvi"}) == 4
+    layout = OutputLayout(tmp_path)
+    for dataset in sweep.datasets:
+        if dataset.name in ("starmap-189-resampled", "starmap-189-shift10-missing"):
+            prepare_dataset(dataset, layout)
+    resampled = read_json(layout.dataset_dir("starmap-189-resampled") / "reference_shift.json")
+    assert round(100 * resampled["zero_fraction"]["before"]) == 72
+    assert round(100 * resampled["zero_fraction"]["after"]) == 79
+    missing = read_json(layout.dataset_dir("starmap-189-shift10-missing") / "reference_shift.json")
+    kept = ad.read_h5ad(layout.reference("starmap-189-shift10-missing"))
+    spots = read_spots(layout.spots("starmap-189-shift10-missing"))
+    full = ad.read_h5ad(layout.reference("starmap-189-resampled"))
+    assert len(missing["genes_removed"]) == round(0.33 * full.n_vars)
+    assert (
+        list(kept.var_names)
+        == list(spots.var_names)
+        == [g for g in full.var_names if g not in missing["genes_removed"]]
+    )
+    assert spots.n_obs == 189

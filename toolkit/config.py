@@ -173,6 +173,16 @@ class SubsetConfig(Strict):
         return GridSubset(columns, rows, self.bbox)
 
 
+class ReferenceShiftConfig(Strict):
+    """The reference as another technology would have measured it (toolkit/data/shift.py): per-gene capture
+    factors, log-normal with sd `capture_sd`, each cell's counts drawn again at its own library size, and a
+    fraction `missing_genes` of the genes the spots share removed. 0 and 0: every count drawn again only."""
+
+    capture_sd: float = Field(ge=0, le=5)
+    missing_genes: float = Field(default=0.0, ge=0, lt=1)
+    seed: int = Field(default=0, ge=0)
+
+
 class DatasetConfig(Strict):
     """Where a dataset's pseudospots come from, and its single-cell reference.
 
@@ -192,6 +202,9 @@ class DatasetConfig(Strict):
     spots: PlainPath | None = when_set()
     """A pseudospot store written by `spotsweep build` (its window, edge rule and genes come with it)."""
     subset: SubsetConfig | None = when_set()
+    reference_shift: ReferenceShiftConfig | None = when_set()
+    """Make the reference differ from the spots as another technology would (issue 38's E2); the dataset
+    then trains its own reference models on the shifted reference."""
     units: str | None = for_reading(max_length=20)
     """The coordinates' unit (px, um), for the report's maps; a synthetic tissue's preset knows its own."""
     orientation: str | None = for_reading(max_length=200)

@@ -100,6 +100,36 @@ def _shared_genes(dataset: DatasetConfig, spatial_genes: Any, reference: ad.AnnD
     return genes
 
 
+def _shifted(
+    dataset: DatasetConfig, reference: ad.AnnData, spatial_genes: Any, layout: OutputLayout, say: Say
+) -> ad.AnnData:
+    """The reference as another technology would have measured it, where the dataset asks for it
+    (`reference_shift`); what changed, the genes removed among them, goes to data/<dataset>/reference_shift.json."""
+    shift = dataset.reference_shift
+    if shift is None:
+        return reference
+    from toolkit.data.shift import shift_reference
+
+    spatial = {str(gene) for gene in spatial_genes}
+    shared = [str(gene) for gene in reference.var_names if gene in spatial]
+    say(f"{dataset.name}: shifting the reference (capture sd {shift.capture_sd:g}, {shift.missing_genes:g} missing)")
+    try:
+        shifted, report = shift_reference(
+            reference, shift.capture_sd, shift.missing_genes, shift.seed, candidates=shared
+        )
+    except ValueError as exc:
+        raise SpotsweepError(
+            f"dataset '{dataset.name}': reference_shift: {exc} (of the {len(shared)} genes the spots share)."
+        ) from None
+    write_json(shift_report_file(layout, dataset.name), report.to_json())
+    return shifted
+
+
+def shift_report_file(layout: OutputLayout, dataset: str) -> Path:
+    """Where prepare says how it shifted a dataset's reference (toolkit/data/shift.py's report)."""
+    return layout.dataset_dir(dataset) / "reference_shift.json"
+
+
 def _check_types(dataset: DatasetConfig, spot_types: list[str], reference: ad.AnnData) -> None:
     missing = sorted(set(spot_types) - set(reference.obs["cell_type"].cat.categories))
     if missing and not dataset.allow_missing_cell_types:
@@ -109,13 +139,16 @@ def _check_types(dataset: DatasetConfig, spot_types: list[str], reference: ad.An
         )
 
 
-def _spots_from_store(dataset: DatasetConfig, reference: ad.AnnData, layout: OutputLayout) -> tuple[list, list]:
+def _spots_from_store(
+    dataset: DatasetConfig, reference: ad.AnnData, layout: OutputLayout, say: Say
+) -> tuple[ad.AnnData, list, list]:
     """A store of `spotsweep build`, cut to the subset and to the genes shared with the reference:
-    (its cell types, the genes kept)."""
+    (the reference, shifted where asked; the store's cell types; the genes kept)."""
     assert dataset.spots is not None
     check_spot_store(dataset.spots, f"dataset '{dataset.name}' spots")  # again: the job may run long after
     spots = read_spots(dataset.spots)
     built = dict(spots.uns["pseudospots"])
+    reference = _shifted(dataset, reference, spots.var_names, layout, say)
     genes = _shared_genes(dataset, spots.var_names, reference)
     keep = np.ones(spots.n_obs, dtype=bool)
     if dataset.subset is not None:
@@ -136,7 +169,7 @@ def _spots_from_store(dataset: DatasetConfig, reference: ad.AnnData, layout: Out
         "n_genes": len(genes),
     }
     write_spots(spots, layout.spots(dataset.name))
-    return [str(name) for name in built["cell_types"]], genes
+    return reference, [str(name) for name in built["cell_types"]], genes
 
 
 def _spots_from_cells(
@@ -151,6 +184,7 @@ def _spots_from_cells(
         assert dataset.spatial is not None and dataset.reference is not None and dataset.window is not None
         say(f"{dataset.name}: reading the reference and opening the cells")
         reference, cells, window = _read(dataset.reference), _open(dataset.spatial), float(dataset.window)
+    reference = _shifted(dataset, reference, cells.genes, layout, say)
     genes = _shared_genes(dataset, cells.genes, reference)
     kind = (scheduler or Scheduler()).kind
     say(f"{dataset.name}: building the grid of {cells.n_cells:,} cells at window {window:g} (Dask, {kind})")
@@ -184,13 +218,14 @@ def prepare_dataset(
     if all(path.exists() for path in products) and prepared_is_current(layout, dataset, inputs):
         return
     record_file(layout, dataset.name).unlink(missing_ok=True)
+    shift_report_file(layout, dataset.name).unlink(missing_ok=True)  # of other settings, if any
     if dataset.simulate is not None and dataset.simulate.preset == "atlas":
         shutil.rmtree(layout.dataset_dir(dataset.name) / "cells.zarr", ignore_errors=True)  # of other settings
     if dataset.spots is not None:
         assert dataset.reference is not None
         say(f"{dataset.name}: reading the reference and the spot store {dataset.spots}")
         reference = _read(dataset.reference)
-        spot_types, genes = _spots_from_store(dataset, reference, layout)
+        reference, spot_types, genes = _spots_from_store(dataset, reference, layout, say)
     else:
         reference, spot_types, genes = _spots_from_cells(dataset, layout, scheduler, memory_mib, say)
     reference = _canonical_reference(reference, genes)

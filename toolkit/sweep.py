@@ -46,7 +46,8 @@ class Task:
     """How the method's reference model is trained; None for methods without one."""
     extra_settings: dict = field(default_factory=dict)
     """Swept settings added since ids were fixed (a grid's `optional_axes`: max_steps, n_steps_kl_warmup,
-    drop_last), only those that differ from their "as before" value: part of the id only when present."""
+    drop_last, reference_seed), only those that differ from their "as before" value: part of the id only
+    when present. `reference_seed` is also in `reference_config`, which names the reference model."""
 
     def __hash__(self) -> int:
         return hash(self.id)
@@ -55,8 +56,10 @@ class Task:
     def id(self) -> str:
         extra = self.extra_settings
         budget = f"t{extra['max_steps']}" if "max_steps" in extra else f"e{self.max_epochs}"
-        marks = ("-w{}".format(extra["n_steps_kl_warmup"]) if "n_steps_kl_warmup" in extra else "") + (
-            "-dl" if extra.get("drop_last") else ""
+        marks = (
+            ("-w{}".format(extra["n_steps_kl_warmup"]) if "n_steps_kl_warmup" in extra else "")
+            + ("-dl" if extra.get("drop_last") else "")
+            + ("-r{}".format(extra["reference_seed"]) if "reference_seed" in extra else "")
         )
         readable = (
             f"{self.dataset}-{self.method}-{self.variant}-{self.amortization.replace('/', '')}"
@@ -95,7 +98,7 @@ def expand(sweep: SweepConfig) -> list[Task]:
             extra_settings={name: value for name, value in point.items() if name not in SWEPT_SETTINGS},
             params=grid.params(),
             dataset_config=identity(dataset),
-            reference_config=grid.reference_config(),
+            reference_config=grid.reference_config(point),
         )
         for dataset in sweep.datasets
         for grid in sweep.methods

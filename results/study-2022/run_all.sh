@@ -17,7 +17,12 @@ SPOTSWEEP=${SPOTSWEEP:-.venv/bin/spotsweep}
 PYTHON=${PYTHON:-.venv/bin/python}
 OUT=${OUT:-results/study-2022}
 experiments=("$@")
-[ ${#experiments[@]} -gt 0 ] || experiments=(starmap-189 starmap-57 starmap-like merfish-scaled starmap-189-last-batch)
+[ ${#experiments[@]} -gt 0 ] || experiments=(
+    starmap-189 starmap-57 starmap-like merfish-scaled starmap-189-last-batch
+    starmap-189-steps                                                       # issue 38's E1
+    starmap-189-reference-shift starmap-189-drop-last starmap-189-current   # E2, E3, E4
+    starmap-189-seeds starmap-57-seeds starmap-189-reference-seed           # E5, E6
+)
 for experiment in "${experiments[@]}"; do
     echo "$(date -u '+%F %T') ${experiment}: running"
     "$PYTHON" results/study-2022/restore.py "${OUT}/${experiment}"

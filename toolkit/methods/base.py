@@ -36,7 +36,7 @@ class TaskSpec(Protocol):
     @property
     def extra_settings(self) -> dict[str, Any]:
         """Swept settings a method declares beyond the common ones (destVI: max_steps, n_steps_kl_warmup,
-        drop_last), present only where they differ from their "as before" value."""
+        drop_last, reference_seed), present only where they differ from their "as before" value."""
         ...
 
 

@@ -64,10 +64,31 @@ class MethodGrid(Strict):
         """Settings that are not swept but still determine the result."""
         return {}
 
-    def reference_config(self) -> dict[str, Any] | None:
-        """What the method's reference model is trained with (None: the method trains none)."""
+    reference_axes: ClassVar[dict[str, str]] = {}
+    """Settings of the reference model that a sweep may list, by the name of the task setting they become
+    (destVI: `reference_seed` for `reference: {seed: [0, 1, 2]}`); each is one of `optional_axes` too, so a
+    task records it only away from its "as before" value, and today's ids stay."""
+
+    def reference_axis_values(self) -> dict[str, list]:
+        """The values of each reference axis as the sweep gives them (one value, or a list)."""
         reference = getattr(self, "reference", None)
-        return None if reference is None else reference.model_dump(mode="json")
+        if reference is None:
+            return {}
+        values = {setting: getattr(reference, key) for setting, key in self.reference_axes.items()}
+        return {setting: value if isinstance(value, list) else [value] for setting, value in values.items()}
+
+    def reference_config(self, point: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """What the reference model of one point of the grid is trained with (None: the method trains none);
+        a listed reference setting takes the point's value (its "as before" value where the point leaves
+        it out)."""
+        reference = getattr(self, "reference", None)
+        if reference is None:
+            return None
+        config = reference.model_dump(mode="json")
+        for setting, key in self.reference_axes.items():
+            listed = config[key] if isinstance(config[key], list) else [config[key]]
+            config[key] = listed[0] if point is None else point.get(setting, self.optional_axes[setting])
+        return config
 
     def points(self) -> list[dict[str, Any]]:
         """Every combination of the axes; an optional axis at its "as before" value is left out of the point."""

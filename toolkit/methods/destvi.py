@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 import anndata as ad
 import numpy as np
 import pandas as pd
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from toolkit.engines.trajectory import DEFAULT_POINTS
 from toolkit.methods.base import FitResult, Scorer, TaskSpec
@@ -33,9 +33,23 @@ class CondSCVIConfig(Strict):
     n_latent: int = Field(default=5, gt=0)
     n_hidden: int = Field(default=128, gt=0)
     n_layers: int = Field(default=2, gt=0)
-    seed: int = 0
+    seed: int | list[int] = 0
+    """One seed, or a list: then each destVI task of the grid is swept over them (`reference_seed`), and
+    one reference model is trained per seed (issue 38's E6: how much of an effect is the reference's)."""
     engine: Engine = "fast"
     """How CondSCVI is trained: `fast` (spotsweep's lean loop, bitwise the same as stock on CPU) or `scvi`."""
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seeds(cls, value: Any) -> Any:
+        """Checked before pydantic's own coercion, so that 1.5 or `true` is refused in the sweep's words."""
+        listed = value if isinstance(value, list) else [value]
+        if not listed:
+            raise ValueError("lists no seed; give one seed or a list of them")
+        whole_numbers("seed", listed, 0)
+        if len(set(listed)) != len(listed):
+            raise ValueError("lists a seed twice")
+        return value
 
 
 DEFAULT_EPOCHS = 2000
@@ -128,8 +142,15 @@ class DestVIGrid(MethodGrid):
             if not isinstance(value, bool):
                 raise ValueError(f"drop_last {value!r} must be true or false")
 
-    optional_axes: ClassVar[dict[str, Any]] = {"max_steps": 0, "n_steps_kl_warmup": 0, "drop_last": False}
-    """0: the budget, or the warm-up, counts epochs; false: the last minibatch is kept."""
+    optional_axes: ClassVar[dict[str, Any]] = {
+        "max_steps": 0,
+        "n_steps_kl_warmup": 0,
+        "drop_last": False,
+        "reference_seed": 0,
+    }
+    """0: the budget, or the warm-up, counts epochs; false: the last minibatch is kept; reference seed 0:
+    the CondSCVI reference trained with seed 0, as every task did before the seed could be swept."""
+    reference_axes: ClassVar[dict[str, str]] = {"reference_seed": "seed"}
 
     def axes(self) -> dict[str, list]:
         steps = {"max_steps": self.max_steps} if self.max_steps is not None else {}
@@ -142,6 +163,7 @@ class DestVIGrid(MethodGrid):
             **steps,
             **warmup,
             "drop_last": self.drop_last,
+            **self.reference_axis_values(),
             "seed": self.seed,
         }
 
