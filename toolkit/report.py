@@ -61,7 +61,8 @@ def _budget(config: dict) -> str:
     """A configuration's training budget and last-minibatch rule in words (steps where it set a step budget)."""
     budget = f"{config['max_steps']:,} steps" if config.get("max_steps") else f"{config['max_epochs']} epochs"
     warmup = f", warm-up {config['n_steps_kl_warmup']:,} steps" if config.get("n_steps_kl_warmup") else ""
-    return budget + warmup + (", drop last" if config.get("drop_last") else "")
+    reference = f", reference seed {config['reference_seed']}" if config.get("reference_seed") else ""
+    return budget + warmup + (", drop last" if config.get("drop_last") else "") + reference
 
 
 def _label(config: dict) -> str:
