@@ -51,6 +51,11 @@ def distributions_unvalidated() -> Iterator[None]:
                 torch.distributions.Distribution.set_default_validate_args(_validate_saved)
 
 
+def on_device(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The module on `device`, as the step will run it."""
+    return module.to(device)
+
+
 def make_optimizer(
     plan: Any, params: list[torch.nn.Parameter], fused: bool = False, capturable: bool = False
 ) -> torch.optim.Optimizer:
