@@ -131,10 +131,15 @@ def test_compile_true_runs_as_reduce_overhead_on_cuda() -> None:
     assert compile_for_device("cudagraphs", cuda) == "cudagraphs"
 
 
-def test_the_graph_step_makes_tensors_without_a_device_on_the_batch_device() -> None:
-    """scvi-tools' CPU `torch.arange` inside destVI's step is born on the GPU in the CUDA-graph mode
-    (the H200 check's failure, results/engine.md); `meta` stands in for a GPU here."""
+def test_a_compiled_step_makes_tensors_without_a_device_on_the_batch_device() -> None:
+    """scvi-tools' CPU `torch.arange` inside destVI's step is born on the GPU in every compiled mode (the H200
+    check's failure, results/engine.md; the whole step: tests/test_step_devices.py); `meta` stands in for a
+    GPU here. Eager, and anything on the CPU, runs as stock runs."""
     from toolkit.engines.step import _born_on
 
-    with _born_on(torch.device("meta")):
-        assert torch.arange(0, 3).device.type == "meta"
+    for compile in (True, "reduce-overhead", "cudagraphs"):
+        with _born_on(torch.device("meta"), compile):
+            assert torch.arange(0, 3).device.type == "meta"
+    for device, compile in ((torch.device("meta"), False), (torch.device("cpu"), True)):
+        with _born_on(device, compile):
+            assert torch.arange(0, 3).device.type == "cpu"

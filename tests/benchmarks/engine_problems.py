@@ -37,8 +37,12 @@ FAST_ENGINES: dict[str, bool | str] = {
     "fast-compiled": True,
     "fast-cudagraphs": "cudagraphs",
     "fast-reduce-overhead": "reduce-overhead",
+    "fast-default": "default",
+    "fast-rehearsal": True,
 }
-"""Benchmark engine names of the fast engine, with the `compile` value each runs."""
+"""Benchmark engine names of the fast engine, with the `compile` value each runs. `fast-default` is
+torch.compile's default mode as such (on CUDA `compile: true` runs as reduce-overhead); `fast-rehearsal` is
+`compile: true` run by the `aot_eager` backend in the GPU check's CPU rehearsal (gpu_check.REHEARSAL)."""
 SLICE1_TO_SLICE2 = {
     "ExcitatoryL2and3": "eL2/3",
     "ExcitatoryL4": "eL4",

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The GPU check (tests/benchmarks/gpu_check.py), in two steps:
+# The GPU check (tests/benchmarks/gpu_check.py), in two steps, and its rehearsal on the CPU:
 #   here, once:           bash tests/benchmarks/gpu_check.sh pack       -> .gpu/wheels and .gpu/starmap (ignored by git)
-#   on the GPU machine:   bash tests/benchmarks/gpu_check.sh run OUT [OPTIONS] -> OUT/gpu_check.{json,md}, < 8 min
+#   on the GPU machine:   bash tests/benchmarks/gpu_check.sh run OUT [OPTIONS]
+#                         -> OUT/gpu_check.{json,md,log}, about 9 minutes (a 510 s deadline plus the install)
+#   here, on the CPU:     bash tests/benchmarks/gpu_check.sh rehearse [OUT] -> the whole script at toy sizes
 # The GPU machine has Python 3.12 with its own torch, lightning, jax, numpyro, h5py, xarray, ... but no
 # package registry and no ../shared: `pack` downloads the wheels it lacks (what gpu_check imports beyond
 # that machine's packages, versions as in this project's venv) and copies the STARmap files; pass .gpu
-# along (e.g. the device tool's `carry: [".gpu"]`).
+# along (the device tool's `carry: [".gpu"]`). OUT defaults to $OUT (the device tool's folder that comes
+# back), else results/gpu-<device>.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PURE=(  # pure Python: built or fetched here as py3 wheels
@@ -26,14 +29,24 @@ case "${1:-}" in
     du -sh .gpu
     ;;
   run)
-    out="${2:?usage: gpu_check.sh run OUT_FOLDER}"
+    out="${2:-${OUT:-}}"
     if [ -d .gpu/wheels ]; then python3 -m pip install --quiet --no-index --no-deps .gpu/wheels/*.whl; fi
     if [ -d .gpu/starmap ]; then export SPOTSWEEP_STARMAP="${SPOTSWEEP_STARMAP:-$PWD/.gpu/starmap}"; fi
-    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-    exec python3 -m tests.benchmarks.gpu_check --device cuda --out "$out" "${@:3}"  # more options: --help
+    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+    if [ -z "$out" ]; then  # the folder is named after the device, which only Python reads
+      exec python3 -m tests.benchmarks.gpu_check --device cuda "${@:3}"
+    fi
+    mkdir -p "$out"
+    python3 -m tests.benchmarks.gpu_check --device cuda --out "$out" "${@:3}" 2>&1 | tee "$out/gpu_check.log"
+    ;;
+  rehearse)
+    out="${2:-/tmp/gpu-check-rehearsal}"
+    mkdir -p "$out"
+    PYTHON="${PYTHON:-.venv/bin/python}"
+    "$PYTHON" -m tests.benchmarks.gpu_check --device cpu --toy --out "$out" "${@:3}" 2>&1 | tee "$out/gpu_check.log"
     ;;
   *)
-    echo "usage: bash tests/benchmarks/gpu_check.sh pack | run OUT_FOLDER" >&2
+    echo "usage: bash tests/benchmarks/gpu_check.sh pack | run [OUT] [OPTIONS] | rehearse [OUT] [OPTIONS]" >&2
     exit 2
     ;;
 esac

@@ -53,6 +53,7 @@ from toolkit.engines.step import (
     distributions_unvalidated,
     make_optimizer,
     make_step,
+    on_device,
     probe_metric_names,
 )
 
@@ -204,7 +205,7 @@ def train_fast(
     dev = resolve_device(device)
     graphs.check_device(compile, dev)
     asked, compile = compile, compile_for_device(compile, dev)
-    module = model.module.to(dev)
+    module = on_device(model.module, dev)
     plan = training_plan(model, dict(plan_kwargs or {}))
     plan.n_obs_training = n_obs  # as TrainRunner does; sets loss_kwargs["n_obs"] where the loss takes it
     loss_kwargs = dict(plan.loss_kwargs)

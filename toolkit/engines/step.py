@@ -51,6 +51,32 @@ def distributions_unvalidated() -> Iterator[None]:
                 torch.distributions.Distribution.set_default_validate_args(_validate_saved)
 
 
+def on_device(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The module on `device`, with scvi-tools' MRDeconv prior moved along (`module.to` leaves it behind).
+
+    MRDeconv (destVI) builds `qz_prior`, a torch distribution over its vamp-prior buffers, in `__init__`;
+    `module.to` moves the buffers but not the distribution, which keeps the CPU tensors it was built from.
+    With augmentation (scvi-tools' default, the adapter's "current" variant) every step samples that prior
+    on the CPU and concatenates the draw with the GPU batch: "Expected all tensors to be on the same
+    device", in any engine and mode (tests/test_step_devices.py). Here the distribution's tensors follow
+    the module, values unchanged. On the CPU nothing moves: the eager CPU path is untouched.
+    """
+    module = module.to(device)
+    prior = getattr(module, "qz_prior", None)
+    if isinstance(prior, torch.distributions.Distribution):
+        _move_distribution(prior, device)
+    return module
+
+
+def _move_distribution(distribution: torch.distributions.Distribution, device: torch.device) -> None:
+    """Every tensor a distribution holds (its parameters and the distributions it wraps) on `device`, in place."""
+    for name, value in vars(distribution).items():
+        if torch.is_tensor(value) and value.device != device:
+            setattr(distribution, name, value.to(device))
+        elif isinstance(value, torch.distributions.Distribution):
+            _move_distribution(value, device)
+
+
 def make_optimizer(
     plan: Any, params: list[torch.nn.Parameter], fused: bool = False, capturable: bool = False
 ) -> torch.optim.Optimizer:
@@ -136,7 +162,7 @@ def make_step(
         loss_and_row = torch.compile(loss_and_row, dynamic=False, mode=str(compile))
 
     def step(index: torch.Tensor) -> torch.Tensor:
-        with _born_on(index.device) if compile == CUDA_GRAPHS else contextlib.nullcontext():
+        with _born_on(index.device, compile):
             batch = {key: value.index_select(0, index) for key, value in data.items()}
             loss, row = loss_and_row(batch, loss_kwargs)
             optimizer.zero_grad(set_to_none=True)
@@ -147,12 +173,19 @@ def make_step(
     return step
 
 
-def _born_on(device: torch.device) -> contextlib.AbstractContextManager:
-    """Tensors made without a device inside the step are made on `device`.
+def _born_on(device: torch.device, compile: CompileMode) -> contextlib.AbstractContextManager:
+    """In a compiled step off the CPU, tensors made without a device are made on `device`.
 
-    scvi-tools' MRDeconv builds its label enumeration with `torch.arange(0, n_labels)` on the CPU and
-    moves it to the GPU every step. On one H200 (torch 2.11, results/engine.md) the compiled step then
-    failed in an inductor kernel handed that CPU buffer. Made on the GPU, the move is a no-op. For the
-    CUDA-graph mode only, which failed there anyway; not yet run on a GPU.
+    scvi-tools' MRDeconv builds its label enumeration with `torch.arange(0, n_labels)` on the CPU every
+    step (`generative`; `_get_inference_input` too with augmentation, with Dirichlet and Beta draws made
+    on the CPU and the augmentation loss's zeros) and moves it to the GPU. On one H200 (torch 2.11,
+    results/engine.md) inductor then handed a CPU buffer to a Triton kernel in `compile: true` and
+    `cudagraphs` ("Pointer argument cannot be accessed from Triton (cpu tensor?)"): the CPU arange is in
+    the forward graph and, recomputed by AOTAutograd, in the backward one (tests/test_step_devices.py).
+    Under `torch.device(device)` those tensors are born on the GPU and the moves are no-ops; dynamo
+    traces the device context into the graphs. Every compiled mode; eager runs as stock runs (on a GPU
+    too: the same CPU random draws, so that eager stays stock's twin), and on the CPU nothing changes.
     """
+    if not compile or device.type == "cpu":
+        return contextlib.nullcontext()
     return torch.device(device)
