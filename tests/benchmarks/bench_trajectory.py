@@ -285,6 +285,8 @@ def main(argv: list[str] | None = None) -> None:
     def run(job: dict[str, Any], into: list[dict]) -> None:
         result = _run_child(job, in_process=args.quick)
         into.append(result)
+        if args.out:  # after every run: on a busy machine a long benchmark may be stopped part way
+            args.out.write_text(json.dumps({"scoring": scoring, "steps": steps, "direct": direct}, indent=1))
         print(
             f"{job['what']} {job.get('engine', '')} {job['amortization']} points {job.get('points', '-')}: "
             f"done ({_load()})",
@@ -317,8 +319,6 @@ def main(argv: list[str] | None = None) -> None:
                     {**job, "engine": args.direct_engine, "epochs": args.direct_epochs, "points": points, "round": n},
                     direct,
                 )
-    if args.out:
-        args.out.write_text(json.dumps({"scoring": scoring, "steps": steps, "direct": direct}, indent=1))
     print(
         f"\n{args.data}, batch {args.batch_size}, torch threads {args.threads}, CPU; {_load_line(load_start)} on "
         f"{os.cpu_count()} CPUs; {time.perf_counter() - start:.0f} s in all\n"
