@@ -117,3 +117,63 @@ def test_each_task_records_what_it_ran_on_and_the_runtime_figure_names_it(sweep_
     # Tasks from before the CPU model was recorded are not known to differ: not called a second machine.
     unrecorded = _runtime_title("agg", ["cpu (model not recorded)", "cpu: AMD EPYC"])
     assert unrecorded.endswith("\non cpu: AMD EPYC (and, for tasks that did not record it, an unnamed CPU)")
+
+
+def _trajectory_arrays_before(shape: tuple[int, ...], points: int, types: dict[str, int], tasks: list) -> dict:
+    """TrajectoryArrays as it was before `compact` (issue 37's speed-up), kept here as the reference."""
+    from toolkit.metrics import METRIC_NAMES
+
+    axes = {name: np.full((*shape, points), np.nan, dtype=np.float32) for name in ("step", "epoch")}
+    per_type = {m: np.full((*shape, points, len(types)), np.nan, dtype=np.float32) for m in METRIC_NAMES}
+    means: dict[str, np.ndarray] = {}
+    for at, trajectory in tasks:
+        pts = trajectory["points"]
+        if not pts:
+            continue
+        n = len(pts)
+        for name in axes:
+            axes[name][at][:n] = [point[name] for point in pts]
+        rows = [types[t] for t in trajectory["cell_types"]]
+        values = np.asarray([point["per_cell_type"] for point in pts], dtype=np.float32)
+        for column, metric in enumerate(trajectory["metrics"]):
+            per_type[metric][at][:n, rows] = values[:, :, column]
+        for key in pts[0]["means"]:
+            if key not in means:
+                means[key] = np.full((*shape, points), np.nan, dtype=np.float32)
+            means[key][at][:n] = [np.nan if p["means"][key] is None else p["means"][key] for p in pts]
+    return {"axes": axes, "per_type": per_type, "means": means}
+
+
+def test_trajectory_arrays_fill_exactly_as_before_from_raw_or_compact_trajectories() -> None:
+    """The aggregate's trajectory variables are bitwise what they were before trajectories were read as
+    arrays: ragged point counts, no points, cell types in another order, null scores (NaN) included."""
+    from toolkit.trajectories import TrajectoryArrays, compact
+
+    rng = np.random.default_rng(3)
+    types = {f"t{i}": i for i in range(5)}
+    metrics = ["pcc", "ssim", "rmse", "js"]
+    tasks = []
+    for task in range(7):
+        n = [50, 50, 12, 0, 1, 50, 30][task]
+        order = list(rng.permutation(list(types)))[: 5 if task % 2 else 4]
+        points = []
+        for step in range(1, n + 1):
+            per_type = rng.random((len(order), 4)).tolist()
+            per_type[0][1] = None  # an undefined metric is null in result.json
+            means = {f"{m}_{d}": float(rng.random()) for m in metrics for d in ("cell_type", "spot")}
+            means["pcc_spot"] = None if step % 7 == 0 else means["pcc_spot"]
+            points.append({"step": step * 24, "epoch": step * 24 / 7, "means": means, "per_cell_type": per_type})
+        tasks.append(((task % 2, task // 2), {"cell_types": order, "metrics": metrics, "points": points}))
+    expected = _trajectory_arrays_before((2, 4), 50, types, tasks)
+    for as_read in (lambda t: t, compact):
+        arrays = TrajectoryArrays((2, 4), 50, types)
+        for at, trajectory in tasks:
+            if as_read(trajectory) is not None:
+                arrays.add(at, as_read(trajectory))
+        for name, values in expected["axes"].items():
+            np.testing.assert_array_equal(arrays.axes[name], values)
+        for metric, values in expected["per_type"].items():
+            np.testing.assert_array_equal(arrays.per_type[metric], values)
+        assert list(arrays.means) == list(expected["means"])
+        for key, values in expected["means"].items():
+            np.testing.assert_array_equal(arrays.means[key], values)

@@ -32,7 +32,7 @@ from toolkit.metrics import METRIC_NAMES, METRICS
 from toolkit.pseudospots import read_spots
 from toolkit.status import TaskState, load_tasks, task_state
 from toolkit.sweep import SWEPT_SETTINGS, Task, optional_settings, settings_of
-from toolkit.trajectories import POINT, TrajectoryArrays, n_points
+from toolkit.trajectories import POINT, TrajectoryArrays, compact, n_points
 
 SCALARS: dict[str, dict[str, str]] = {
     "batch_size_used": {"long_name": "minibatch size the method trained with (auto and 0 resolved)", "units": "1"},
@@ -183,7 +183,10 @@ def _read_results(layout: OutputLayout, states: list[TaskState]) -> tuple[dict[s
     for state in states:
         if state.state == "done":
             try:
-                results[state.task.id] = read_json(layout.result(state.task.id))
+                result = read_json(layout.result(state.task.id))
+                if result.get("trajectory"):  # as arrays at once: its parsed numbers would double peak memory
+                    result["trajectory"] = compact(result["trajectory"])
+                results[state.task.id] = result
             except CorruptFile as exc:
                 aside = exc.path.with_name(f"result.corrupt-{int(time.time())}.json")
                 os.replace(exc.path, aside)

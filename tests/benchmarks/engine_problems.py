@@ -70,6 +70,8 @@ class Problem:
     reference: ad.AnnData
     spots: ad.AnnData
     truth: pd.DataFrame
+    cell_counts: pd.DataFrame | None = None
+    """Cells of each type per spot (all spatial types), what a task's scorer reads: see `scoring_spots`."""
 
 
 def quiet() -> None:
@@ -99,7 +101,15 @@ def _problem(name: str, reference: ad.AnnData, cells: ad.AnnData, window: float,
     st = ad.AnnData(X=spots.X.copy(), obs=pd.DataFrame(index=spots.obs_names.copy()))
     st.var_names = pd.Index(genes)
     truth = li2022_truth(spots.obsm["cell_counts"], list(reference.obs["cell_type"].cat.categories))
-    return Problem(name, reference, st, truth)
+    return Problem(name, reference, st, truth, spots.obsm["cell_counts"].copy())
+
+
+def scoring_spots(problem: Problem) -> ad.AnnData:
+    """The spots as a task's trajectory scorer takes them (`toolkit.task.trajectory_scorer`): the truth's
+    cell counts in obsm, which the task reads from its prepared spots."""
+    spots = ad.AnnData(obs=pd.DataFrame(index=problem.spots.obs_names.copy()))
+    spots.obsm["cell_counts"] = problem.cell_counts.set_axis(spots.obs_names)
+    return spots
 
 
 def starmap_problem() -> Problem:
@@ -225,10 +235,12 @@ def train_destvi(
     device: str = "cpu",
     seed: int | None = None,
     limit_batches: int | None = None,
+    trajectory: Any = None,
 ) -> dict[str, Any]:
     """Train with `scvi` (stock) or one of FAST_ENGINES; returns steps and per-epoch timings.
 
-    `limit_batches`: only the first N minibatches of each epoch (timing a large tissue in seconds)."""
+    `limit_batches`: only the first N minibatches of each epoch (timing a large tissue in seconds).
+    `trajectory`: a TrajectoryProbe for the fast engine (timing the accuracy trajectory's cost)."""
     timer = EpochTimer()
     timer.stamp()
     if engine == "scvi":
@@ -258,6 +270,7 @@ def train_destvi(
             compile=FAST_ENGINES[engine],
             on_epoch_end=timer.stamp,
             limit_batches=limit_batches,
+            trajectory=trajectory,
         )
         n_steps = result.n_steps
     wall, cpu = timer.durations()
