@@ -9,6 +9,7 @@ keeps the points instead, along a `point` dimension, with each point's `trajecto
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -237,9 +238,10 @@ def trajectory_figure(summary: xr.Dataset, dataset: str, keys: list[str], path: 
             ax.set_title(f"amortization {amortization}", fontsize=10)
             ax.grid(alpha=0.3)
         axes[0, column].legend(fontsize=7, loc="lower right")
-    fig.suptitle(
+    title = (
         f"{dataset}: accuracy during training, scored against the true proportions (mean over seeds; band: +- 1 s.d.)"
     )
+    fig.suptitle(textwrap.fill(title, width=55 * len(panels)))  # one panel is narrow: wrap, never cut off
     save(fig, path)
     return True
 
