@@ -412,3 +412,69 @@ def test_an_h5ad_whose_obs_has_no_columns_is_one_sentence(
     status, printed = cli(["build", str(tmp_path / "bare.h5ad"), "--window", "100", "--out", str(tmp_path / "s.zarr")],
                           capsys, monkeypatch)  # fmt: skip
     assert status == 2 and "bare.h5ad: obs has no cell-type column 'cell_type' (it has no columns at all)" in printed
+
+
+# --- the newcomer's path --------------------------------------------------------------------------
+
+
+def _cost_figures(text: str) -> dict[str, str | None]:
+    """Tasks, steps, CPU and GPU hours and unmeasured tasks, as plan's last line or a Cost comment words them."""
+    import re
+
+    def first(pattern: str) -> str | None:
+        found = re.search(pattern, text)
+        return found.group(1).replace(",", "") if found else None
+
+    return {
+        "tasks": first(r"(\d[\d,]*) tasks\b"),
+        "steps": first(r"(\d[\d,]*) optimizer steps"),
+        "CPU hours": first(r"about ([\d.]+) CPU hours"),
+        "unmeasured": first(r"plus (\d+) tasks without a measured figure"),
+        "GPU hours": first(r"about ([\d.]+) GPU hours"),
+    }
+
+
+@pytest.mark.parametrize("sweep", sorted(p.name for p in (Path(__file__).parents[1] / "sweeps").glob("*.yaml")))
+def test_each_sweep_files_cost_comment_is_what_plan_says(
+    sweep: str, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The comments said 2.7 h where plan said 2.2, or "see the plan's last line": a newcomer reads the comment."""
+    from tests.conftest import REPO, STARMAP
+    from tests.test_faults import cli
+
+    path = REPO / "sweeps" / sweep
+    if "shared/data/starmap" in path.read_text() and not STARMAP.exists():
+        pytest.skip(f"{sweep} reads {STARMAP}, which is not here")
+    lines = path.read_text().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("# Cost (`spotsweep plan")), None)
+    assert start is not None, f"sweeps/{sweep} has no '# Cost (`spotsweep plan sweeps/{sweep}`): ...' comment"
+    assert f"`spotsweep plan sweeps/{sweep}`" in lines[start]
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("#"):
+            break
+        block.append(line.lstrip("#").strip())
+    monkeypatch.chdir(REPO)
+    status, printed = cli(["plan", f"sweeps/{sweep}", "--out", str(tmp_path / "out")], capsys, monkeypatch)
+    assert status == 0, printed
+    last = next(line for line in reversed(printed.splitlines()) if "optimizer steps" in line)
+    said, planned = _cost_figures(" ".join(block)), _cost_figures(last)
+    assert said == planned, f"sweeps/{sweep}: its Cost comment says {said}; `spotsweep plan` says {planned}: {last}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_and_run_print_the_html_pages_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page to open is index.html (figures inside); report printed only index.md's path."""
+    import yaml
+
+    from tests.test_faults import cli
+
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump(_controls_sweep(tmp_path)))
+    status, printed = cli(["run", str(sweep)], capsys, monkeypatch)
+    page = tmp_path / "out" / "report" / "index.html"
+    assert status == 0 and f"report: {page}" in printed.replace("\n", ""), printed
+    status, printed = cli(["report", str(tmp_path / "out")], capsys, monkeypatch)
+    assert status == 0 and str(page) in printed.replace("\n", "") and page.exists(), printed

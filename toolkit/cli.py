@@ -235,7 +235,8 @@ def run(
         return
     console.print(
         f"{config.name}: submitted {summary.submitted}, already done or skipped {summary.skipped}; {states}; "
-        f"{summary.seconds:.0f} s. Summary: {root / 'summary.nc'}, report: {root / 'report' / 'index.md'}"
+        f"{summary.seconds:.0f} s. Summary: {root / 'summary.nc'}, report: {root / 'report' / 'index.html'} "
+        f"(and index.md)"
     )
     if summary.states["failed"]:
         console.print(f"[red]{summary.states['failed']} tasks failed[/red]: see `spotsweep status {root}`")
@@ -341,10 +342,11 @@ def aggregate(out: OutDir) -> None:
 
 @app.command()
 def report(out: OutDir) -> None:
-    """Draw the figures and tables of OUT/summary.nc into OUT/report/ (markdown + PNG)."""
+    """Draw the figures and tables of OUT/summary.nc into OUT/report/ (markdown + PNG, and one HTML page)."""
     from toolkit.report import write_report
 
-    console.print(f"wrote {write_report(out)}")
+    page = write_report(out)
+    console.print(f"wrote {page} and {page.with_suffix('.html')} (open it in a browser: one file, figures inside)")
 
 
 @app.command()
