@@ -611,3 +611,16 @@ def _has_loaded(pid: int, library: str) -> bool:
     with contextlib.suppress(psutil.Error):
         return any(library in region.path for region in psutil.Process(pid).memory_maps())
     return False
+
+
+def test_score_of_a_table_with_a_header_and_no_rows_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A header-only table was refused as "column a holds text, not numbers": the fix it named was wrong."""
+    from tests.test_faults import cli
+
+    (tmp_path / "truth.csv").write_text("spot,a,b,c\ns1,0.2,0.3,0.5\ns2,0.5,0.5,0\ns3,0.1,0.1,0.8\n")
+    (tmp_path / "empty.csv").write_text("spot,a,b,c\n")
+    for args in (["truth.csv", "empty.csv"], ["empty.csv", "truth.csv"]):
+        status, printed = cli(["score", *(str(tmp_path / name) for name in args)], capsys, monkeypatch)
+        assert status == 2 and "empty.csv: the" in printed and "table has a header but no rows" in printed, printed

@@ -398,6 +398,8 @@ def _read_table(path: Path, what: str, numbers: bool = True) -> pd.DataFrame:
             f"{path}: the {what} table names column {', '.join(map(str, repeated[:5]))} more than once; give each "
             "cell type one column (sum or drop the repeats)."
         )
+    if table.shape[0] == 0:  # read as columns of text, it was "column a holds text, not numbers"
+        raise SpotsweepError(f"{path}: the {what} table has a header but no rows (no spots); give one row per spot.")
     text = [str(column) for column in table.columns if not pd.api.types.is_numeric_dtype(table[column])]
     if numbers and text:
         raise SpotsweepError(
