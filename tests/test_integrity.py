@@ -624,3 +624,27 @@ def test_score_of_a_table_with_a_header_and_no_rows_says_so(
     for args in (["truth.csv", "empty.csv"], ["empty.csv", "truth.csv"]):
         status, printed = cli(["score", *(str(tmp_path / name) for name in args)], capsys, monkeypatch)
         assert status == 2 and "empty.csv: the" in printed and "table has a header but no rows" in printed, printed
+
+
+def test_a_reference_that_cannot_be_opened_is_refused_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """plan opened the spatial cells but never the reference: an empty reference.h5ad, or a counts CSV
+    without its cell table, passed plan, and run claimed the output folder before its prepare failed."""
+    import yaml
+
+    from tests.test_faults import cli
+
+    cells, _ = _tissue(tmp_path / "in", seed=1)
+    (tmp_path / "empty.h5ad").write_bytes(b"")
+    (tmp_path / "counts.csv").write_text("cell,Gad1\nc1,3\n")
+    cases = [
+        (tmp_path / "empty.h5ad", "empty.h5ad: cannot open the AnnData store"),
+        (tmp_path / "counts.csv", "counts.csv: a counts table needs the cell table"),
+    ]
+    for given, expected in cases:
+        (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(_sweep(tmp_path / "out", cells, given)))
+        for command in ("plan", "run"):
+            status, printed = cli([command, str(tmp_path / "sweep.yaml")], capsys, monkeypatch)
+            assert status == 2 and f"datasets[0].reference: {tmp_path / expected}" in printed, printed
+    assert not (tmp_path / "out").exists()

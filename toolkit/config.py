@@ -365,6 +365,13 @@ def check_inputs_exist(sweep: SweepConfig, source: str) -> None:
                         f"{source}: {where} points to '{path}', which does not exist; "
                         "fix the path (relative paths are read from the current directory)."
                     )
+            if given is not None and not (Path(given.path) / "uns" / "pseudospots").is_dir():
+                from toolkit.data.readers import check_openable
+
+                try:
+                    check_openable(given.path, given.cells_table)
+                except SpotsweepError as exc:
+                    raise SpotsweepError(f"{source}: datasets[{index}].{field}: {exc}") from None
             if given is not None and (Path(given.path) / "uns" / "pseudospots").is_dir():
                 # read as cells it failed inside the prepare job (a reference) or with a CLI option's advice
                 fix = (
