@@ -21,12 +21,14 @@ demo: $(STAMP)
 	$(BIN)/spotsweep run sweeps/demo.yaml
 
 # The integration tests need a real SLURM and Apptainer. As root on Debian/Ubuntu (CI) they are installed
-# here; elsewhere those tests skip and say how to enable them.
+# here, system-wide, and said so first; elsewhere nothing is installed and those tests skip and say how to
+# enable them.
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "system-deps: as root: installing SLURM (slurmctld, slurmd, slurmdbd, MariaDB, munge), Apptainer and Chromium system-wide with apt-get (installed ones are left as they are; without root nothing is installed and their tests skip)"; \
 		hpc/slurm/install.sh && hpc/apptainer/install.sh && $(MAKE) --no-print-directory browser; \
 	else \
-		echo "system-deps: not root on Debian/Ubuntu: SLURM, Apptainer and browser tests will skip (see hpc/README.md)"; \
+		echo "system-deps: not root on Debian/Ubuntu: nothing installed outside .venv; the SLURM, Apptainer, browser and full-disk tests will skip (to run them: sudo make system-deps once, see hpc/README.md)"; \
 	fi
 
 # A headless browser for the test of the report's HTML page (Debian's chromium and its driver; as root).
@@ -41,6 +43,7 @@ browser:
 # collection order, which tests/conftest.py sorts longest first (SLOWEST_FILES). Not four: on 2 cores the
 # suite is CPU-bound, and with four workers every file took about half as long again (2026-12-02: summed
 # test time 124 -> 188 min, pytest 42:44 -> 48:30).
+# As root it first installs SLURM, Apptainer and Chromium system-wide (system-deps); without root, nothing.
 test: $(STAMP) system-deps
 	$(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder
 

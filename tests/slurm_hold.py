@@ -114,6 +114,17 @@ def _usr2_pending_or_gone(processes: list[psutil.Process]) -> bool:
         return True  # the task ended while held: nothing left to hold
 
 
+def let_go_once_usr2_pending(processes: list[psutil.Process]) -> None:
+    """Resume held processes once a USR2 (a preemption's, sent meanwhile) is pending on every one of them
+    (or it has ended), so that each handles it mid-training, as it would have without the hold."""
+    try:
+        _wait_for(lambda: all(_usr2_pending_or_gone([p]) for p in processes), None, "USR2 pending on each held task")
+    finally:
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.resume()
+
+
 def _hold_through_limits(
     layout: OutputLayout, task_id: str, attempts: int, stop: threading.Event, held: list[list[int]]
 ) -> None:

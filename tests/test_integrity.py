@@ -412,3 +412,239 @@ def test_an_h5ad_whose_obs_has_no_columns_is_one_sentence(
     status, printed = cli(["build", str(tmp_path / "bare.h5ad"), "--window", "100", "--out", str(tmp_path / "s.zarr")],
                           capsys, monkeypatch)  # fmt: skip
     assert status == 2 and "bare.h5ad: obs has no cell-type column 'cell_type' (it has no columns at all)" in printed
+
+
+# --- the newcomer's path --------------------------------------------------------------------------
+
+
+def _cost_figures(text: str) -> dict[str, str | None]:
+    """Tasks, steps, CPU and GPU hours and unmeasured tasks, as plan's last line or a Cost comment words them."""
+    import re
+
+    def first(pattern: str) -> str | None:
+        found = re.search(pattern, text)
+        return found.group(1).replace(",", "") if found else None
+
+    return {
+        "tasks": first(r"(\d[\d,]*) tasks\b"),
+        "steps": first(r"(\d[\d,]*) optimizer steps"),
+        "CPU hours": first(r"about ([\d.]+) CPU hours"),
+        "unmeasured": first(r"plus (\d+) tasks without a measured figure"),
+        "GPU hours": first(r"about ([\d.]+) GPU hours"),
+    }
+
+
+@pytest.mark.parametrize("sweep", sorted(p.name for p in (Path(__file__).parents[1] / "sweeps").glob("*.yaml")))
+def test_each_sweep_files_cost_comment_is_what_plan_says(
+    sweep: str, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The comments said 2.7 h where plan said 2.2, or "see the plan's last line": a newcomer reads the comment."""
+    from tests.conftest import REPO, STARMAP
+    from tests.test_faults import cli
+
+    path = REPO / "sweeps" / sweep
+    if "shared/data/starmap" in path.read_text() and not STARMAP.exists():
+        pytest.skip(f"{sweep} reads {STARMAP}, which is not here")
+    lines = path.read_text().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("# Cost (`spotsweep plan")), None)
+    assert start is not None, f"sweeps/{sweep} has no '# Cost (`spotsweep plan sweeps/{sweep}`): ...' comment"
+    assert f"`spotsweep plan sweeps/{sweep}`" in lines[start]
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("#"):
+            break
+        block.append(line.lstrip("#").strip())
+    monkeypatch.chdir(REPO)
+    status, printed = cli(["plan", f"sweeps/{sweep}", "--out", str(tmp_path / "out")], capsys, monkeypatch)
+    assert status == 0, printed
+    last = next(line for line in reversed(printed.splitlines()) if "optimizer steps" in line)
+    said, planned = _cost_figures(" ".join(block)), _cost_figures(last)
+    assert said == planned, f"sweeps/{sweep}: its Cost comment says {said}; `spotsweep plan` says {planned}: {last}"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished sweep's sweep file (two controls on a small tissue), run once by `spotsweep run` for the
+    tests below; its output folder is OUT beside it."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    base = tmp_path_factory.mktemp("finished")
+    cells, reference = _tissue(base / "in", seed=1)
+    sweep = base / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump(_sweep(base / "out", cells, reference)))
+    done = subprocess.run([sys.executable, "-m", "toolkit", "run", str(sweep)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    (base / "run.log").write_text(done.stdout)
+    return sweep
+
+
+def test_report_and_run_print_the_html_pages_path(
+    finished: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page to open is index.html (figures inside); report printed only index.md's path."""
+    from tests.test_faults import cli
+
+    page = finished.parent / "out" / "report" / "index.html"
+    assert f"report: {page}" in (finished.parent / "run.log").read_text().replace("\n", "")
+    status, printed = cli(["report", str(finished.parent / "out")], capsys, monkeypatch)
+    assert status == 0 and str(page) in printed.replace("\n", "") and page.exists(), printed
+
+
+# --- beyond the named cases: the same classes elsewhere ------------------------------------------
+
+
+def test_overwrite_replaces_a_store_never_another_folder_or_file(
+    finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`export ... --to FOLDER --overwrite` deleted FOLDER and everything in it (so did `build --out`)."""
+    from tests.test_faults import cli
+
+    out = finished.parent / "out"
+    task = next(state.task.id for state in sweep_states(out) if state.state == "done")
+    mine = tmp_path / "mine"
+    (mine / "notes").mkdir(parents=True)
+    (mine / "notes" / "thesis.txt").write_text("years of work")
+    (tmp_path / "table.csv").write_text("a,b\n")
+    for target, what in ((mine, "a folder that is no Zarr store"), (tmp_path / "table.csv", "a file, not a Zarr")):
+        status, printed = cli(["export", str(out), task, "--to", str(target), "--overwrite"], capsys, monkeypatch)
+        assert status == 2 and f"--to is {what}" in printed, printed
+        cells = str(finished.parent / "in" / "cells.h5ad")
+        status, printed = cli(["build", cells, "--window", "750", "--out", str(target), "--overwrite"], capsys,
+                              monkeypatch)  # fmt: skip
+        assert status == 2 and f"--out is {what}" in printed, printed
+    assert (mine / "notes" / "thesis.txt").read_text() == "years of work"
+    assert (tmp_path / "table.csv").read_text() == "a,b\n"
+    store = tmp_path / "task.zarr"  # a store is still replaced when asked
+    for _ in range(2):
+        status, printed = cli(["export", str(out), task, "--to", str(store), "--overwrite"], capsys, monkeypatch)
+        assert status == 0, printed
+
+
+def test_simulate_never_replaces_files_already_in_its_folder_unless_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`simulate --out DATA` wrote over DATA/cells.h5ad and DATA/reference.h5ad, a user's own files by those names."""
+    from tests.test_faults import cli
+
+    (tmp_path / "cells.h5ad").write_bytes(b"a user's own cells")
+    small = ["--n-spatial-cells", "60", "--n-reference-cells", "60", "--n-genes", "12"]
+    status, printed = cli(["simulate", "--out", str(tmp_path), *small], capsys, monkeypatch)
+    assert status == 2 and "cells.h5ad: already exists, and simulate would replace it" in printed, printed
+    assert (tmp_path / "cells.h5ad").read_bytes() == b"a user's own cells" and not (
+        tmp_path / "reference.h5ad"
+    ).exists()
+    status, printed = cli(["simulate", "--out", str(tmp_path), *small, "--overwrite"], capsys, monkeypatch)
+    assert status == 0 and ad.read_h5ad(tmp_path / "cells.h5ad").n_obs == 60, printed
+
+
+def test_a_spot_store_given_as_cells_or_reference_is_refused_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given as `reference:`, plan accepted a spot store and the prepare job failed on it, advising a CLI option;
+    given a cells file, `spots:` advised building the store over that very file."""
+    import yaml
+
+    from tests.test_faults import cli
+
+    cells, reference = _tissue(tmp_path / "in", seed=1)
+    store = tmp_path / "spots.zarr"
+    built = cli(["build", str(cells), "--window", "750", "--out", str(store), "--no-progress"], capsys, monkeypatch)
+    assert built[0] == 0, built[1]
+    cases = [
+        ({"spatial": str(store), "reference": str(reference), "window": 750}, "datasets[0].spatial", "give it as"),
+        ({"spatial": str(cells), "reference": str(store), "window": 750}, "datasets[0].reference", "a reference is"),
+    ]
+    for given, where, fix in cases:
+        data = _sweep(tmp_path / "out", cells, reference)
+        data["datasets"] = [{"name": "tissue", **given}]
+        (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(data))
+        for command in ("plan", "run"):
+            status, printed = cli([command, str(tmp_path / "sweep.yaml")], capsys, monkeypatch)
+            assert status == 2 and f"{where} points to '{store}', a pseudospot store" in printed and fix in printed
+    assert not (tmp_path / "out").exists()
+    data["datasets"] = [{"name": "tissue", "spots": str(cells), "reference": str(reference)}]
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(data))
+    status, printed = cli(["plan", str(tmp_path / "sweep.yaml")], capsys, monkeypatch)
+    assert status == 2 and "which is not a pseudospot store" in printed and f"--out {cells}" not in printed, printed
+
+
+def test_ctrl_c_is_one_sentence_and_leaves_the_summary_whole(finished: Path, tmp_path: Path) -> None:
+    """Ctrl-C in aggregate (or any command) ended in silence with status 130, or in a traceback while the CLI
+    started; a real SIGINT, sent while aggregate waits its turn behind another aggregation."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from filelock import FileLock
+
+    out = tmp_path / "out"
+    shutil.copytree(finished.parent / "out", out)
+    before = (out / "summary.nc").read_bytes()
+    with FileLock(str(out / ".aggregate.lock")):  # another aggregation holds the folder: this one waits
+        aggregate = subprocess.Popen([sys.executable, "-m", "toolkit", "aggregate", str(out)], text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+        deadline = time.monotonic() + 600
+        while not _has_loaded(aggregate.pid, "libhdf5"):  # inside the command (its imports), held at the lock
+            assert time.monotonic() < deadline and aggregate.poll() is None, aggregate.communicate()
+            time.sleep(0.2)
+        aggregate.send_signal(signal.SIGINT)
+        printed, errors = aggregate.communicate(timeout=600)
+    assert aggregate.returncode == 130, (printed, errors)
+    assert "spotsweep: interrupted (Ctrl-C): nothing it writes is left half-written" in errors, errors
+    assert "Traceback" not in errors + printed
+    assert (out / "summary.nc").read_bytes() == before and not list(out.rglob("*.tmp"))
+
+
+def _has_loaded(pid: int, library: str) -> bool:
+    """Whether the process has mapped a shared library whose name holds `library`."""
+    import contextlib
+
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        return any(library in region.path for region in psutil.Process(pid).memory_maps())
+    return False
+
+
+def test_score_of_a_table_with_a_header_and_no_rows_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A header-only table was refused as "column a holds text, not numbers": the fix it named was wrong."""
+    from tests.test_faults import cli
+
+    (tmp_path / "truth.csv").write_text("spot,a,b,c\ns1,0.2,0.3,0.5\ns2,0.5,0.5,0\ns3,0.1,0.1,0.8\n")
+    (tmp_path / "empty.csv").write_text("spot,a,b,c\n")
+    for args in (["truth.csv", "empty.csv"], ["empty.csv", "truth.csv"]):
+        status, printed = cli(["score", *(str(tmp_path / name) for name in args)], capsys, monkeypatch)
+        assert status == 2 and "empty.csv: the" in printed and "table has a header but no rows" in printed, printed
+
+
+def test_a_reference_that_cannot_be_opened_is_refused_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """plan opened the spatial cells but never the reference: an empty reference.h5ad, or a counts CSV
+    without its cell table, passed plan, and run claimed the output folder before its prepare failed."""
+    import yaml
+
+    from tests.test_faults import cli
+
+    cells, _ = _tissue(tmp_path / "in", seed=1)
+    (tmp_path / "empty.h5ad").write_bytes(b"")
+    (tmp_path / "counts.csv").write_text("cell,Gad1\nc1,3\n")
+    cases = [
+        (tmp_path / "empty.h5ad", "empty.h5ad: cannot open the AnnData store"),
+        (tmp_path / "counts.csv", "counts.csv: a counts table needs the cell table"),
+    ]
+    for given, expected in cases:
+        (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(_sweep(tmp_path / "out", cells, given)))
+        for command in ("plan", "run"):
+            status, printed = cli([command, str(tmp_path / "sweep.yaml")], capsys, monkeypatch)
+            assert status == 2 and f"datasets[0].reference: {tmp_path / expected}" in printed, printed
+    assert not (tmp_path / "out").exists()

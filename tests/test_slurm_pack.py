@@ -2,21 +2,23 @@
 
 A 4-task sweep with `pack: 2` goes in as an array of 2 elements, each running 2 tasks in 2 worker
 processes on its (fake) GPU. The first element is preempted (submitit's `job._interrupt()`: SIGTERM,
-then USR2) as soon as one of its tasks has saved a training checkpoint: a task training then saves at
-its epoch end, the element is requeued as a whole, and each task resumes from its own checkpoint.
+then USR2) while both its tasks train: each saves at its epoch end, the element is requeued as a whole,
+and each task resumes from its own checkpoint.
 
-Why not wait until both have saved: the two workers start training seconds apart (more on a busy or
-fresh machine), and the first could finish its 1,000 epochs before the second saved and the signal
-arrived (CI saw it: one attempt, "done"). Preempting at the first save leaves the first task hundreds of
-epochs to go; the second is then training (most often), loading, or not yet started, and each of those
-must end the same way: requeued with the element and done once, from its checkpoint where it had one.
+Both tasks are held still (SIGSTOP, tests/slurm_hold.py) from their first checkpoint until the
+preemption's USR2 is pending on each, then let go. Before, the element was preempted as soon as one task
+had saved while both trained on, so what the signals found depended on the machine's load: the two
+workers start training seconds apart on an idle machine and tens of seconds apart on a loaded one (CI once
+saw the first finish 1,000 epochs before the second saved), and scancel's two signals took seconds to
+arrive. The other task was then training, loading its data and model, or not yet started, and which of
+those happened was chosen by the load, not by the test; under load the test once failed. Held, both are
+training when the signals come, on any machine.
 """
 
 from __future__ import annotations
 
 import copy
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,16 +28,16 @@ import yaml
 
 from tests.conftest import REPO, TINY_SWEEP
 from tests.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
+from tests.slurm_hold import let_go_once_usr2_pending, resumed_on_failure, suspend_each_once_saved
 from toolkit.backends.checkpointed import read_attempts
 from toolkit.backends.slurm import records as slurm
 from toolkit.backends.slurm.submit import wait_for
 from toolkit.config import parse_sweep
-from toolkit.engines import checkpoint
 from toolkit.launch import run_sweep, sweep_states
 from toolkit.layout import OutputLayout, read_json
 from toolkit.sweep import Task, expand
 
-EPOCHS = 300  # the element is preempted at its first task's first checkpoint (epoch 5): far from the end
+EPOCHS = 300  # the element is preempted at its tasks' first checkpoint (epoch 5): far from the end
 EVERY = 5
 
 
@@ -46,7 +48,7 @@ class Packed:
     submission: slurm.Submission
     preempted: list[Task]
     first_saved: Task
-    """The task of the preempted element whose checkpoint triggered the preemption."""
+    """A task of the preempted element (each had saved a checkpoint when the preemption came)."""
 
 
 @pytest.fixture(scope="module")
@@ -69,18 +71,12 @@ def packed(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory
     submission = slurm.read_submissions(layout)[-1]
     first = [task for task in tasks if submission.elements[task.id] == f"{submission.arrays[0].job_id}_0"]
 
-    def saved(task: Task) -> bool:
-        return (layout.task_dir(task.id) / "checkpoint" / checkpoint.FAST_CHECKPOINT_NAME).exists()
-
-    deadline = time.monotonic() + 600
-    while not any(saved(task) for task in first):
-        if any(layout.result(task.id).exists() for task in first) or time.monotonic() > deadline:
-            pytest.fail("the packed element finished (or never trained) before it could be preempted")
-        time.sleep(0.2)
-    first_saved = next(task for task in first if saved(task))
-    submitit.SlurmJob(folder=submission.folder, job_id=submission.elements[first[0].id])._interrupt()
+    held = suspend_each_once_saved(layout, [task.id for task in first])  # each still at its first checkpoint
+    with resumed_on_failure(held):
+        submitit.SlurmJob(folder=submission.folder, job_id=submission.elements[first[0].id])._interrupt()
+    let_go_once_usr2_pending(held)
     wait_for(layout, tasks, submission, progress=False)
-    return Packed(layout, tasks, submission, first, first_saved)
+    return Packed(layout, tasks, submission, first, first[0])
 
 
 def test_four_tasks_went_in_as_two_elements_of_two(packed: Packed) -> None:
@@ -97,7 +93,9 @@ def test_four_tasks_went_in_as_two_elements_of_two(packed: Packed) -> None:
 
 def test_every_task_is_done_and_ran_in_its_element(packed: Packed) -> None:
     states = {state.task.id: state for state in sweep_states(packed.layout.root)}
-    assert [state.state for state in states.values()] == ["done"] * 4
+    assert [state.state for state in states.values()] == ["done"] * 4, [
+        (s.task.id, s.state, s.reason) for s in states.values()
+    ]
     for task in packed.tasks:
         result = read_json(packed.layout.result(task.id))
         job = result["provenance"]["job"]
@@ -112,11 +110,10 @@ def test_the_preempted_element_saved_requeued_and_resumed_its_tasks(packed: Pack
     assert EVERY <= saver[0]["checkpoint_epoch"] < EPOCHS
     for task in packed.preempted:
         attempts = read_attempts(packed.layout, task.id)
-        # the other task was stopped while training (requeued, then done) or before it began (done once)
-        assert [attempt["outcome"] for attempt in attempts] in (["requeued", "done"], ["done"]), attempts
+        # both were training when the preemption came (held until then): each requeued, then done
+        assert [attempt["outcome"] for attempt in attempts] == ["requeued", "done"], attempts
         assert {attempt["job"] for attempt in attempts} == {packed.submission.elements[task.id]}  # requeued, same id
-        if len(attempts) == 2:
-            assert attempts[1]["resumed_from_epoch"] == attempts[0]["checkpoint_epoch"]
+        assert EVERY <= attempts[0]["checkpoint_epoch"] == attempts[1]["resumed_from_epoch"]
         assert not packed.layout.error(task.id).exists()
     output = subprocess.run(
         [

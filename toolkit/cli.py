@@ -54,10 +54,17 @@ def simulate(
         Optional[int], typer.Option(metavar="N", min=1, help="Reference cells (default: the preset's).")
     ] = None,
     n_genes: Annotated[Optional[int], typer.Option(metavar="N", min=1, help="Genes (default: the preset's).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace reference.h5ad and cells.h5ad (.zarr) in --out.")] = False,
 ) -> None:
     """Generate a synthetic single-cell reference and a single-cell-resolution spatial section."""
     if out.exists() and not out.is_dir():
         raise SpotsweepError(f"{out}: --out is an existing file, not a folder; give a folder to write into.")
+    names = ("reference.h5ad", "cells.zarr" if preset == "atlas" else "cells.h5ad")
+    taken = [out / name for name in names if (out / name).exists()]
+    if taken and not overwrite:  # a folder of the user's own data: replaced silently before
+        raise SpotsweepError(
+            f"{taken[0]}: already exists, and simulate would replace it; choose another --out or pass --overwrite."
+        )
     from toolkit.data.synthetic import simulate as generate
     from toolkit.layout import write_atomically
 
@@ -131,7 +138,7 @@ def build(
     The cells are read and summed chunk by chunk with Dask, so inputs larger than memory work.
     """
     from toolkit.data.readers import load_gene_list, open_cells
-    from toolkit.layout import check_not_an_input
+    from toolkit.layout import check_not_an_input, check_replaceable
     from toolkit.pseudospots import GridSubset
     from toolkit.pseudospots.dask_cluster import Scheduler, load_cluster_options
     from toolkit.pseudospots.out_of_core import build_spots_store
@@ -140,6 +147,7 @@ def build(
     check_not_an_input(out, inputs, "--out")
     if out.exists() and not overwrite:
         raise SpotsweepError(f"{out}: already exists; choose another --out or pass --overwrite.")
+    check_replaceable(out, "--out")
     plan = Scheduler(scheduler, workers, load_cluster_options(cluster_options))  # type: ignore[arg-type]
     subset = GridSubset.parse(columns=columns, rows=rows, bbox=bbox)
     source = open_cells(
@@ -244,7 +252,8 @@ def run(
         return
     console.print(
         f"{config.name}: submitted {summary.submitted}, already done or skipped {summary.skipped}; {states}; "
-        f"{summary.seconds:.0f} s. Summary: {root / 'summary.nc'}, report: {root / 'report' / 'index.md'}"
+        f"{summary.seconds:.0f} s. Summary: {root / 'summary.nc'}, report: {root / 'report' / 'index.html'} "
+        f"(and index.md)"
     )
     if summary.states["failed"]:
         console.print(f"[red]{summary.states['failed']} tasks failed[/red]: see `spotsweep status {root}`")
@@ -350,10 +359,11 @@ def aggregate(out: OutDir) -> None:
 
 @app.command()
 def report(out: OutDir) -> None:
-    """Draw the figures and tables of OUT/summary.nc into OUT/report/ (markdown + PNG)."""
+    """Draw the figures and tables of OUT/summary.nc into OUT/report/ (markdown + PNG, and one HTML page)."""
     from toolkit.report import write_report
 
-    console.print(f"wrote {write_report(out)}")
+    page = write_report(out)
+    console.print(f"wrote {page} and {page.with_suffix('.html')} (open it in a browser: one file, figures inside)")
 
 
 @app.command()
@@ -368,9 +378,11 @@ def export(
 ) -> None:
     """Write one configuration's predicted and true proportions as a SpatialData store (windows + table)."""
     from toolkit.export import export_task
-    from toolkit.layout import check_not_an_input
+    from toolkit.layout import check_not_an_input, check_replaceable
 
     check_not_an_input(to, [out], "--to")
+    if overwrite:
+        check_replaceable(to, "--to")
     console.print(f"wrote {export_task(out, task, to, overwrite=overwrite)}: open it with spatialdata.read_zarr")
 
 
@@ -395,6 +407,8 @@ def _read_table(path: Path, what: str, numbers: bool = True) -> pd.DataFrame:
             f"{path}: the {what} table names column {', '.join(map(str, repeated[:5]))} more than once; give each "
             "cell type one column (sum or drop the repeats)."
         )
+    if table.shape[0] == 0:  # read as columns of text, it was "column a holds text, not numbers"
+        raise SpotsweepError(f"{path}: the {what} table has a header but no rows (no spots); give one row per spot.")
     text = [str(column) for column in table.columns if not pd.api.types.is_numeric_dtype(table[column])]
     if numbers and text:
         raise SpotsweepError(
@@ -496,6 +510,16 @@ def _warn_unscored(truth_names: list[str], predicted_names: list[str], scored: l
     )
 
 
+def _interrupted() -> None:
+    print(
+        "spotsweep: interrupted (Ctrl-C): nothing it writes is left half-written (each file and store is moved "
+        "into place only once complete, so what was there before stands); run the same command again to finish, "
+        "and jobs already submitted to SLURM go on (see `spotsweep status`).",
+        file=sys.stderr,
+    )
+    sys.exit(130)
+
+
 def main() -> None:
     """Entry point: user errors become one line and exit status 2."""
     import errno
@@ -505,6 +529,12 @@ def main() -> None:
     except SpotsweepError as exc:
         print(f"spotsweep: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # a Ctrl-C before typer runs the command (while it starts) was a traceback
+        _interrupted()
+    except SystemExit as exc:
+        if exc.code == 130:  # typer ends a command stopped by Ctrl-C with a silent 130: say what it left
+            _interrupted()
+        raise
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise

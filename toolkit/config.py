@@ -378,13 +378,34 @@ def check_inputs_exist(sweep: SweepConfig, source: str) -> None:
                         f"{source}: {where} points to '{path}', which does not exist; "
                         "fix the path (relative paths are read from the current directory)."
                     )
+            if given is not None and not (Path(given.path) / "uns" / "pseudospots").is_dir():
+                from toolkit.data.readers import check_openable
+
+                try:
+                    check_openable(given.path, given.cells_table)
+                except SpotsweepError as exc:
+                    raise SpotsweepError(f"{source}: datasets[{index}].{field}: {exc}") from None
+            if given is not None and (Path(given.path) / "uns" / "pseudospots").is_dir():
+                # read as cells it failed inside the prepare job (a reference) or with a CLI option's advice
+                fix = (
+                    f"give it as datasets[{index}].spots (without window), or the cells it was built from here"
+                    if field == "spatial"
+                    else "a reference is single cells with their cell types: give those (a store belongs in spots)"
+                )
+                raise SpotsweepError(
+                    f"{source}: datasets[{index}].{field} points to '{given.path}', a pseudospot store of "
+                    f"`spotsweep build`, not single cells; {fix}."
+                )
         if dataset.spots is not None:
             check_spot_store(dataset.spots, f"{source}: datasets[{index}].spots")
 
 
 def check_spot_store(path: Path, where: str) -> None:
     """`path` is a pseudospot store: an AnnData Zarr folder whose uns holds how `spotsweep build` made it."""
-    fix = f"build one with `spotsweep build CELLS --window SIZE --out {path}`, or fix the path"
+    fix = (  # not `--out {path}`: that told a user with cells at the path to write over them
+        "give single cells as `spatial:` with a `window:` instead, or build a store with "
+        "`spotsweep build CELLS --window SIZE --out SPOTS.zarr` and give that"
+    )
     if not Path(path).exists():
         raise SpotsweepError(f"{where} points to '{path}', which does not exist; {fix}.")
     if not (Path(path) / "uns" / "pseudospots").is_dir():

@@ -184,6 +184,26 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+ZARR_METADATA = (".zgroup", ".zarray", "zarr.json")
+"""The files at the top of a Zarr store (format 2, or 3)."""
+
+
+def check_replaceable(path: Path, option: str) -> None:
+    """`--overwrite` replaces a Zarr store, never another file or folder that happens to be at that path.
+
+    `spotsweep export ... --to FOLDER --overwrite` deleted FOLDER and all it held to write its store there."""
+    path = Path(path)
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return
+    if path.is_dir() and any((path / name).is_file() for name in ZARR_METADATA):
+        return
+    what = "a folder that is no Zarr store" if path.is_dir() else "a file, not a Zarr store"
+    raise SpotsweepError(
+        f"{path}: {option} is {what}; --overwrite replaces only a store (.zgroup or zarr.json at its top), "
+        f"never other files: give another {option}, or move that one aside first."
+    )
+
+
 def check_not_an_input(out: Path, inputs: Iterable[Path | str | None], option: str, *, may_hold: bool = False) -> None:
     """No command writes over or inside one of its own inputs: `--overwrite` replaces outputs only.
 

@@ -132,13 +132,23 @@ def detect_format(path: Path, cells_table: Path | None = None) -> Format:
     if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt", ".txt.gz")):
         if cells_table is None:
             raise SpotsweepError(
-                f"{path}: a counts table needs the cell table (cell id, x, y, cell type); pass it with --cells-table."
+                f"{path}: a counts table needs the cell table (cell id, x, y, cell type); pass it with --cells-table "
+                "(in a sweep file, the input's cells_table)."
             )
         return "counts-csv"
     raise SpotsweepError(
         f"{path}: unknown layout; give an AnnData .h5ad or .zarr, a SpatialData .zarr store, a MERSCOPE folder "
         "with cell_by_gene.csv, or a counts CSV with --cells-table."
     )
+
+
+def check_openable(path: Path, cells_table: Path | None = None) -> None:
+    """A known layout, and an AnnData store that opens (its header only): a sweep's reference was first
+    read inside the prepare job, so an empty or foreign file passed `plan` and failed only there."""
+    if detect_format(path, cells_table) in ("h5ad", "zarr"):
+        group = _open_group(Path(path))
+        if hasattr(group, "close"):
+            group.close()
 
 
 def read_cells(
