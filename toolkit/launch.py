@@ -1,9 +1,10 @@
 """The launcher: a sweep's tasks go to the backend its `executor.kind` names (toolkit.backends).
 
-Every backend does the same three things in its own way: prepare the inputs, run (or submit) every task
-not done yet, then aggregate and report. Tasks whose result already exists are not run again; failed
-ones only with `retry_failed`. What the launcher itself does is backend-neutral: record the sweep's
-task list (sweep.json), pick the backend, and ask every backend what it knows of the tasks' states.
+The lifecycle of a run is the backend core's (toolkit.backends.core): prepare the inputs, run (or
+submit) every task not done yet, then aggregate and report. Tasks whose result already exists are not
+run again; failed ones only with `retry_failed`. What the launcher itself does is backend-neutral:
+check the sweep, record its task list (sweep.json), and ask every backend what it knows of the tasks'
+states.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from toolkit.backends import BACKENDS, all_backends, backend
+from toolkit.backends import BACKENDS, all_backends, backend, core
 from toolkit.backends.common import RunSummary
 from toolkit.config import ExecutorConfig, SweepConfig
 from toolkit.errors import SpotsweepError
@@ -208,7 +209,7 @@ def run_sweep(
         record = sweep_record(sweep, tasks, layout, merge=merge)
         check_inputs(sweep.datasets, tasks, layout, rerun_changed=rerun_changed)
         write_json(layout.sweep_file, record)
-        return runner.run(
+        return core.run(
             sweep, layout, tasks, retry_failed=retry_failed, max_parallel=max_parallel, report=report, wait=wait
         )
     finally:
