@@ -7,12 +7,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import Field
+
+from toolkit.config import ExecutorOptions, PlainPath, PlainText
 from toolkit.status import TaskState
 
 if TYPE_CHECKING:
     from toolkit.config import SweepConfig
     from toolkit.layout import OutputLayout
     from toolkit.sweep import Task
+
+
+class JobOptions(ExecutorOptions):
+    """The settings of a backend whose tasks run as jobs (local processes, SLURM array elements)."""
+
+    max_parallel: int | None = Field(default=None, gt=0)
+    """Tasks running at once; on SLURM it overrides the profile's array_parallelism."""
+    container: PlainPath | None = None
+    """An Apptainer image (.sif) to run every job in; None runs them on the host."""
+    binds: list[PlainText] = Field(default_factory=list)
+    """Extra `apptainer --bind` specs (host[:container]) the jobs need, e.g. input data folders."""
 
 
 @dataclass(frozen=True)

@@ -255,7 +255,7 @@ def run(
     to_run = tasks_to_run(states, retry_failed)
     jobs: Jobs | None = None
     if to_run:
-        parallel = max_parallel or sweep.executor.max_parallel
+        parallel = max_parallel or getattr(sweep.executor, "max_parallel", None)
         try:
             with sigterm_as_interrupt():
                 jobs = backend.dispatch(Context(sweep, layout, parallel, report), to_run)

@@ -16,28 +16,40 @@ import signal
 import time
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import submitit
+from pydantic import Field
 
 from toolkit.backends import apptainer
 from toolkit.backends.checkpointed import run_checkpointed
-from toolkit.backends.common import input_files
+from toolkit.backends.common import JobOptions, input_files
 from toolkit.backends.core import STOP_WAIT_S, Context
 from toolkit.backends.core import finish_here as finish
-from toolkit.config import ExecutorConfig
 from toolkit.errors import SpotsweepError
 from toolkit.layout import OutputLayout
 from toolkit.prepare import prepare
 from toolkit.status import TaskState
 from toolkit.sweep import Task
 
-__all__ = ["check", "describe", "dispatch", "finish", "refine_states"]
+__all__ = ["Options", "check", "describe", "dispatch", "finish", "refine_states"]
 
 POLL_S = 0.5
 
 
-def check(executor: ExecutorConfig) -> None:
+class Options(JobOptions):
+    """`executor: {kind: local, ...}`: processes on this machine."""
+
+    kind: Literal["local"] = "local"
+    timeout_min: float = Field(default=120, gt=0)
+    """Each task's wall-clock limit: a task still training then saves its state and is failed with this limit
+    as its reason; `spotsweep run --retry-failed` resumes it (on SLURM the profile's time_min applies)."""
+    checkpoint_every_epochs: int = Field(default=50, gt=0)
+    """Tasks save their training state every N epochs: a sweep stopped half way resumes each task there (on
+    SLURM the profile's checkpoint_every_epochs applies)."""
+
+
+def check(executor: Options) -> None:
     """Nothing to load: a local executor's settings are checked by the sweep's schema."""
 
 

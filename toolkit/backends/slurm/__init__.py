@@ -12,20 +12,42 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import model_validator
+
+from toolkit.backends.common import JobOptions
 from toolkit.backends.core import Context
 from toolkit.backends.slurm import submit
 from toolkit.backends.slurm.jobs import finish_sweep
 from toolkit.backends.slurm.profile import load_profile
 from toolkit.backends.slurm.records import read_submissions
 from toolkit.backends.slurm.status import refine_states
-from toolkit.config import ExecutorConfig
+from toolkit.config import PlainPath
 from toolkit.layout import OutputLayout
 from toolkit.sweep import Task
 
-__all__ = ["check", "describe", "dispatch", "finish", "refine_states"]
+__all__ = ["Options", "check", "describe", "dispatch", "finish", "refine_states"]
 
 
-def check(executor: ExecutorConfig) -> None:
+class Options(JobOptions):
+    """`executor: {kind: slurm, profile: ...}`: a SLURM cluster, whose profile gives every job's resources
+    (time limits, checkpoints and memory included)."""
+
+    kind: Literal["slurm"] = "slurm"
+    profile: PlainPath | None = None
+    """A cluster profile such as hpc/profiles/gpu-cluster.yaml (partition, GPUs, ...)."""
+
+    @model_validator(mode="after")
+    def _needs_profile(self) -> Options:
+        if self.profile is None:
+            raise ValueError(
+                "kind 'slurm' needs a cluster profile; add 'profile: hpc/profiles/NAME.yaml' or pass --profile"
+            )
+        return self
+
+
+def check(executor: Options) -> None:
     """Load the cluster profile now: its mistakes stop the run before anything is submitted."""
     if executor.profile is not None:
         load_profile(executor.profile)
@@ -33,7 +55,7 @@ def check(executor: ExecutorConfig) -> None:
 
 def dispatch(context: Context, tasks: list[Task]) -> submit.SlurmJobs:
     """Submit the chain for `tasks`; it runs on its own (the aggregate job finishes the sweep)."""
-    assert context.options.profile is not None  # ExecutorConfig checks this
+    assert context.options.profile is not None  # Options checks this
     return submit.dispatch(context, tasks, load_profile(context.options.profile))
 
 
