@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from toolkit.config import load_sweep
+from toolkit.config import load_sweep, parse_sweep
 from toolkit.errors import SpotsweepError
 from toolkit.sweep import expand
 
@@ -119,3 +119,43 @@ def test_cli_prints_one_line_and_no_traceback(tmp_path: Path, tiny_sweep_data: d
     assert len(lines) == 1
     assert lines[0].startswith("spotsweep: error: ") and "bath_size" in lines[0]
     assert not (tmp_path / "unused").exists()
+
+
+@pytest.mark.parametrize(
+    ("executor", "sentence"),
+    [
+        (
+            {"kind": "slurm", "profile": "hpc/profiles/local.yaml", "timeout_min": 30},
+            "executor.timeout_min (30) is a setting of kind 'local', but executor.kind is 'slurm'; remove it, "
+            "or set kind: local.",
+        ),
+        (
+            {"kind": "inline", "container": "image.sif"},
+            "executor.container (image.sif) is a setting of kind 'local' (and 'slurm'), but executor.kind is "
+            "'inline'; remove it, or set kind: local.",
+        ),
+        (
+            {"kind": "local", "profile": "hpc/profiles/local.yaml"},
+            "executor.profile (hpc/profiles/local.yaml) is a setting of kind 'slurm', but executor.kind is 'local'",
+        ),
+    ],
+)
+def test_a_setting_of_another_backend_is_one_sentence_naming_it(
+    tiny_sweep_data: dict, executor: dict, sentence: str
+) -> None:
+    """Each backend owns its settings (its `Options` beside its code): the executor block is validated by
+    the model its kind names, and a setting that belongs to another backend says which one."""
+    tiny_sweep_data["executor"] = executor
+    with pytest.raises(SpotsweepError) as caught:
+        parse_sweep(tiny_sweep_data, "sweep.yaml")
+    assert str(caught.value).startswith(f"sweep.yaml: {sentence}"), caught.value
+
+
+def test_each_kind_gets_its_backends_options(tiny_sweep_data: dict) -> None:
+    from toolkit.backends import BACKENDS, options_model
+
+    for kind in BACKENDS:
+        data = {**tiny_sweep_data, "executor": {"kind": kind, **({"profile": "p.yaml"} if kind == "slurm" else {})}}
+        sweep = parse_sweep(data, "sweep.yaml")
+        assert type(sweep.executor) is options_model(kind)
+        assert parse_sweep(sweep.model_dump(mode="json"), "again").executor == sweep.executor  # what a job re-reads

@@ -17,10 +17,12 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     Field,
+    SerializeAsAny,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from toolkit.errors import SpotsweepError, printable
 from toolkit.methods import grids
@@ -55,6 +57,9 @@ PlainName = Annotated[str, AfterValidator(_plain_name)]
 
 PlainPath = Annotated[Path, AfterValidator(_plain_path)]
 """A path of a sweep file: it may reach an sbatch script or an `apptainer exec` line, so it is one plain line."""
+
+PlainText = Annotated[str, AfterValidator(_plain_path)]
+"""A string that may reach a job script, such as an `apptainer --bind` spec: one plain line."""
 
 
 def when_set(default: Any = None, **kwargs: Any) -> Any:
@@ -244,33 +249,44 @@ class DatasetConfig(Strict):
         return self
 
 
-class ExecutorConfig(Strict):
-    """Where tasks run: local processes (default) or a SLURM cluster described by a profile."""
+class ExecutorOptions(Strict):
+    """Where tasks run: a sweep's `executor:` block. What each backend takes is its own model, beside its code
+    (`Options` in toolkit/backends/local.py, slurm/__init__.py, inline.py), a subclass of this one: the
+    block is a union of them discriminated by `kind` (`executor_options`)."""
 
     kind: str = Field(default="local", pattern=r"^[a-z][a-z0-9_-]*$")
-    """The backend that runs the tasks: one of toolkit.backends.BACKENDS (local, slurm); the launcher checks it."""
-    profile: PlainPath | None = None
-    """For kind slurm: a cluster profile such as hpc/profiles/gpu-cluster.yaml (partition, GPUs, ...)."""
-    max_parallel: int | None = Field(default=None, gt=0)
-    """Tasks running at once; on SLURM it overrides the profile's array_parallelism."""
-    timeout_min: float = Field(default=120, gt=0)
-    """Local jobs' wall-clock limit: a task still training then saves its state and is failed with this limit
-    as its reason; `spotsweep run --retry-failed` resumes it (on SLURM the profile's time_min applies)."""
-    checkpoint_every_epochs: int = Field(default=50, gt=0)
-    """Local tasks save their training state every N epochs: a sweep stopped half way resumes each task
-    there (on SLURM the profile's checkpoint_every_epochs applies)."""
-    container: PlainPath | None = None
-    """An Apptainer image (.sif) to run every job in; None runs them on the host."""
-    binds: list[Annotated[str, AfterValidator(_plain_path)]] = Field(default_factory=list)
-    """Extra `apptainer --bind` specs (host[:container]) the jobs need, e.g. input data folders."""
+    """The backend that runs the tasks: one of toolkit.backends.BACKENDS (local, slurm, inline)."""
 
-    @model_validator(mode="after")
-    def _slurm_needs_profile(self) -> ExecutorConfig:
-        if self.kind == "slurm" and self.profile is None:
-            raise ValueError(
-                "kind 'slurm' needs a cluster profile; add 'profile: hpc/profiles/NAME.yaml' or pass --profile"
+
+def executor_options(value: Any) -> Any:
+    """An `executor:` mapping as the model of the backend its `kind` names (local by default); a setting of
+    another backend is one sentence naming that backend. An unknown kind is left to the launcher to name
+    the known ones."""
+    if not isinstance(value, dict):
+        return value
+    from toolkit.backends import BACKENDS, options_model  # the registry: the one import upwards (pyproject)
+
+    kind = value.get("kind", "local")
+    if kind not in BACKENDS:
+        return value
+    model = options_model(kind)
+    given = {key: setting for key, setting in value.items() if setting is not None or key in model.model_fields}
+    for key, setting in given.items():
+        if key in model.model_fields:
+            continue
+        owners = [other for other in BACKENDS if key in options_model(other).model_fields]
+        if owners:
+            message = (
+                f"executor.{key} ({setting}) is a setting of kind '{owners[0]}'"
+                + "".join(f" (and '{other}')" for other in owners[1:])
+                + f", but executor.kind is '{kind}'; remove it, or set kind: {owners[0]}"
             )
-        return self
+        else:
+            hint = difflib.get_close_matches(str(key), list(model.model_fields), n=1)
+            fix = f"did you mean '{hint[0]}'?" if hint else f"remove it (known keys: {', '.join(model.model_fields)})"
+            message = f"unknown key 'executor.{key}' for kind '{kind}'; {fix}"
+        raise PydanticCustomError("executor_setting", message.replace("{", "{{").replace("}", "}}"))
+    return model.model_validate(given)
 
 
 class PrepareConfig(Strict):
@@ -293,7 +309,9 @@ class SweepConfig(Strict):
     output: PlainPath
     datasets: list[DatasetConfig] = Field(min_length=1)
     methods: list[MethodConfig] = Field(min_length=1)
-    executor: ExecutorConfig = ExecutorConfig()
+    executor: Annotated[SerializeAsAny[ExecutorOptions], BeforeValidator(executor_options)] = Field(
+        default_factory=lambda: executor_options({})
+    )
     prepare: PrepareConfig = PrepareConfig()
 
     @model_validator(mode="after")
@@ -348,6 +366,8 @@ def _explain(error: dict[str, Any]) -> str:
         hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
         fix = f"did you mean '{hint[0]}'?" if hint else f"remove it (known keys: {', '.join(known)})"
         return f"unknown key '{where}'; {fix}"
+    if error["type"] == "executor_setting":
+        return error["msg"]
     if error["type"] == "missing":
         return f"the required key '{where}' is missing; add it"
     message = error["msg"].removeprefix("Value error, ")

@@ -1,9 +1,10 @@
 """The launcher: a sweep's tasks go to the backend its `executor.kind` names (toolkit.backends).
 
-Every backend does the same three things in its own way: prepare the inputs, run (or submit) every task
-not done yet, then aggregate and report. Tasks whose result already exists are not run again; failed
-ones only with `retry_failed`. What the launcher itself does is backend-neutral: record the sweep's
-task list (sweep.json), pick the backend, and ask every backend what it knows of the tasks' states.
+The lifecycle of a run is the backend core's (toolkit.backends.core): prepare the inputs, run (or
+submit) every task not done yet, then aggregate and report. Tasks whose result already exists are not
+run again; failed ones only with `retry_failed`. What the launcher itself does is backend-neutral:
+check the sweep, record its task list (sweep.json), and ask every backend what it knows of the tasks'
+states.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from toolkit.backends import BACKENDS, all_backends, backend
+from toolkit.backends import BACKENDS, all_backends, backend, core, options_model
 from toolkit.backends.common import RunSummary
-from toolkit.config import ExecutorConfig, SweepConfig
+from toolkit.config import ExecutorOptions, SweepConfig, executor_options
 from toolkit.errors import SpotsweepError
 from toolkit.freshness import check_inputs
 from toolkit.layout import CorruptFile, OutputLayout, check_not_an_input, read_json, write_json
@@ -58,16 +59,13 @@ def check_size(sweep: SweepConfig, max_tasks: int = MAX_TASKS) -> int:
     return n_tasks
 
 
-def check_applicable(executor: ExecutorConfig) -> None:
-    """Settings that would be ignored are refused: the user meant something by them."""
-    if executor.kind == "local" and executor.profile is not None:
+def check_applicable(executor: ExecutorOptions) -> None:
+    """Settings that would be ignored are refused: the user meant something by them. (A setting of another
+    backend, such as a SLURM profile with kind local, is refused by the sweep's schema.)"""
+    binds = getattr(executor, "binds", None)
+    if binds and getattr(executor, "container", None) is None:
         raise SpotsweepError(
-            f"executor.profile ({executor.profile}) is a SLURM cluster profile, but executor.kind is 'local', which "
-            "runs the tasks on this machine; remove the profile, or set kind: slurm (or pass --profile alone)."
-        )
-    if executor.binds and executor.container is None:
-        raise SpotsweepError(
-            f"executor.binds ({', '.join(executor.binds)}) are for an Apptainer image, but no executor.container "
+            f"executor.binds ({', '.join(binds)}) are for an Apptainer image, but no executor.container "
             "is given; remove binds, or add container (or --container IMAGE.sif)."
         )
 
@@ -208,7 +206,7 @@ def run_sweep(
         record = sweep_record(sweep, tasks, layout, merge=merge)
         check_inputs(sweep.datasets, tasks, layout, rerun_changed=rerun_changed)
         write_json(layout.sweep_file, record)
-        return runner.run(
+        return core.run(
             sweep, layout, tasks, retry_failed=retry_failed, max_parallel=max_parallel, report=report, wait=wait
         )
     finally:
@@ -235,15 +233,15 @@ def with_executor(sweep: SweepConfig, kind: str | None, profile: Path | None, im
         update["kind"] = kind or "slurm"
     if profile is not None:
         update["profile"] = profile
-    elif kind == "local":
-        update["profile"] = None  # the sweep file's cluster profile, overridden by the command line
     if image is not None:
         if not image.is_file():
             raise SpotsweepError(f"--container {image}: no such image; build it with `make image`.")
         update["container"] = image.resolve()
-    if update.get("kind") == "slurm" and profile is None and sweep.executor.profile is None:
+    if update.get("kind") == "slurm" and profile is None and getattr(sweep.executor, "profile", None) is None:
         raise SpotsweepError("--executor slurm needs a cluster profile; add --profile hpc/profiles/NAME.yaml.")
-    executor = ExecutorConfig.model_validate({**sweep.executor.model_dump(), **update})
+    data = {**sweep.executor.model_dump(), **update}
+    kept = options_model(str(data["kind"])).model_fields  # the sweep file's settings of another backend: overridden
+    executor = executor_options({key: value for key, value in data.items() if key in kept})
     backend_for(executor.kind).check(executor)
     return sweep.model_copy(update={"executor": executor})
 

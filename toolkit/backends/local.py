@@ -4,9 +4,8 @@ array task on a cluster, through submitit's LocalExecutor.
 At most `max_parallel` tasks run at once so that a laptop is not oversubscribed; each gets its share
 of the cores as torch threads. Tasks run the same checkpointed body as SLURM's (backends.checkpointed):
 they save their training every `checkpoint_every_epochs`, so a sweep stopped half way and run again
-resumes each task where it was. The prepare job's stage and each running task's epoch are shown as
-they go. Optionally every job runs inside an Apptainer image. Stopped by Ctrl-C or SIGTERM, a run stops
-its task processes too (never leaving them training as orphans) and says how to resume them.
+resumes each task where it was. Optionally every job runs inside an Apptainer image. The lifecycle
+(progress, Ctrl-C, finish) is the core's (toolkit.backends.core); this module starts and stops processes.
 """
 
 from __future__ import annotations
@@ -14,31 +13,43 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import submitit
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from pydantic import Field
 
 from toolkit.backends import apptainer
 from toolkit.backends.checkpointed import run_checkpointed
-from toolkit.backends.common import RunSummary, finish, input_files, tasks_to_run
-from toolkit.config import ExecutorConfig, SweepConfig
+from toolkit.backends.common import JobOptions, input_files
+from toolkit.backends.core import STOP_WAIT_S, Context
+from toolkit.backends.core import finish_here as finish
 from toolkit.errors import SpotsweepError
 from toolkit.layout import OutputLayout
 from toolkit.prepare import prepare
-from toolkit.status import TaskState, count_states, read_progress, read_stage, task_state
+from toolkit.status import TaskState
 from toolkit.sweep import Task
 
+__all__ = ["Options", "check", "describe", "dispatch", "finish", "refine_states"]
+
 POLL_S = 0.5
-STOP_WAIT_S = 30.0
-"""How long a stopped run waits for its cancelled task processes to exit (they keep their last checkpoint)."""
 
 
-def check(executor: ExecutorConfig) -> None:
+class Options(JobOptions):
+    """`executor: {kind: local, ...}`: processes on this machine."""
+
+    kind: Literal["local"] = "local"
+    timeout_min: float = Field(default=120, gt=0)
+    """Each task's wall-clock limit: a task still training then saves its state and is failed with this limit
+    as its reason; `spotsweep run --retry-failed` resumes it (on SLURM the profile's time_min applies)."""
+    checkpoint_every_epochs: int = Field(default=50, gt=0)
+    """Tasks save their training state every N epochs: a sweep stopped half way resumes each task there (on
+    SLURM the profile's checkpoint_every_epochs applies)."""
+
+
+def check(executor: Options) -> None:
     """Nothing to load: a local executor's settings are checked by the sweep's schema."""
 
 
@@ -51,20 +62,99 @@ def describe(layout: OutputLayout) -> list[str]:
     return []
 
 
-def _executor(layout: OutputLayout, sweep: SweepConfig) -> submitit.LocalExecutor:
-    config = sweep.executor
+def default_parallel() -> int:
+    return max(1, min(4, (os.cpu_count() or 1) // 2))
+
+
+def run_local_task(task_data: dict, out: str, threads: int, every_n_epochs: int, timeout_min: float) -> str:
+    """One task in its own process, with checkpoints every N epochs, its attempts and progress recorded;
+    stopped at `timeout_min` (the executor's), it is failed with that limit and its saved epoch as reason.
+    A local task is never requeued: it is simply run again, and resumes from its checkpoint."""
+    return run_checkpointed(
+        task_data, out, threads, every_n_epochs, grace_s=60.0, requeueing=lambda: False, local_timeout_min=timeout_min
+    )
+
+
+def dispatch(context: Context, tasks: list[Task]) -> LocalJobs:
+    """The prepare job now; the tasks once it has ended, at most `parallel` processes at once."""
+    return LocalJobs(context, tasks)
+
+
+class LocalJobs:
+    """A prepare job, then one process per task, `parallel` at once (core.Jobs)."""
+
+    poll_s = POLL_S
+    finishes = False
+    detached = False
+    shows_progress = True
+
+    def __init__(self, context: Context, tasks: list[Task]) -> None:
+        self.layout, self.options = context.layout, context.options
+        self.ids: dict[str, str] = {}
+        self.every_n_epochs = self.options.checkpoint_every_epochs
+        self.parallel = context.parallel or default_parallel()
+        self.threads = max(1, (os.cpu_count() or 1) // self.parallel)
+        self.executor = _executor(context)
+        self.queue = list(tasks)
+        self.running_jobs: dict[str, submitit.Job] = {}
+        self.jobs: list[submitit.Job] = []
+        arguments = (context.sweep.model_dump(mode="json"), [task.to_dict() for task in tasks], str(self.layout.root))
+        self.prepare_job: submitit.Job | None = self._submit(prepare, *arguments)
+
+    def _submit(self, function: Any, *arguments: Any) -> submitit.Job:
+        job = _submit(self.executor, self.layout, function, *arguments)
+        self.jobs.append(job)
+        return job
+
+    def preparing(self) -> bool:
+        return self.prepare_job is not None
+
+    def poll(self) -> list[str]:
+        if self.prepare_job is not None:
+            if not self.prepare_job.done():
+                return []
+            _wait(self.prepare_job, "prepare")
+            self.prepare_job = None
+        ended = [task_id for task_id, job in self.running_jobs.items() if job.done()]
+        for task_id in ended:
+            del self.running_jobs[task_id]
+        while self.queue and len(self.running_jobs) < self.parallel:
+            task = self.queue.pop(0)
+            timeout = self.options.timeout_min
+            arguments = (task.to_dict(), str(self.layout.root), self.threads, self.every_n_epochs, timeout)
+            self.running_jobs[task.id] = self._submit(run_local_task, *arguments)
+        return ended
+
+    def running(self) -> list[str]:
+        return [task_id for task_id, job in self.running_jobs.items() if not job.done()]
+
+    def finished(self) -> bool:
+        return self.prepare_job is None and not self.queue and not self.running_jobs
+
+    def cancel(self, task_ids: Collection[str] | None = None) -> bool:
+        if task_ids is None:
+            self.queue.clear()
+            return _stop(self.jobs)
+        self.queue = [task for task in self.queue if task.id not in task_ids]
+        return _stop([job for task_id, job in self.running_jobs.items() if task_id in task_ids])
+
+    def close(self) -> None:
+        """submitit's local job controller creates its log folder pattern itself (an empty `logs/%j`) beside
+        the jobs' real folders; a user would take it for a job."""
+        with contextlib.suppress(OSError):  # absent, or (unexpectedly) not empty: leave it
+            (self.layout.logs / "%j").rmdir()
+
+
+def _executor(context: Context) -> submitit.LocalExecutor:
+    config, layout = context.options, context.layout
     python = None
     if config.container is not None:
         apptainer.require_apptainer()
-        binds = apptainer.job_binds(layout.root, config.binds, input_files(sweep))
+        binds = apptainer.job_binds(layout.root, config.binds, input_files(context.sweep))
         python = apptainer.python_command(Path(config.container), binds)
     executor = submitit.LocalExecutor(folder=layout.logs / "%j", python=python)
     executor.update_parameters(timeout_min=config.timeout_min)
     return executor
-
-
-def default_parallel() -> int:
-    return max(1, min(4, (os.cpu_count() or 1) // 2))
 
 
 def _wait(job: submitit.Job, what: str) -> None:
@@ -77,42 +167,6 @@ def _wait(job: submitit.Job, what: str) -> None:
         if "SpotsweepError:" in last:
             raise SpotsweepError(last.split("SpotsweepError:", 1)[1].strip()) from None
         raise SpotsweepError(f"the {what} job failed ({last.strip()}); its log is in {job.paths.stderr}.") from None
-
-
-def _never() -> bool:
-    """A local task is never requeued: it is simply run again, and resumes from its checkpoint."""
-    return False
-
-
-def run_local_task(task_data: dict, out: str, threads: int, every_n_epochs: int, timeout_min: float) -> str:
-    """One task in its own process, with checkpoints every N epochs, its attempts and progress recorded;
-    stopped at `timeout_min` (the executor's), it is failed with that limit and its saved epoch as reason."""
-    return run_checkpointed(
-        task_data, out, threads, every_n_epochs, grace_s=60.0, requeueing=_never, local_timeout_min=timeout_min
-    )
-
-
-def _epoch_text(layout: OutputLayout, task: Task) -> str:
-    progress = read_progress(layout, task.id)
-    return "starting" if progress is None else progress.describe()
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """`kill` of a local run stops it as Ctrl-C does; by default SIGTERM would end this process alone and
-    leave its task processes training on as orphans (submitit's jobs ignore SIGTERM)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _submit(executor: submitit.Executor, layout: OutputLayout, function: Any, *arguments: Any) -> submitit.Job:
@@ -162,116 +216,3 @@ def _kill_job_processes(job: submitit.Job) -> None:
         for process in [*controller.children(recursive=True), controller]:
             with contextlib.suppress(psutil.Error):
                 process.kill()
-
-
-def _stopped_error(n_running: int, stopped: bool, every_n_epochs: int) -> SpotsweepError:
-    if not n_running:
-        return SpotsweepError("stopped (Ctrl-C or SIGTERM) before any task ran; the same `spotsweep run` starts it.")
-    if not stopped:
-        return SpotsweepError(
-            f"stopped (Ctrl-C or SIGTERM), but of its {n_running} running task(s) some did not exit within "
-            f"{STOP_WAIT_S:.0f} s; `spotsweep status` shows which still run (kill them, or let them finish)."
-        )
-    return SpotsweepError(
-        f"stopped (Ctrl-C or SIGTERM) with {n_running} task(s) running: they were stopped too and keep their "
-        f"training up to the last checkpoint (every {every_n_epochs} epochs), finished tasks keep their "
-        "results; the same `spotsweep run` resumes the rest."
-    )
-
-
-def _run_tasks(
-    executor: submitit.Executor,
-    tasks: list[Task],
-    layout: OutputLayout,
-    parallel: int,
-    executor_config: ExecutorConfig,
-    submitted: list[submitit.Job],
-) -> None:
-    """Keep at most `parallel` task processes running; show each one's epoch; never raise for a failed task.
-    Every job it submits is appended to `submitted`, for a stopped run to cancel."""
-    threads = max(1, (os.cpu_count() or 1) // parallel)
-    queue: list[Task] = list(tasks)
-    running: dict[Any, tuple[Task, Any]] = {}
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"))
-    with Progress(*columns, TimeElapsedColumn(), transient=False) as progress:
-        overall = progress.add_task("tasks", total=len(tasks), note="0 failed")
-        failed = 0
-        while queue or running:
-            while queue and len(running) < parallel:
-                task = queue.pop(0)
-                every_n_epochs, timeout_min = executor_config.checkpoint_every_epochs, executor_config.timeout_min
-                arguments = (task.to_dict(), str(layout.root), threads, every_n_epochs, timeout_min)
-                job = _submit(executor, layout, run_local_task, *arguments)
-                submitted.append(job)
-                row = progress.add_task(f"  {task.id}", total=None, note="starting")
-                running[job] = (task, row)
-            time.sleep(POLL_S)
-            for job, (task, row) in list(running.items()):
-                if not job.done():
-                    progress.update(row, note=_epoch_text(layout, task))
-                    continue
-                del running[job]
-                progress.remove_task(row)
-                if job.exception() is not None:
-                    failed += 1
-                progress.update(overall, advance=1, note=f"{failed} failed")
-
-
-def _remove_pattern_folder(layout: OutputLayout) -> None:
-    """submitit's local job controller creates its log folder pattern itself (an empty `logs/%j`) beside
-    the jobs' real folders; a user would take it for a job."""
-    with contextlib.suppress(OSError):  # absent, or (unexpectedly) not empty: leave it
-        (layout.logs / "%j").rmdir()
-
-
-def _wait_for_prepare(job: submitit.Job, layout: OutputLayout) -> None:
-    """Wait for the prepare job, showing the stage it reports (simulating, building the grid, training...)."""
-    with Progress(TextColumn("prepare: {task.fields[stage]}"), TimeElapsedColumn(), transient=False) as progress:
-        row = progress.add_task("prepare", total=None, stage="starting")
-        while not job.done():
-            stage = read_stage(layout)
-            if stage:
-                progress.update(row, stage=stage)
-            time.sleep(POLL_S)
-        progress.update(row, stage=read_stage(layout) or "done")
-    _wait(job, "prepare")
-
-
-def run(
-    sweep: SweepConfig,
-    layout: OutputLayout,
-    tasks: list[Task],
-    *,
-    retry_failed: bool,
-    max_parallel: int | None,
-    report: bool,
-    wait: bool,
-) -> RunSummary:
-    """Prepare, run every task not done yet (`wait` is moot: local processes are always waited for), finish."""
-    start = time.perf_counter()
-    to_run = tasks_to_run([task_state(layout, task) for task in tasks], retry_failed)
-    if to_run:
-        executor = _executor(layout, sweep)
-        every_n_epochs = sweep.executor.checkpoint_every_epochs
-        jobs: list[submitit.Job] = []
-        try:
-            with _sigterm_as_interrupt():
-                arguments = (sweep.model_dump(mode="json"), [task.to_dict() for task in to_run], str(layout.root))
-                prepare_job = _submit(executor, layout, prepare, *arguments)
-                jobs.append(prepare_job)
-                _wait_for_prepare(prepare_job, layout)
-                parallel = max_parallel or sweep.executor.max_parallel or default_parallel()
-                _run_tasks(executor, to_run, layout, parallel, sweep.executor, jobs)
-        except KeyboardInterrupt:
-            tasks_running = sum(not job.done() for job in jobs[1:])  # jobs[0] prepares
-            raise _stopped_error(tasks_running, _stop(jobs), every_n_epochs) from None
-        finally:
-            _remove_pattern_folder(layout)
-    states = [task_state(layout, task) for task in tasks]
-    finish(layout.root, report)
-    return RunSummary(
-        submitted=len(to_run),
-        skipped=len(tasks) - len(to_run),
-        states=count_states(states),
-        seconds=time.perf_counter() - start,
-    )

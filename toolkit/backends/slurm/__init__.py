@@ -1,55 +1,67 @@
 """The SLURM backend: one prepare job, ONE array of every task not done yet, an aggregate job after it.
 
-- `submit`: the chain of jobs through submitit, and waiting for it;
+- `submit`: the chain of jobs through submitit, and following it (`SlurmJobs`, the core's Jobs);
 - `jobs`: what an array element runs (one task, checkpointed and requeued on USR2) and the aggregate job;
 - `pack`: an element that runs `pack: K` tasks side by side on its GPU;
+- `memory`: what each task's job asks for, raised after running out;
 - `records`: OUT/slurm/submissions.json and the states sacct/squeue report;
 - `status`: those states mapped onto the tasks;
+- `dask`: the profile as the Dask workers' SLURM jobs;
 - `profile`: the cluster profile (hpc/profiles/*.yaml) every job's resources come from.
 """
 
 from __future__ import annotations
 
-from toolkit.backends.common import RunSummary
+from typing import Literal
+
+from pydantic import model_validator
+
+from toolkit.backends.common import JobOptions
+from toolkit.backends.core import Context
+from toolkit.backends.slurm import submit
+from toolkit.backends.slurm.jobs import finish_sweep
 from toolkit.backends.slurm.profile import load_profile
 from toolkit.backends.slurm.records import read_submissions
 from toolkit.backends.slurm.status import refine_states
-from toolkit.backends.slurm.submit import run_on_slurm
-from toolkit.config import ExecutorConfig, SweepConfig
+from toolkit.config import PlainPath
 from toolkit.layout import OutputLayout
 from toolkit.sweep import Task
 
-__all__ = ["check", "describe", "refine_states", "run"]
+__all__ = ["Options", "check", "describe", "dispatch", "finish", "refine_states"]
 
 
-def check(executor: ExecutorConfig) -> None:
+class Options(JobOptions):
+    """`executor: {kind: slurm, profile: ...}`: a SLURM cluster, whose profile gives every job's resources
+    (time limits, checkpoints and memory included)."""
+
+    kind: Literal["slurm"] = "slurm"
+    profile: PlainPath | None = None
+    """A cluster profile such as hpc/profiles/gpu-cluster.yaml (partition, GPUs, ...)."""
+
+    @model_validator(mode="after")
+    def _needs_profile(self) -> Options:
+        if self.profile is None:
+            raise ValueError(
+                "kind 'slurm' needs a cluster profile; add 'profile: hpc/profiles/NAME.yaml' or pass --profile"
+            )
+        return self
+
+
+def check(executor: Options) -> None:
     """Load the cluster profile now: its mistakes stop the run before anything is submitted."""
     if executor.profile is not None:
         load_profile(executor.profile)
 
 
-def run(
-    sweep: SweepConfig,
-    layout: OutputLayout,
-    tasks: list[Task],
-    *,
-    retry_failed: bool,
-    max_parallel: int | None,
-    report: bool,
-    wait: bool,
-) -> RunSummary:
-    """Submit what is not done (nothing if all is), then wait for the aggregate job unless told not to."""
-    assert sweep.executor.profile is not None  # ExecutorConfig checks this
-    return run_on_slurm(
-        sweep,
-        layout,
-        tasks,
-        load_profile(sweep.executor.profile),
-        retry_failed=retry_failed,
-        max_parallel=max_parallel,
-        report=report,
-        wait=wait,
-    )
+def dispatch(context: Context, tasks: list[Task]) -> submit.SlurmJobs:
+    """Submit the chain for `tasks`; it runs on its own (the aggregate job finishes the sweep)."""
+    assert context.options.profile is not None  # Options checks this
+    return submit.dispatch(context, tasks, load_profile(context.options.profile))
+
+
+def finish(layout: OutputLayout, report: bool) -> None:
+    """With nothing to submit: mark the tasks SLURM saw die as failed, then aggregate and report here."""
+    finish_sweep(str(layout.root), report)
 
 
 def describe(layout: OutputLayout) -> list[str]:

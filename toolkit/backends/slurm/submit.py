@@ -12,13 +12,14 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import submitit
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from toolkit.backends import apptainer
-from toolkit.backends.common import RunSummary, input_files, tasks_to_run
+from toolkit.backends.common import input_files, needs_prepare
+from toolkit.backends.core import Context, Execution, watch
 from toolkit.backends.slurm import memory, records
 from toolkit.backends.slurm.dask import cluster_options
 from toolkit.backends.slurm.jobs import SweepTask, finish_sweep
@@ -27,15 +28,9 @@ from toolkit.backends.slurm.profile import SlurmProfile
 from toolkit.backends.slurm.status import scheduled_states
 from toolkit.config import SweepConfig
 from toolkit.errors import SpotsweepError
-from toolkit.freshness import current_inputs, prepared_is_current
 from toolkit.layout import OutputLayout
-from toolkit.prepare import prepare, reference_model_id
-from toolkit.status import count_states
+from toolkit.prepare import prepare
 from toolkit.sweep import Task
-
-POLL_S = 2.0
-LOST_POLLS = 30
-"""Consecutive polls in which the scheduler does not know the aggregate job before waiting gives up."""
 
 
 def _python(sweep: SweepConfig, profile: SlurmProfile, layout: OutputLayout) -> str:
@@ -73,23 +68,6 @@ def _gpu_parameters(profile: SlurmProfile, gpus: int) -> dict[str, object]:
     if profile.gpu_type:
         return {"gres": f"gpu:{profile.gpu_type}:{gpus}"}
     return {"gpus_per_node": gpus}
-
-
-def prepared(sweep: SweepConfig, layout: OutputLayout, to_run: list[Task]) -> bool:
-    """Pseudospots, references and reference models all on disk already, from the inputs as they are now: no
-    prepare job needed (a retry)."""
-    datasets = {task.dataset for task in to_run}
-    for dataset in datasets:
-        if not (layout.spots(dataset).exists() and layout.reference(dataset).exists()):
-            return False
-    for config in sweep.datasets:
-        if config.name in datasets and not prepared_is_current(layout, config, current_inputs(config)):
-            return False
-    for task in to_run:
-        model_id = reference_model_id(task)
-        if model_id is not None and not (layout.model_dir(task.dataset, model_id) / "training.json").exists():
-            return False
-    return True
 
 
 def _chunks(tasks: list[Task], size: int) -> list[list[Task]]:
@@ -146,7 +124,7 @@ def _submit_chain(
 
     prepare_id = ""
     after_prepare: dict[str, str] = {}
-    if not prepared(sweep, layout, to_run):
+    if needs_prepare(sweep, layout, to_run):
         prepare_executor = _executor(
             layout,
             profile,
@@ -223,45 +201,6 @@ def _submit_chain(
     return submission
 
 
-def wait_for(layout: OutputLayout, tasks: list[Task], submission: records.Submission, progress: bool = True) -> None:
-    """Poll the scheduler until the aggregate job has ended, showing how the submitted tasks fare."""
-    ids = {task.id for task in tasks}
-    lost = 0
-    columns = (
-        TextColumn("tasks"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[running]} running, {task.fields[failed]} failed"),
-    )
-    with Progress(*columns, TimeElapsedColumn(), transient=False, disable=not progress) as bar:
-        handle = bar.add_task("tasks", total=len(ids), running=0, failed=0)
-        while True:
-            aggregate = records.query({submission.aggregate: f"{submission.name}-aggregate"}).get(submission.aggregate)
-            states = [s for s in scheduled_states(layout, tasks) if s.task.id in ids]
-            counts = count_states(states)
-            bar.update(
-                handle,
-                completed=counts["done"] + counts["failed"],
-                running=counts.get("running", 0),
-                failed=counts["failed"],
-            )
-            if aggregate is not None and not aggregate.live:
-                if aggregate.state != "COMPLETED":
-                    log = submission.log(submission.aggregate)
-                    raise SpotsweepError(
-                        f"the aggregate job {submission.aggregate} ended {aggregate.state}; see its log {log} "
-                        f"and rerun `spotsweep aggregate {layout.root}`."
-                    )
-                return
-            lost = 0 if aggregate is not None else lost + 1
-            if lost >= LOST_POLLS:
-                raise SpotsweepError(
-                    f"SLURM no longer knows the aggregate job {submission.aggregate}; check `sacct -j "
-                    f"{submission.aggregate}` and run `spotsweep status {layout.root}`."
-                )
-            time.sleep(POLL_S)
-
-
 def _submit_or_explain(
     sweep: SweepConfig,
     layout: OutputLayout,
@@ -288,35 +227,32 @@ def _submit_or_explain(
         ) from None
 
 
-def run_on_slurm(
-    sweep: SweepConfig,
-    layout: OutputLayout,
-    tasks: list[Task],
-    profile: SlurmProfile,
-    *,
-    retry_failed: bool,
-    max_parallel: int | None,
-    report: bool,
-    wait: bool,
-) -> RunSummary:
-    """Submit what is not done (nothing if all is), then wait for the aggregate job unless told not to."""
-    start = time.perf_counter()
-    states = scheduled_states(layout, tasks)
-    to_run = tasks_to_run(states, retry_failed)
-    if not to_run:
-        finish_sweep(str(layout.root), report)
-        return RunSummary(0, len(tasks), count_states(scheduled_states(layout, tasks)), time.perf_counter() - start)
-    parallel = max_parallel or sweep.executor.max_parallel or profile.array_parallelism
+def dispatch(context: Context, to_run: list[Task], profile: SlurmProfile) -> SlurmJobs:
+    """Submit prepare (if needed) -> array(s) -> aggregate; return at once (the chain runs on its own)."""
+    sweep, layout = context.sweep, context.layout
+    states = scheduled_states(layout, to_run)
+    parallel = context.parallel or profile.array_parallelism
     task_memory = memory.task_memory(states, profile, records.read_submissions(layout))
-    submission = _submit_or_explain(sweep, layout, to_run, profile, parallel, report, task_memory)
-    if wait:
-        wait_for(layout, to_run, submission, progress=sys.stderr.isatty())
-    return RunSummary(
-        submitted=len(to_run),
-        skipped=len(tasks) - len(to_run),
-        states=count_states(scheduled_states(layout, tasks)),
-        seconds=time.perf_counter() - start,
-        jobs={
+    submission = _submit_or_explain(sweep, layout, to_run, profile, parallel, context.report, task_memory)
+    return SlurmJobs(layout, to_run, submission, profile.checkpoint_every_epochs)
+
+
+POLL_S = 2.0
+LOST_POLLS = 30
+"""Consecutive polls in which the scheduler does not know the aggregate job before waiting gives up."""
+
+
+class SlurmJobs:
+    """A submitted chain, followed through sacct/squeue until its aggregate job has ended (core.Jobs)."""
+
+    poll_s = POLL_S
+    finishes = True
+    detached = True
+
+    def __init__(self, layout: OutputLayout, tasks: list[Task], submission: records.Submission, every: int) -> None:
+        self.layout, self.tasks, self.submission, self.every_n_epochs = layout, tasks, submission, every
+        self.shows_progress = sys.stderr.isatty()
+        self.ids = {
             key: value
             for key, value in (
                 ("prepare", submission.prepare),
@@ -324,6 +260,55 @@ def run_on_slurm(
                 ("aggregate", submission.aggregate),
             )
             if value
-        },
-        waited=wait,
-    )
+        }
+        self.lost, self.done, self.now_running = 0, False, list[str]()
+
+    def preparing(self) -> bool:
+        return False
+
+    def poll(self) -> list[str]:
+        submission = self.submission
+        aggregate = records.query({submission.aggregate: f"{submission.name}-aggregate"}).get(submission.aggregate)
+        states = scheduled_states(self.layout, self.tasks)
+        self.now_running = [state.task.id for state in states if state.state == "running"]
+        if aggregate is not None and not aggregate.live:
+            if aggregate.state != "COMPLETED":
+                raise SpotsweepError(
+                    f"the aggregate job {submission.aggregate} ended {aggregate.state}; see its log "
+                    f"{submission.log(submission.aggregate)} and rerun `spotsweep aggregate {self.layout.root}`."
+                )
+            self.done = True
+        self.lost = 0 if aggregate is not None else self.lost + 1
+        if self.lost >= LOST_POLLS:
+            raise SpotsweepError(
+                f"SLURM no longer knows the aggregate job {submission.aggregate}; check `sacct -j "
+                f"{submission.aggregate}` and run `spotsweep status {self.layout.root}`."
+            )
+        return [state.task.id for state in states if state.state in ("done", "failed")]
+
+    def running(self) -> list[str]:
+        return self.now_running
+
+    def finished(self) -> bool:
+        return self.done
+
+    def cancel(self, task_ids: Collection[str] | None = None) -> bool:
+        """scancel the array elements of these tasks (of the whole chain when None)."""
+        if task_ids is None:
+            jobs = [job for job in (self.submission.prepare, *self.ids.get("tasks", "").split(",")) if job]
+        else:
+            jobs = [self.submission.elements[task_id] for task_id in task_ids if task_id in self.submission.elements]
+        if jobs:
+            subprocess.run(["scancel", *jobs], check=False, capture_output=True)
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def wait_for(layout: OutputLayout, tasks: list[Task], submission: records.Submission, progress: bool = True) -> None:
+    """Poll the scheduler until the aggregate job has ended, showing how the submitted tasks fare."""
+    from toolkit.backends import slurm
+
+    jobs = SlurmJobs(layout, tasks, submission, every=0)
+    watch(Execution(slurm, layout, tasks, jobs), progress)  # type: ignore[arg-type]  # a module as the Backend
