@@ -67,7 +67,8 @@ def _budget(config: dict) -> str:
 
 def _label(config: dict) -> str:
     if config["method"] == "destvi":
-        return f"destVI {config['amortization']}\nbatch {config['batch_size']}\n{_budget(config)}"
+        budget = _budget(config).replace(", ", "\n")  # a map column is narrow: one setting a line
+        return f"destVI {config['amortization']}\nbatch {config['batch_size']}\n{budget}"
     return f"{config['method']}\n{config['variant']}"
 
 
