@@ -32,9 +32,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
+from budgets import at_budget, final_epochs
 from contrasts import RULE, Contrast, Direction, compare, resolved, seeds, verdict
 
 from toolkit.layout import write_atomically
+from toolkit.methods import grids
 
 HERE = Path(__file__).resolve().parent
 EXCITATORY = ["eL2/3", "eL4", "eL5", "eL6"]
@@ -164,6 +166,25 @@ MEASURES: dict[str, Measure] = {
     "minutes": Measure(_minutes, 1, "run"),
 }
 
+E1 = "starmap-189-steps"
+E1_BUDGET = {"max_steps": 30_000, "n_steps_kl_warmup": 2_400}
+"""E1's one budget for every batch: batch 16's 2,500 epochs in steps, its 200-epoch KL warm-up in steps."""
+E1_AT = {"5,000 steps": ("step", 5_000), "625 epochs": ("epoch", 625), "30,000 steps": ("step", 30_000)}
+"""Where E1 compares batches: at equal steps (5,000: batch 16's 417 epochs, batch 128's 2,500, the budget
+starmap-189 gave 128) and at equal epochs (625: batch 4's whole run, 48 minibatches an epoch, the most
+epochs every batch reaches), read from the trajectories (budgets.py)."""
+
+
+def _layers_at(axis: str, budget: float) -> Callable[[str, xr.Dataset], xr.DataArray]:
+    def read(name: str, summary: xr.Dataset) -> xr.DataArray:
+        scores = summary["trajectory_pcc"].sel({"cell_type": layer_types(name)}).mean("cell_type")
+        return at_budget(summary[f"trajectory_{axis}"], scores, budget)
+
+    return read
+
+
+MEASURES |= {f"layers at {at}": Measure(_layers_at(*where), 3) for at, where in E1_AT.items()}
+
 
 # --- the claims ---------------------------------------------------------------------------------------
 
@@ -191,6 +212,12 @@ def destvi(experiment: str, amortization: str, batch: int | str, epochs: int | N
     label = f"{amortization} {batch}" + (f" at {epochs:,} epochs" if epochs else "")
     where = {"method": "destvi", "variant": "2022", "amortization": amortization, "batch_size": batch}
     return Side(experiment, label, where, epochs, **kw)
+
+
+def at_budget_side(amortization: str, batch: int, at: str) -> Side:
+    """E1's destVI at one amortization and batch, read at one of its budgets (E1_AT)."""
+    where = {"method": "destvi", "variant": "2022", "amortization": amortization, "batch_size": batch, **E1_BUDGET}
+    return Side(E1, f"{amortization} {batch} at {at}", where, measure=f"layers at {at}")
 
 
 def cell2location(experiment: str) -> Side:
@@ -291,6 +318,16 @@ def comparisons() -> list[Claim]:
               destvi("starmap-189-last-batch", am, 17), destvi("starmap-189-last-batch", am, other))
         for am in ("both", "latent") for other in (19, 21)
     ]  # fmt: skip
+    rows += [
+        Claim("E1 equal budgets", f"{small} vs 128 at {at} ({am})", at_budget_side(am, small, at),
+              at_budget_side(am, 128, at))
+        for am in ("both", "latent") for at in E1_AT for small in (4, 8, 16)
+    ]  # fmt: skip
+    rows += [
+        Claim("E1 equal budgets", f"{batch}: 30,000 vs 5,000 steps ({am})", at_budget_side(am, batch, "30,000 steps"),
+              at_budget_side(am, batch, "5,000 steps"))
+        for am in ("both", "latent") for batch in (4, 16, 128)
+    ]  # fmt: skip
     return [
         *rows,
         Claim("MERFISH", "both 1,024: 4x the epochs vs 1x", destvi(m, "both", 1024, 4000), destvi(m, "both", 1024)),
@@ -324,6 +361,7 @@ FINDINGS = {
 EXPERIMENTS = {
     "starmap-57": "STARmap, 57 spots",
     "starmap-189": "STARmap, 189 spots",
+    E1: "STARmap, 189 spots, every batch given 30,000 optimizer steps (E1)",
     "starmap-like": "STARmap-like synthetic tissue, 190 spots",
     "merfish-scaled": "MERFISH-like, scaled (2,692 spots)",
 }
@@ -592,38 +630,81 @@ def _batch_key(batch: str) -> tuple[int, int]:
     return (1, 0) if batch == "auto" else (0, int(batch))
 
 
+OPTIONAL = tuple(dict.fromkeys(name for grid in grids() for name in grid.optional_axes))
+"""The settings a sweep may add as dimensions (step budgets, drop_last, the reference's seed, ...)."""
+CONFIGURATION = ("dataset", "variant", "amortization", "batch_size", "max_epochs", *OPTIONAL)
+"""What tells one destVI configuration from another in a summary (the optional ones only where swept)."""
+SHOWN = {"dataset": "dataset", "variant": "variant", "drop_last": "drop last", "reference_seed": "reference seed"}
+"""The configuration keys a destVI table gives a column of its own where they vary within an experiment."""
+
+
 def settings(name: str, summary: xr.Dataset) -> pd.DataFrame:
-    """Every destVI setting of an experiment, one row per seed: amortization, batch, epochs, steps, measure."""
-    part = summary.sel({"method": "destvi", "variant": "2022"})
+    """Every destVI setting of an experiment, one row per seed: its configuration (CONFIGURATION), the epochs
+    and steps it trained, the batch `auto` used, and its measure."""
+    part = summary.sel({"method": "destvi"})
     done = part["status"] == "done"
     frame = xr.Dataset(
         {
             "value": _measure(name, part).where(done),
             "steps": part["n_steps"].where(done),
             "used": part["batch_size_used"].where(done),
+            "epochs": final_epochs(part).where(done),
         }
     )
     frame = frame.to_dataframe().reset_index().dropna(subset=["value"])
     frame["batch_size"] = frame["batch_size"].astype(str)
-    return frame[["amortization", "batch_size", "max_epochs", "seed", "steps", "used", "value"]]
+    keys = [key for key in CONFIGURATION if key in frame]
+    return frame[[*keys, "seed", "epochs", "steps", "used", "value"]]
+
+
+def configuration(frame: pd.DataFrame) -> list[str]:
+    return [key for key in CONFIGURATION if key in frame]
 
 
 def destvi_table(name: str, summary: xr.Dataset) -> str:
-    """destVI's measure per batch and epochs, one column per amortization, with each setting's steps."""
+    """destVI's measure per configuration, one column per amortization, with each one's epochs and steps
+    (the epochs a step budget reached); a column for each other key that varies (dataset, variant, ...)."""
     frame = settings(name, summary)
     amortizations = sorted(frame["amortization"].unique())
     words = "excitatory-layer PCC" if not is_merfish(name) else "all-type PCC"
+    shown = [key for key in SHOWN if key in frame and frame[key].nunique() > 1]
     lines = [
-        f"| batch | epochs | optimizer steps | {' | '.join(f'{a}: {words}' for a in amortizations)} |",
-        "| --- | ---: | ---: |" + " --- |" * len(amortizations),
-    ]
-    keys = frame.groupby(["max_epochs", "batch_size"]).size().index
+        "| " + "".join(f"{SHOWN[key]} | " for key in shown) + "batch | epochs | optimizer steps | "
+        + " | ".join(f"{a}: {words}" for a in amortizations) + " |",
+        "|" + " --- |" * len(shown) + " --- | ---: | ---: |" + " --- |" * len(amortizations),
+    ]  # fmt: skip
+    rows = [key for key in configuration(frame) if key != "amortization"]
     base = base_epochs(summary)
-    for epochs, batch in sorted(keys, key=lambda k: (k[0] != base, k[0], _batch_key(k[1]))):
-        at = frame[(frame["max_epochs"] == epochs) & (frame["batch_size"] == batch)]
+
+    def order(key: tuple) -> tuple:
+        at = dict(zip(rows, key, strict=True))
+        return (*[str(at[k]) for k in shown], at["max_epochs"] != base, at["max_epochs"], _batch_key(at["batch_size"]))
+
+    for _, at in sorted(frame.groupby(rows), key=lambda group: order(group[0])):
+        batch = str(at["batch_size"].iloc[0])
         label = f"auto ({int(at['used'].max())})" if batch == "auto" else batch
         cells = [cell(at[at["amortization"] == a]["value"].to_numpy()) for a in amortizations]
-        lines.append(f"| {label} | {epochs:,} | {int(at['steps'].max()):,} | " + " | ".join(cells) + " |")
+        lines.append(
+            "| " + "".join(f"{at[k].iloc[0]} | " for k in shown)
+            + f"{label} | {at['epochs'].max():,.0f} | {int(at['steps'].max()):,} | " + " | ".join(cells) + " |"
+        )  # fmt: skip
+    return "\n".join(lines)
+
+
+def budget_table(name: str, summary: xr.Dataset) -> str:
+    """E1: each batch's measure at every budget of E1_AT, read from its trajectory, one column per
+    amortization and budget: the same tasks at equal steps and at equal epochs."""
+    lines = [
+        "| batch | " + " | ".join(f"{am}: at {at}" for am in ("both", "latent") for at in E1_AT) + " |",
+        "| --- |" + " --- |" * (2 * len(E1_AT)),
+    ]
+    summaries = {name: summary}
+    for batch in sorted({str(b) for b in settings(name, summary)["batch_size"]}, key=_batch_key):
+        cells = [
+            cell(side_seeds(at_budget_side(am, int(batch), at), summaries).values)
+            for am in ("both", "latent") for at in E1_AT
+        ]  # fmt: skip
+        lines.append(f"| {batch} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -631,7 +712,7 @@ def controls_table(name: str, summary: xr.Dataset) -> str:
     """The controls and Cell2location beside destVI: each one's measure, all-type PCC and RMSE, and how many
     destVI settings fall below it on the measure (by mean; and with every seed below every run of it)."""
     frame = settings(name, summary)
-    by_setting = frame.groupby(["amortization", "batch_size", "max_epochs"])["value"]
+    by_setting = frame.groupby(configuration(frame))["value"]
     means, highs = by_setting.mean(), by_setting.max()
     total = len(means)
     merfish = is_merfish(name)
@@ -660,9 +741,9 @@ def controls_table(name: str, summary: xr.Dataset) -> str:
             below = [f"{int((means < values.mean()).sum())}", f"{int((highs < values.min()).sum())}"]
         rmse = mean_sd(part["mean_rmse_cell_type"].where(done))
         lines.append(f"| {label} | {n} | " + " | ".join([*cells, rmse, *below]) + " |")
-    rmse = pick(summary, {"method": "destvi", "variant": "2022"})
+    rmse = pick(summary, {"method": "destvi"})
     rmse = rmse["mean_rmse_cell_type"].where(rmse["status"] == "done")
-    all_types = settings_range(_all_types(name, summary.sel({"method": "destvi", "variant": "2022"})))
+    all_types = settings_range(_all_types(name, summary.sel({"method": "destvi"})))
     cells = [f"{means.min():.3f} to {means.max():.3f}"] + ([] if merfish else [all_types])
     lines.append(
         f"| destVI, its {total} settings (range of their means) | {len(frame)} | "
@@ -719,6 +800,12 @@ def experiment_block(name: str, summary: xr.Dataset | None) -> str:
         + destvi_table(name, summary)
         + "\n\nControls and the study's baseline beside it (one run each for the controls, which do not train):\n\n"
         + controls_table(name, summary)
+        + (
+            f"\n\nThe same tasks read at equal budgets from their trajectories (excitatory-layer PCC):\n\n"
+            f"{budget_table(name, summary)}"
+            if name == E1
+            else ""
+        )
         + (
             f"\n\nEvery seed, with the PCC of the cell types the text follows:\n\n{seed_table(name, summary, types)}"
             if (types := SEED_TYPES.get(name))
