@@ -419,3 +419,32 @@ def test_the_study_readmes_findings_prose_quotes_only_findings_py_output() -> No
     assert quoted
     missing = sorted(number for number in quoted if number not in output)
     assert not missing, f"results/study-2022/README.md's Findings quote {missing}, which findings.py does not print"
+
+
+# --- E1-E6: budgets read from trajectories, sides keyed by the optional settings -------------------------
+
+
+def test_a_budget_is_read_between_trajectory_points_and_never_beyond_a_run() -> None:
+    budgets = _study_module("budgets")
+    steps = xr.DataArray([[600.0, 1200.0, 1800.0], [600.0, 1200.0, np.nan]], dims=("seed", "point"))
+    scores = xr.DataArray([[0.5, 0.7, 0.9], [0.4, 0.6, np.nan]], dims=("seed", "point"))
+    assert budgets.at_budget(steps, scores, 900).values == pytest.approx([0.6, 0.5])
+    assert budgets.at_budget(steps, scores, 1800).values[0] == pytest.approx(0.9)
+    assert np.isnan(budgets.at_budget(steps, scores, 1800).values[1])  # seed 1 stopped at 1,200
+    assert np.isnan(budgets.at_budget(steps, scores, 300).values).all()  # before the first point
+
+
+def test_e3_and_e6_sides_pick_their_own_setting_of_drop_last_and_reference_seed() -> None:
+    findings = _study_module("findings")
+    summary = _summary({("both", 16, 2500): 0.80, ("both", 128, 2500): 0.70}, spots=189)
+    kept, dropped = summary.copy(), summary.copy()
+    dropped["pcc"] = dropped["pcc"] + 0.1
+    both = xr.concat([kept, dropped], dim=xr.DataArray([False, True], dims="drop_last", name="drop_last"))
+    both["status"] = both["status"].astype(str)
+    claims = {c.says: c for c in findings.COMPARISONS if c.finding == "E3 last minibatch"}
+    row = findings.judge(claims["16: dropped vs kept (both)"], {"starmap-189-drop-last": both})
+    assert row.contrast.difference == pytest.approx(0.1)
+    assert row.a.label == "both 16, drop last True"
+    seeds = xr.concat([kept, dropped], dim=xr.DataArray([0, 1], dims="reference_seed", name="reference_seed"))
+    table = findings.reference_seed_table("starmap-189-reference-seed", seeds)
+    assert "| 16 | 0.800 +- 0.005 (n=3) | 0.900 +- 0.005 (n=3) | 0.071 | 0.005 |" in table

@@ -186,6 +186,14 @@ def _layers_at(axis: str, budget: float) -> Callable[[str, xr.Dataset], xr.DataA
 MEASURES |= {f"layers at {at}": Measure(_layers_at(*where), 3) for at, where in E1_AT.items()}
 
 
+OPTIONAL = tuple(dict.fromkeys(name for grid in grids() for name in grid.optional_axes))
+"""The settings a sweep may add as dimensions (step budgets, drop_last, the reference's seed, ...)."""
+CONFIGURATION = ("dataset", "variant", "amortization", "batch_size", "max_epochs", *OPTIONAL)
+"""What tells one destVI configuration from another in a summary (the optional ones only where swept)."""
+SHOWN = {"dataset": "dataset", "variant": "variant", "drop_last": "drop last", "reference_seed": "reference seed"}
+"""The configuration keys a destVI table gives a column of its own where they vary within an experiment."""
+
+
 # --- the claims ---------------------------------------------------------------------------------------
 
 
@@ -218,6 +226,15 @@ def at_budget_side(amortization: str, batch: int, at: str) -> Side:
     """E1's destVI at one amortization and batch, read at one of its budgets (E1_AT)."""
     where = {"method": "destvi", "variant": "2022", "amortization": amortization, "batch_size": batch, **E1_BUDGET}
     return Side(E1, f"{amortization} {batch} at {at}", where, measure=f"layers at {at}")
+
+
+def setting(experiment: str, amortization: str, batch: int | str, variant: str = "2022", **where: Any) -> Side:
+    """destVI in one experiment at one amortization and batch, and at the other swept keys in `where`
+    (dataset, drop_last, reference_seed): E2-E6's sides."""
+    words = ", ".join(f"{SHOWN.get(key, key)} {value}" for key, value in where.items() if key != "dataset")
+    label = f"{amortization} {batch}" + (f", {words}" if words else "")
+    keys = {"method": "destvi", "variant": variant, "amortization": amortization, "batch_size": batch}
+    return Side(experiment, label, keys | where)
 
 
 def cell2location(experiment: str) -> Side:
@@ -293,10 +310,23 @@ def f3_f4_f5() -> list[Claim]:
     ]  # fmt: skip
 
 
-CLAIMS: list[Claim] = [*f1(), *f2(), *f3_f4_f5()]
+def five_seeds() -> list[Claim]:
+    """E5: the settings F1's and F2's verdicts hinge on, with 5 seeds each, in sweeps of their own."""
+    e5, e5_57 = "starmap-189-seeds", "starmap-57-seeds"
+    return [
+        *[Claim("F1", f"batch {small} beats 128 ({am}; 5 seeds)", destvi(e5, am, small), destvi(e5, am, 128),
+                "higher", 189)
+          for am in ("both", "latent") for small in (8, 16)],
+        *[Claim("F2", f"batch 4 beats auto ({am}; 5 seeds)", destvi(e5_57, am, 4), destvi(e5_57, am, "auto"),
+                "higher", 57)
+          for am in ("both", "latent")],
+    ]  # fmt: skip
+
+
+CLAIMS: list[Claim] = [*f1(), *f2(), *five_seeds(), *f3_f4_f5()]
 """Every claim of the study, one contrast each (the rule's rows are added from the data: `rule_claims`)."""
 
-RULE_EXPERIMENTS = ("starmap-57", "starmap-189", "starmap-like", MERFISH_RUN)
+RULE_EXPERIMENTS = ("starmap-57", "starmap-189", "starmap-like", MERFISH_RUN, "starmap-189-seeds", "starmap-57-seeds")
 """Where the study's rule, batch = min(n_spots / 10, 128), is judged against the best other batch."""
 
 
@@ -343,7 +373,51 @@ def comparisons() -> list[Claim]:
     ]  # fmt: skip
 
 
-COMPARISONS: list[Claim] = comparisons()
+SHIFTS = {
+    "starmap-189-resampled": "counts redrawn",
+    "starmap-189-shift05": "capture sd 0.5",
+    "starmap-189-shift10": "capture sd 1.0",
+    "starmap-189-shift10-missing": "capture sd 1.0, a third of genes gone",
+}
+"""E2's references: each dataset of starmap-189-reference-shift, and how its reference was made to differ."""
+
+
+def experiment_comparisons() -> list[Claim]:
+    """E2-E4 and E6: the contrasts each experiment was run for, each inside one sweep."""
+    e2, e3, e4, e6 = (f"starmap-189-{name}" for name in ("reference-shift", "drop-last", "current", "reference-seed"))
+    rows = [
+        Claim("E2 reference shift", f"{a} vs {b} ({words}, {am})", setting(e2, am, a, dataset=name),
+              setting(e2, am, b, dataset=name))
+        for name, words in SHIFTS.items() for am in ("both", "latent") for a, b in ((16, 128), (8, 128), ("auto", 16))
+    ]  # fmt: skip
+    rows += [
+        Claim("E2 reference shift", f"128: {words} vs counts redrawn ({am})", setting(e2, am, 128, dataset=name),
+              setting(e2, am, 128, dataset="starmap-189-resampled"))
+        for name, words in list(SHIFTS.items())[1:] for am in ("both", "latent")
+    ]  # fmt: skip
+    rows += [
+        Claim("E3 last minibatch", f"{batch}: dropped vs kept ({am})", setting(e3, am, batch, drop_last=True),
+              setting(e3, am, batch, drop_last=False))
+        for am in ("both", "latent") for batch in (12, 16, 17, 18, 19, 128)
+    ]  # fmt: skip
+    rows += [
+        Claim("E3 last minibatch", f"{a} vs {b} (last minibatch {'dropped' if drop else 'kept'}, {am})",
+              setting(e3, am, a, drop_last=drop), setting(e3, am, b, drop_last=drop))
+        for drop in (False, True) for am in ("both", "latent") for a, b in ((17, 19), (18, 16), (12, 16))
+    ]  # fmt: skip
+    rows += [
+        Claim("E4 today's destVI", f"{a} vs {b} ({am})", setting(e4, am, a, variant="current"),
+              setting(e4, am, b, variant="current"))
+        for am in ("both", "latent") for a, b in ((16, 128), (8, 128), ("auto", 16))
+    ]  # fmt: skip
+    return rows + [
+        Claim("E6 reference seed", f"{a} vs {b} (reference seed {seed})", setting(e6, "both", a, reference_seed=seed),
+              setting(e6, "both", b, reference_seed=seed))
+        for seed in (0, 1, 2) for a, b in ((16, 128), (18, 16))
+    ]  # fmt: skip
+
+
+COMPARISONS: list[Claim] = [*comparisons(), *experiment_comparisons()]
 
 FINDINGS = {
     "F1": "189 spots: batch 8-16 recover the excitatory layers that batch 128 loses (both amortizations); "
@@ -364,6 +438,12 @@ EXPERIMENTS = {
     E1: "STARmap, 189 spots, every batch given 30,000 optimizer steps (E1)",
     "starmap-like": "STARmap-like synthetic tissue, 190 spots",
     "merfish-scaled": "MERFISH-like, scaled (2,692 spots)",
+    "starmap-189-reference-shift": "STARmap, 189 spots, against references shifted as another technology's (E2)",
+    "starmap-189-drop-last": "STARmap, 189 spots, the last minibatch kept and dropped (E3)",
+    "starmap-189-current": "STARmap, 189 spots, today's destVI (E4)",
+    "starmap-189-seeds": "STARmap, 189 spots, 5 seeds (E5)",
+    "starmap-57-seeds": "STARmap, 57 spots, 5 seeds (E5)",
+    "starmap-189-reference-seed": "STARmap, 189 spots, three CondSCVI references by seed (E6)",
 }
 """The experiments whose destVI and controls tables the README shows (a new one: one entry)."""
 
@@ -630,14 +710,6 @@ def _batch_key(batch: str) -> tuple[int, int]:
     return (1, 0) if batch == "auto" else (0, int(batch))
 
 
-OPTIONAL = tuple(dict.fromkeys(name for grid in grids() for name in grid.optional_axes))
-"""The settings a sweep may add as dimensions (step budgets, drop_last, the reference's seed, ...)."""
-CONFIGURATION = ("dataset", "variant", "amortization", "batch_size", "max_epochs", *OPTIONAL)
-"""What tells one destVI configuration from another in a summary (the optional ones only where swept)."""
-SHOWN = {"dataset": "dataset", "variant": "variant", "drop_last": "drop last", "reference_seed": "reference seed"}
-"""The configuration keys a destVI table gives a column of its own where they vary within an experiment."""
-
-
 def settings(name: str, summary: xr.Dataset) -> pd.DataFrame:
     """Every destVI setting of an experiment, one row per seed: its configuration (CONFIGURATION), the epochs
     and steps it trained, the batch `auto` used, and its measure."""
@@ -792,14 +864,43 @@ def seed_table(name: str, summary: xr.Dataset, types: list[str]) -> str:
     return "\n".join(lines)
 
 
+def variants(name: str, summary: xr.Dataset) -> str:
+    """The destVI variants an experiment ran, in words ("2022 settings", "current settings")."""
+    return " and ".join(f"{variant} settings" for variant in sorted(settings(name, summary)["variant"].unique()))
+
+
+def reference_seed_table(name: str, summary: xr.Dataset) -> str:
+    """E6: per batch, each reference model's seeds (mean +- sd), the sd of the three references' means and the
+    mean sd within one reference: which of the two a batch-size contrast has to beat."""
+    frame = settings(name, summary)
+    references = sorted(frame["reference_seed"].unique())
+    lines = [
+        "| batch | " + " | ".join(f"reference seed {r}" for r in references)
+        + " | sd of the references' means | mean sd within a reference |",
+        "| --- |" + " --- |" * len(references) + " ---: | ---: |",
+    ]  # fmt: skip
+    for batch in sorted(frame["batch_size"].unique(), key=_batch_key):
+        at = frame[frame["batch_size"] == batch].groupby("reference_seed")["value"]
+        cells = [cell(at.get_group(r).to_numpy()) if r in at.groups else "" for r in references]
+        between, within = at.mean().std(ddof=1), at.std(ddof=1).mean()
+        lines.append(f"| {batch} | " + " | ".join(cells) + f" | {fmt(between, 3)} | {fmt(within, 3)} |")
+    return "\n".join(lines)
+
+
 def experiment_block(name: str, summary: xr.Dataset | None) -> str:
     if summary is None:
         return f"{name}: not run yet"
     return (
-        f"destVI (2022 settings) on {EXPERIMENTS.get(name, name)}, mean +- sd over seeds:\n\n"
+        f"destVI ({variants(name, summary)}) on {EXPERIMENTS.get(name, name)}, mean +- sd over seeds:\n\n"
         + destvi_table(name, summary)
         + "\n\nControls and the study's baseline beside it (one run each for the controls, which do not train):\n\n"
         + controls_table(name, summary)
+        + (
+            f"\n\nHow much of the spread is the reference model's (excitatory-layer PCC):\n\n"
+            f"{reference_seed_table(name, summary)}"
+            if "reference_seed" in summary.dims
+            else ""
+        )
         + (
             f"\n\nThe same tasks read at equal budgets from their trajectories (excitatory-layer PCC):\n\n"
             f"{budget_table(name, summary)}"
