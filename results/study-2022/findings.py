@@ -921,9 +921,72 @@ def blocks() -> dict[str, str]:
     names = {*EXPERIMENTS, *MERFISH, "starmap-189-last-batch", GPU}
     summaries = {name: load(name) for name in names}
     out = {"rule": RULE, "findings": findings_block(summaries), "comparisons": comparisons_block(summaries)}
+    out["advice"] = advice_block(summaries)
     for name in EXPERIMENTS:
         out[f"experiment {name}"] = experiment_block(name, summaries[name])
     return out
+
+
+ADVICE_EXPERIMENTS = (
+    "starmap-57", "starmap-57-seeds", "starmap-189", "starmap-189-seeds", "starmap-189-current",
+    "starmap-189-reference-shift", "starmap-like", "merfish-scaled",
+)  # fmt: skip
+"""Where a batch-size rule can be judged: experiments sweeping the batch at one epoch budget."""
+RULES = {
+    "min(n/10, 128)": lambda n: min(n // 10, 128),
+    "min(n/20 + 3, 128)": lambda n: min(n // 20 + 3, 128),
+}
+"""Batch-size rules: the study's, and openproblems' (its destVI runs use min(n_spots / 20 + 3, 128))."""
+
+
+def advice_rows(name: str, summary: xr.Dataset) -> list[str]:
+    """One row per reference (dataset), variant and amortization: the best batch by mean, the batches the
+    rule does not resolve below it, and where each batch-size rule lands."""
+    frame = settings(name, summary)
+    frame = frame[frame["max_epochs"] == base_epochs(summary)]
+    spots = n_spots(summary)
+    nnls = pick(summary, {"method": "control", "variant": "nnls"})
+    nnls_value = _measure(name, nnls).where(nnls["status"] == "done").values
+    nnls_text = fmt(float(np.nanmean(nnls_value)), 3) if np.isfinite(nnls_value).any() else "not run"
+    rows = []
+    for (dataset, variant, amortization), part in frame.groupby(["dataset", "variant", "amortization"]):
+        used = {b: int(g["used"].max()) for b, g in part.groupby("batch_size")}
+        by_batch = {used[b]: g["value"].to_numpy() for b, g in part.groupby("batch_size")}
+        best = max(by_batch, key=lambda b: by_batch[b].mean())
+        near = [b for b in sorted(by_batch) if b == best or resolved(compare(by_batch[b], by_batch[best])) != -1]
+        cells = []
+        for rule in RULES.values():
+            batch = rule(spots)
+            if batch not in by_batch:
+                cells.append(f"{batch}: not run")
+            else:
+                contrast = compare(by_batch[batch], by_batch[best])
+                words = (
+                    "the best"
+                    if batch == best
+                    else ("resolved below" if resolved(contrast) == -1 else "not resolved below")
+                )
+                cells.append(f"{batch}: {fmt(contrast.mean_a, 3)}, {words}")  # fmt: skip
+        where = f"{name} ({SHIFTS[dataset]})" if dataset in SHIFTS else name
+        rows.append(
+            f"| {where} | {spots:,} | {variant} | {amortization} | {best}: {cell(by_batch[best])} | "
+            f"{', '.join(str(b) for b in near)} of {', '.join(str(b) for b in sorted(by_batch))} | "
+            + " | ".join(cells) + f" | {nnls_text} |"
+        )  # fmt: skip
+    return rows
+
+
+def advice_block(summaries: Mapping[str, xr.Dataset | None]) -> str:
+    """The evidence behind "what batch size to use": every batch sweep, all its seeds, judged by the one rule."""
+    lines = [
+        "| experiment | spots | destVI | amortization | best batch by mean | batches not resolved below the best "
+        "(of those run) | " + " | ".join(RULES) + " | NNLS control |",
+        "| --- | ---: | --- | --- | --- | --- |" + " --- |" * (len(RULES) + 1),
+    ]  # fmt: skip
+    for name in ADVICE_EXPERIMENTS:
+        if (summary := summaries.get(name)) is not None:
+            lines += advice_rows(name, summary)
+    return "\n".join(lines)
 
 
 def markers(name: str) -> tuple[str, str]:
