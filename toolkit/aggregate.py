@@ -246,7 +246,7 @@ def _aggregate(layout: OutputLayout) -> xr.Dataset:
 class _Collected:
     """Every task's values at its place in the settings grid: its state, and the scores of a done one."""
 
-    def __init__(self, grid: _Grid, type_names: list[str], spot_names: list[str], points: int):
+    def __init__(self, grid: _Grid, type_names: list[str], spot_names: list[str], points: int) -> None:
         self.grid, self.type_names, self.spot_names = grid, type_names, spot_names
         self.types = {name: i for i, name in enumerate(type_names)}
         self.spots = {name: i for i, name in enumerate(spot_names)}
