@@ -3,6 +3,7 @@ and the task ids of every sweep file in sweeps/ stay what they were (results on 
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import shutil
@@ -97,12 +98,77 @@ def test_an_unknown_executor_kind_names_the_registered_backends(tmp_path: Path, 
         load_sweep(path)
 
 
-def test_every_registered_method_has_a_grid_named_after_it() -> None:
-    from toolkit.methods import ADAPTERS, adapter
+def test_every_registered_method_has_a_grid_and_a_description_named_after_it() -> None:
+    from toolkit.methods import ADAPTERS, adapter, describe
+    from toolkit.methods.description import MethodDescription
 
     for name in ADAPTERS:
         grid = adapter(name).Grid
         assert grid.model_fields["name"].annotation.__args__ == (name,)
+        assert isinstance(describe(name), MethodDescription) and describe(name).name == name
+
+
+STAGES = ("report", "plan", "task", "aggregate", "status", "trajectories")
+"""The modules that must work for any method: they ask `toolkit.methods.describe`, never name one."""
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """The ids of the string nodes that are docstrings (a module's, a function's, an attribute's)."""
+    found = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        for statement in body if isinstance(body, list) else []:  # a lambda's body is one expression
+            if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant):
+                found.add(id(statement.value))
+    return found
+
+
+def method_names_in(source: str, methods: dict[str, str]) -> list[str]:
+    """Where `source` names a method: a string that is a method's name (what a test such as
+    `method == "control"` or a key such as `{"destvi": 1}` holds; `"control "` too), or an import of an
+    adapter module. Prose that mentions one (docstrings; plan's note that its figures were measured on
+    destVI) decides nothing and is let be."""
+    tree = ast.parse(source)
+    docstrings = _docstrings(tree)
+    adapters = set(methods.values()) | {f"toolkit.methods.{module.rsplit('.', 1)[-1]}" for module in methods.values()}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            if node.value.strip().lower() in methods:
+                found.append(f"line {node.lineno}: {node.value!r}")
+        elif isinstance(node, ast.Import):
+            found += [f"line {node.lineno}: import {a.name}" for a in node.names if a.name in adapters]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported = {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+            found += [f"line {node.lineno}: from {node.module} import" for name in imported & adapters]
+    return found
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_no_stage_names_a_method(stage: str) -> None:
+    """A new method is its module and one registry line: no stage has a rule of its own for one."""
+    from toolkit.methods import ADAPTERS
+
+    found = method_names_in((REPO / "toolkit" / f"{stage}.py").read_text(), ADAPTERS)
+    assert not found, f"toolkit/{stage}.py names a method ({'; '.join(found)}); ask toolkit.methods.describe"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'skip = method == "control"',
+        "rank = {'cell2location': 0}",
+        'name = label.removeprefix("destVI ")',
+        "from toolkit.methods.destvi import resolve_batch_size",
+        "from toolkit.methods import stereoscope",
+        "import toolkit.methods.controls",
+    ],
+)
+def test_the_stage_check_catches_a_method_named(line: str) -> None:
+    from toolkit.methods import ADAPTERS
+
+    assert method_names_in(f'"""A stage that names destVI in prose only."""\n{line}\n', ADAPTERS)
+    assert not method_names_in('"""destVI, Cell2location and the controls, in prose."""\n', ADAPTERS)
 
 
 def test_bookkeeping_starts_without_torch() -> None:

@@ -217,107 +217,21 @@ def _aggregate(layout: OutputLayout) -> xr.Dataset:
     spot_names = sorted(
         {i for t in truths.values() for i in t.index} | {i for r in results.values() for i in r["proportions"]["index"]}
     )
-    types = {name: i for i, name in enumerate(type_names)}
-    spots = {name: i for i, name in enumerate(spot_names)}
-
-    status = grid.empty(fill="absent", dtype=object)
-    reason = grid.empty(fill="", dtype=object)
-    task_id = grid.empty(fill="", dtype=object)
-    device = grid.empty(fill="", dtype=object)
-    cpu = grid.empty(fill="", dtype=object)
-    scalars = {name: grid.empty() for name in SCALARS}
-    by_type = {m: grid.empty(len(types)) for m in (*METRICS, "grid_ssim")}
-    by_spot = {m: grid.empty(len(spots)) for m in METRICS}
-    state_values = {name: grid.empty(len(types)) for name in STATE_AGREEMENT}
-    means: dict[str, np.ndarray] = {}
-    proportion = grid.empty(len(spots), len(types))
-    trajectories = TrajectoryArrays(grid.shape, n_points(results), types) if n_points(results) else None
-
+    collected = _Collected(grid, type_names, spot_names, n_points(results))
     for state in states:
-        at = grid.index(coordinates(state.task))
-        status[at], reason[at], task_id[at] = state.state, state.reason, state.task.id
-        result = results.get(state.task.id)
-        if result is None:
-            continue
-        result["batch_size_used"] = result.get("method_settings", {}).get("batch_size")
-        provenance = result.get("provenance") or {}
-        device[at], cpu[at] = provenance.get("device") or "", provenance.get("cpu") or ""
-        for name in SCALARS:
-            value = result.get(name)
-            scalars[name][at] = np.nan if value is None else value
-        scores = result["scores"]
-        for frame, names, target in (
-            (scores["per_cell_type"], types, by_type),
-            (scores["per_spot"], spots, by_spot),
-        ):
-            rows = [names[name] for name in frame["index"]]
-            values = np.asarray(frame["values"], dtype=float)
-            for m in METRICS:
-                target[m][at][rows] = values[:, frame["columns"].index(m)]
-        for key, value in scores["means"].items():
-            if key not in means:
-                means[key] = grid.empty()
-            means[key][at] = np.nan if value is None else value
-        for cell_type, value in scores["grid_ssim"].items():
-            by_type["grid_ssim"][at][types[cell_type]] = np.nan if value is None else value
-        _fill_frame(proportion, at, result["proportions"], spots, types)
-        if trajectories is not None and result.get("trajectory"):
-            trajectories.add(at, result["trajectory"])
-        agreement = scores.get("state_agreement")
-        for name in STATE_AGREEMENT if agreement else ():
-            column = agreement["columns"].index(name)
-            rows = [types[t] for t in agreement["index"]]
-            state_values[name][at][rows] = np.asarray(agreement["values"], dtype=float)[:, column]
+        collected.add(grid.index(coordinates(state.task)), state, results.get(state.task.id))
 
-    dims = list(grid.names)
-    data_vars: dict[str, Any] = {
-        "status": (dims, status.astype(str), {"long_name": "task state: done, failed, started, missing, absent"}),
-        "reason": (dims, reason.astype(str), {"long_name": "last line of the failure, where failed"}),
-        "task_id": (dims, task_id.astype(str), {"long_name": "task id (folder under tasks/)"}),
-        "device": (dims, device.astype(str), {"long_name": "what the task trained on: a GPU's name or cpu"}),
-        "cpu": (dims, cpu.astype(str), {"long_name": 'the processor\'s model ("" where not recorded)'}),
-        "proportion": (
-            [*dims, "spot", "cell_type"],
-            proportion,
-            {"long_name": "predicted cell-type proportion", "units": "1"},
-        ),
-        "true_proportion": (
-            ["dataset", "spot", "cell_type"],
-            _truth(truths, grid.coords["dataset"], spots, types),
-            {"long_name": "true cell-type proportion of the pseudospot", "units": "1"},
-        ),
-    }
+    datasets = grid.coords["dataset"]
     sweep = read_json(layout.sweep_file)
-    data_vars.update(_grid_variables(built, grid.coords["dataset"]))
-    data_vars.update(_described_axes(sweep, grid.coords["dataset"]))
-    for name, attrs in SCALARS.items():
-        data_vars[name] = (dims, scalars[name], attrs)
-    for m in METRICS:
-        data_vars[m] = ([*dims, "cell_type"], by_type[m], {"long_name": f"{METRIC_NAMES[m]} per cell type over spots"})
-        data_vars[f"{m}_spot"] = ([*dims, "spot"], by_spot[m], {"long_name": f"{METRIC_NAMES[m]} per spot over types"})
-    data_vars["grid_ssim"] = (
-        [*dims, "cell_type"],
-        by_type["grid_ssim"],
-        {"long_name": "windowed SSIM of each cell type's proportion map on the spot grid"},
+    data_vars = collected.task_variables()
+    data_vars["true_proportion"] = (
+        ["dataset", "spot", "cell_type"],
+        _truth(truths, datasets, collected.spots, collected.types),
+        {"long_name": "true cell-type proportion of the pseudospot", "units": "1"},
     )
-    for name, long_name in STATE_AGREEMENT.items():
-        data_vars[f"state_{name}"] = ([*dims, "cell_type"], state_values[name], {"long_name": long_name})
-    for key, values in means.items():
-        data_vars[f"mean_{key}"] = (
-            dims,
-            values,
-            {"long_name": f"mean {key.replace('_', ' per ')} (NaN rule of Li et al.)"},
-        )
-
-    if trajectories is not None:
-        data_vars.update(trajectories.variables(dims))
-
-    grid_xy = np.array([[int(part) for part in name.split("_")[-2:]] for name in spot_names], dtype=int).reshape(-1, 2)
-    coords = {**grid.coords, "cell_type": type_names, "spot": spot_names}
-    if trajectories is not None:
-        coords[POINT] = np.arange(trajectories.n_points)
-    coords["grid_x"] = ("spot", grid_xy[:, 0])
-    coords["grid_y"] = ("spot", grid_xy[:, 1])
+    data_vars.update(_grid_variables(built, datasets))
+    data_vars.update(_described_axes(sweep, datasets))
+    data_vars.update(collected.score_variables())
     attrs = {
         "title": f"spotsweep sweep '{sweep['name']}'",
         "sweep": sweep["name"],
@@ -326,7 +240,125 @@ def _aggregate(layout: OutputLayout) -> xr.Dataset:
         **{f"n_{name}": sum(s.state == name for s in states) for name in ("done", "failed", "started", "missing")},
         "provenance": json.dumps(next(iter(results.values()))["provenance"]) if results else "",
     }
-    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+    return xr.Dataset(data_vars, coords=collected.coordinates(), attrs=attrs)
+
+
+class _Collected:
+    """Every task's values at its place in the settings grid: its state, and the scores of a done one."""
+
+    def __init__(self, grid: _Grid, type_names: list[str], spot_names: list[str], points: int) -> None:
+        self.grid, self.type_names, self.spot_names = grid, type_names, spot_names
+        self.types = {name: i for i, name in enumerate(type_names)}
+        self.spots = {name: i for i, name in enumerate(spot_names)}
+        self.text = {name: grid.empty(fill="", dtype=object) for name in ("reason", "task_id", "device", "cpu")}
+        self.status = grid.empty(fill="absent", dtype=object)
+        self.scalars = {name: grid.empty() for name in SCALARS}
+        self.by_type = {m: grid.empty(len(self.types)) for m in (*METRICS, "grid_ssim")}
+        self.by_spot = {m: grid.empty(len(self.spots)) for m in METRICS}
+        self.state_values = {name: grid.empty(len(self.types)) for name in STATE_AGREEMENT}
+        self.means: dict[str, np.ndarray] = {}
+        self.proportion = grid.empty(len(self.spots), len(self.types))
+        self.trajectories = TrajectoryArrays(grid.shape, points, self.types) if points else None
+
+    def add(self, at: tuple[int, ...], state: TaskState, result: dict[str, Any] | None) -> None:
+        """One task: its state always; what it recorded where it is done."""
+        self.status[at], self.text["reason"][at], self.text["task_id"][at] = state.state, state.reason, state.task.id
+        if result is None:
+            return
+        result["batch_size_used"] = result.get("method_settings", {}).get("batch_size")
+        provenance = result.get("provenance") or {}
+        self.text["device"][at], self.text["cpu"][at] = provenance.get("device") or "", provenance.get("cpu") or ""
+        for name in SCALARS:
+            value = result.get(name)
+            self.scalars[name][at] = np.nan if value is None else value
+        self._add_scores(at, result["scores"])
+        _fill_frame(self.proportion, at, result["proportions"], self.spots, self.types)
+        if self.trajectories is not None and result.get("trajectory"):
+            self.trajectories.add(at, result["trajectory"])
+
+    def _add_scores(self, at: tuple[int, ...], scores: dict[str, Any]) -> None:
+        """The metrics per cell type and per spot, their means, the grid SSIM and the state agreement."""
+        for frame, names, target in (
+            (scores["per_cell_type"], self.types, self.by_type),
+            (scores["per_spot"], self.spots, self.by_spot),
+        ):
+            rows = [names[name] for name in frame["index"]]
+            values = np.asarray(frame["values"], dtype=float)
+            for m in METRICS:
+                target[m][at][rows] = values[:, frame["columns"].index(m)]
+        for key, value in scores["means"].items():
+            if key not in self.means:
+                self.means[key] = self.grid.empty()
+            self.means[key][at] = np.nan if value is None else value
+        for cell_type, value in scores["grid_ssim"].items():
+            self.by_type["grid_ssim"][at][self.types[cell_type]] = np.nan if value is None else value
+        agreement = scores.get("state_agreement")
+        for name in STATE_AGREEMENT if agreement else ():
+            column = agreement["columns"].index(name)
+            rows = [self.types[t] for t in agreement["index"]]
+            self.state_values[name][at][rows] = np.asarray(agreement["values"], dtype=float)[:, column]
+
+    def task_variables(self) -> dict[str, Any]:
+        """Each task's state, reason, id and machine, and its predicted proportions."""
+        dims = list(self.grid.names)
+        text = {name: values.astype(str) for name, values in self.text.items()}
+        return {
+            "status": (
+                dims,
+                self.status.astype(str),
+                {"long_name": "task state: done, failed, started, missing, absent"},
+            ),
+            "reason": (dims, text["reason"], {"long_name": "last line of the failure, where failed"}),
+            "task_id": (dims, text["task_id"], {"long_name": "task id (folder under tasks/)"}),
+            "device": (dims, text["device"], {"long_name": "what the task trained on: a GPU's name or cpu"}),
+            "cpu": (dims, text["cpu"], {"long_name": 'the processor\'s model ("" where not recorded)'}),
+            "proportion": (
+                [*dims, "spot", "cell_type"],
+                self.proportion,
+                {"long_name": "predicted cell-type proportion", "units": "1"},
+            ),
+        }
+
+    def score_variables(self) -> dict[str, Any]:
+        """What the tasks cost, their scores (per cell type, per spot, means), and their trajectories."""
+        dims = list(self.grid.names)
+        data_vars: dict[str, Any] = {name: (dims, self.scalars[name], attrs) for name, attrs in SCALARS.items()}
+        for m in METRICS:
+            long_name = METRIC_NAMES[m]
+            data_vars[m] = (
+                [*dims, "cell_type"],
+                self.by_type[m],
+                {"long_name": f"{long_name} per cell type over spots"},
+            )
+            data_vars[f"{m}_spot"] = (
+                [*dims, "spot"],
+                self.by_spot[m],
+                {"long_name": f"{long_name} per spot over types"},
+            )
+        data_vars["grid_ssim"] = (
+            [*dims, "cell_type"],
+            self.by_type["grid_ssim"],
+            {"long_name": "windowed SSIM of each cell type's proportion map on the spot grid"},
+        )
+        for name, long_name in STATE_AGREEMENT.items():
+            data_vars[f"state_{name}"] = ([*dims, "cell_type"], self.state_values[name], {"long_name": long_name})
+        for key, values in self.means.items():
+            long_name = f"mean {key.replace('_', ' per ')} (NaN rule of Li et al.)"
+            data_vars[f"mean_{key}"] = (dims, values, {"long_name": long_name})
+        if self.trajectories is not None:
+            data_vars.update(self.trajectories.variables(dims))
+        return data_vars
+
+    def coordinates(self) -> dict[str, Any]:
+        """The settings' values, cell types, spots (with their place on the grid) and trajectory points."""
+        grid_xy = np.array([[int(part) for part in name.split("_")[-2:]] for name in self.spot_names], dtype=int)
+        grid_xy = grid_xy.reshape(-1, 2)
+        coords: dict[str, Any] = {**self.grid.coords, "cell_type": self.type_names, "spot": self.spot_names}
+        if self.trajectories is not None:
+            coords[POINT] = np.arange(self.trajectories.n_points)
+        coords["grid_x"] = ("spot", grid_xy[:, 0])
+        coords["grid_y"] = ("spot", grid_xy[:, 1])
+        return coords
 
 
 def write_summary(root: Path) -> xr.Dataset:

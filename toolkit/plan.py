@@ -20,6 +20,7 @@ import numpy as np
 
 from toolkit.config import DatasetConfig, InputConfig, SweepConfig
 from toolkit.layout import OutputLayout
+from toolkit.methods import describe
 from toolkit.pseudospots.grid import Grid
 from toolkit.status import task_state
 from toolkit.sweep import SWEPT_SETTINGS, Task, expand, optional_settings
@@ -61,7 +62,7 @@ class PlannedTask:
     steps: int
     state: str
     mode: str
-    """How it trains: scvi, fast, fast+compile for destVI; the method's name otherwise."""
+    """How it trains, as MS_PER_STEP names it: the method's own word (destVI: scvi, fast, fast+compile)."""
 
     def hours(self, device: str) -> float | None:
         per_step = ms_per_step(device, self.mode, self.batch_size)
@@ -160,33 +161,14 @@ def count_spots(dataset: DatasetConfig) -> int:
     return _count_windows(_grid(dataset, dataset.window), [_file_coordinates(dataset.spatial)])
 
 
-def _mode(task: Task) -> str:
-    if task.method != "destvi":
-        return task.method
-    engine = task.params.get("engine", "fast")
-    return f"{engine}+compile" if engine == "fast" and task.params.get("compile") else engine
-
-
-def _steps(task: Task, n_spots: int) -> tuple[int, int]:
-    """(batch size as it runs, optimizer steps) of one task."""
-    if task.method == "control":
-        return 0, 0
-    from toolkit.engines.schedule import batches_per_epoch
-    from toolkit.methods.destvi import resolve_batch_size  # the study's rule for `auto`
-
-    batch = resolve_batch_size(task.batch_size, n_spots) or n_spots  # Cell2location's 0: every spot at once
-    if task.setting("max_steps"):  # a budget in steps: exactly that many
-        return batch, int(task.setting("max_steps"))
-    return batch, batches_per_epoch(n_spots, batch, bool(task.setting("drop_last"))) * int(task.max_epochs)
-
-
 def plan_sweep(sweep: SweepConfig, out: Path | None = None) -> Plan:
     """Every task with its spots, batch, steps and state (from `out`, the sweep's output by default)."""
     spots = {dataset.name: count_spots(dataset) for dataset in sweep.datasets}
     layout = OutputLayout(Path(out or sweep.output))
     planned = []
     for task in expand(sweep):
-        batch, steps = _steps(task, spots[task.dataset])
+        method = describe(task.method)  # its batch size as it runs (`auto` resolved), its steps, its engine
+        batch, steps = method.steps(task, spots[task.dataset])
         state = task_state(layout, task).state if layout.root.exists() else "missing"
-        planned.append(PlannedTask(task, spots[task.dataset], batch, steps, state, _mode(task)))
+        planned.append(PlannedTask(task, spots[task.dataset], batch, steps, state, method.mode(task)))
     return Plan(sweep, planned, spots)

@@ -25,6 +25,8 @@ from matplotlib.ticker import LogFormatter, NullLocator, ScalarFormatter
 
 from toolkit.errors import SpotsweepError
 from toolkit.layout import OutputLayout, write_atomically
+from toolkit.methods import describe
+from toolkit.methods.description import budget_words
 from toolkit.metrics import accuracy_score, why_undefined
 from toolkit.sweep import settings_of
 from toolkit.trajectories import (
@@ -57,27 +59,22 @@ def _config_keys(summary: xr.Dataset) -> list[str]:
     return [name for name in settings_of(summary) if name not in ("dataset", "seed")]
 
 
-def _budget(config: dict) -> str:
-    """A configuration's training budget and last-minibatch rule in words (steps where it set a step budget)."""
-    budget = f"{config['max_steps']:,} steps" if config.get("max_steps") else f"{config['max_epochs']} epochs"
-    warmup = f", warm-up {config['n_steps_kl_warmup']:,} steps" if config.get("n_steps_kl_warmup") else ""
-    reference = f", reference seed {config['reference_seed']}" if config.get("reference_seed") else ""
-    return budget + warmup + (", drop last" if config.get("drop_last") else "") + reference
-
-
 def _label(config: dict) -> str:
-    if config["method"] == "destvi":
-        budget = _budget(config).replace(", ", "\n")  # a map column is narrow: one setting a line
-        return f"destVI {config['amortization']}\nbatch {config['batch_size']}\n{budget}"
-    return f"{config['method']}\n{config['variant']}"
+    """A configuration's column title in the maps, as its method words it."""
+    return describe(str(config["method"])).label(config)
 
 
 def _map_order(config: dict) -> tuple:
-    """The study's column order: Cell2location, then destVI amortization both, latent, ... by batch size."""
-    method_rank = {"cell2location": 0, "destvi": 1}.get(config["method"], 2)
-    amortization_rank = {"both": 0, "latent": 1}.get(config["amortization"], 2)
+    """The study's column order: each method's place (Cell2location, then destVI), its own order of its
+    configurations (destVI: amortization both, latent, ...), then epochs and batch size."""
+    method = describe(str(config["method"]))
     batch = config["batch_size"]
-    return (method_rank, amortization_rank, config["max_epochs"], _batch_rank(batch), str(config["variant"]))
+    return (method.order, method.config_rank(config), config["max_epochs"], _batch_rank(batch), str(config["variant"]))
+
+
+def _trained(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of methods that train (the controls compute: reference levels, not configurations to compare)."""
+    return frame[np.array([describe(str(method)).trains for method in frame["method"]], dtype=bool)]
 
 
 def _dataset_text(summary: xr.Dataset, name: str, dataset: str) -> str:
@@ -126,7 +123,7 @@ def proportion_maps(summary: xr.Dataset, dataset: str, path: Path) -> bool:
     data = summary.sel(dataset=dataset).isel(seed=0)
     seed = int(summary.seed.values[0])
     table = data["status"].to_dataframe().reset_index()
-    done = [c for c in table[table["status"] == "done"].to_dict("records") if c["method"] != "control"]
+    done = _trained(table[table["status"] == "done"]).to_dict("records")
     if not done:
         return False
     done.sort(key=_map_order)
@@ -225,23 +222,24 @@ def _tick_labels(batch_sizes: list[float]) -> list[str]:
 
 
 def _plot_against_batch(ax: plt.Axes, lines: pd.DataFrame, ylabel: str) -> None:
-    """One line per method/variant/amortization/epochs; methods trained without batches (controls) as
-    horizontal dashed lines, the levels a trained method should beat."""
-    levels: dict[float, list[str]] = {}  # controls at one level (uniform and reference at PCC 0) share a label
+    """One line per method/variant/amortization/epochs; methods trained without batches, and those that
+    train nothing (controls), as horizontal dashed lines, the levels a trained method should beat."""
+    levels: dict[float, list[tuple[str, str]]] = {}  # controls at one level (uniform, reference at PCC 0) share it
     line_keys = [c for c in lines.columns if c not in ("batch_size", "mean", "std", "count", "x")]
     for key, group in lines.groupby(line_keys):
         config = dict(zip(line_keys, key, strict=True))
         method, variant, amortization = config["method"], config["variant"], config["amortization"]
-        if group["x"].isna().all() or method == "control":
-            levels.setdefault(round(float(group["mean"].iloc[0]), 3), []).append(f"{method} {variant}")
+        if group["x"].isna().all() or not describe(str(method)).trains:
+            levels.setdefault(round(float(group["mean"].iloc[0]), 3), []).append((str(method), str(variant)))
             continue
         group = group.sort_values("x")
-        label = f"{method} {variant}" + ("" if amortization == "n/a" else f", {amortization}") + f", {_budget(config)}"
+        label = f"{method} {variant}" + ("" if amortization == "n/a" else f", {amortization}")
+        label += f", {budget_words(config)}"
         ax.errorbar(group["x"], group["mean"], yerr=group["std"].fillna(0), marker="o", capsize=3, label=label)
     for level, names in levels.items():
         ax.axhline(level, linestyle="--", linewidth=1, color="grey")
         ax.annotate(
-            names[0] if len(names) == 1 else "control " + ", ".join(n.removeprefix("control ") for n in names),
+            _level_label(names),
             (1, level),
             xycoords=("axes fraction", "data"),
             fontsize=6,
@@ -258,6 +256,14 @@ def _plot_against_batch(ax: plt.Axes, lines: pd.DataFrame, ylabel: str) -> None:
     ax.set_xlabel("minibatch size (spots)")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
+
+
+def _level_label(names: list[tuple[str, str]]) -> str:
+    """The (method, variant) pairs at one level, each method named once: "control uniform, nnls"."""
+    variants: dict[str, list[str]] = {}
+    for method, variant in names:
+        variants.setdefault(method, []).append(variant)
+    return ", ".join(f"{method} {', '.join(listed)}" for method, listed in variants.items())
 
 
 def metrics_vs_batch(summary: xr.Dataset, dataset: str, path: Path) -> bool:
@@ -281,7 +287,7 @@ def machines(summary: xr.Dataset, dataset: str) -> list[str]:
     if "device" not in summary:
         return []
     frame = summary[["device", "cpu", "status"]].sel(dataset=dataset).to_dataframe().reset_index()
-    frame = frame[(frame["status"] == "done") & (frame["method"] != "control") & (frame["device"] != "")]
+    frame = _trained(frame[(frame["status"] == "done") & (frame["device"] != "")])
     labels = [
         device if device != "cpu" else (f"cpu: {cpu}" if cpu else UNRECORDED_CPU)
         for device, cpu in zip(frame["device"], frame["cpu"], strict=True)
@@ -306,7 +312,7 @@ def _runtime_title(dataset: str, ran_on: list[str]) -> str:
 
 def runtime_vs_batch(summary: xr.Dataset, dataset: str, path: Path) -> bool:
     lines = _lines(summary, dataset, "train_time_s")
-    lines = lines[lines["method"] != "control"]
+    lines = _trained(lines)
     if lines.empty:
         return False
     fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
@@ -371,12 +377,13 @@ def _cell(value: object, form: str | None = None) -> str:
 
 
 def _without_placeholders(table: pd.DataFrame) -> pd.DataFrame:
-    """Controls and Cell2location have no batch size (or epochs, for controls): n/a rather than 0."""
+    """A 0 that fills a setting a method does not have (a control's batch size and epochs) or asks for its
+    default (Cell2location's batch 0: every spot) reads n/a; a method's own 0 (`real_zeros`) stays."""
     table = table.copy()
     for column in ("batch_size", "max_epochs"):
         if column in table:
             table[column] = [
-                "n/a" if str(value) == "0" and method != "destvi" else value
+                "n/a" if str(value) == "0" and column not in describe(str(method)).real_zeros else value
                 for value, method in zip(table[column], table["method"], strict=True)
             ]
     return table
@@ -408,7 +415,7 @@ def _runtime_table(summary: xr.Dataset, dataset: str) -> pd.DataFrame:
     """Like the study's runtime table: steps, time per step and training time of each configuration."""
     names = ["n_steps", "train_time_s", "reference_time_s", "batch_size_used"]
     frame = summary[names].sel(dataset=dataset).to_dataframe().reset_index().dropna(subset=["train_time_s"])
-    frame = frame[frame["method"] != "control"]
+    frame = _trained(frame)
     keys = _config_keys(summary)
     table = frame.groupby(keys)[names].mean()
     table["ms_per_step"] = 1000 * table["train_time_s"] / table["n_steps"]

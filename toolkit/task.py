@@ -18,7 +18,7 @@ import pandas as pd
 from toolkit import metrics, provenance
 from toolkit.freshness import recorded_inputs
 from toolkit.layout import OutputLayout, write_atomically, write_json
-from toolkit.methods import adapter
+from toolkit.methods import adapter, describe
 from toolkit.methods.base import FitResult, Scorer
 from toolkit.prepare import ensure_reference_model, reference_train_time
 from toolkit.pseudospots import read_spots
@@ -26,9 +26,9 @@ from toolkit.sweep import Task
 
 
 def _set_threads(threads: int | None, method: str) -> None:
-    """torch's share of the cores, for a method that trains; a control computes without torch, which is
-    then not imported at all (seconds per task in a sweep of thousands)."""
-    if threads and method != "control":
+    """torch's share of the cores, for a method that trains; one that does not (a control) computes without
+    torch, which is then not imported at all (seconds per task in a sweep of thousands)."""
+    if threads and describe(method).trains:
         import torch
 
         torch.set_num_threads(threads)

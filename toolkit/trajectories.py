@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from toolkit.methods import describe
 from toolkit.metrics import METRIC_NAMES
 
 PREFIX = "trajectory_"
@@ -276,7 +277,7 @@ def final_only(summary: xr.Dataset, dataset: str) -> list[str]:
     scored = data[f"{PREFIX}step"].notnull().any(POINT) if f"{PREFIX}step" in data else xr.zeros_like(done)
     names = []
     for method in data.method.values:
-        if str(method) == "control":
+        if not describe(str(method)).trains:
             continue
         mine = done.sel(method=method)
         if bool(mine.any()) and not bool((scored.sel(method=method) & mine).any()):

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from toolkit.methods.base import FitResult, Scorer, TaskSpec
 from toolkit.methods.configs import Axis, OneVariantGrid, Strict
+from toolkit.methods.description import MethodDescription
 from toolkit.methods.scvi_common import configure_scvi, history, spots_for
 
 REFERENCE_KIND = "c2l-regression"
@@ -58,6 +59,8 @@ class Cell2locationGrid(OneVariantGrid):
 
 Grid = Cell2locationGrid
 """This method's part of the sweep file (the registry in toolkit.methods collects every `Grid`)."""
+DESCRIPTION = MethodDescription("cell2location", order=0)
+"""The study's baseline, first in the maps; its batch 0 trains on every spot at once."""
 SIGNATURES = "signatures.csv"
 
 

@@ -20,6 +20,7 @@ from scipy.optimize import nnls
 
 from toolkit.methods.base import FitResult, Scorer, TaskSpec
 from toolkit.methods.configs import NOT_APPLICABLE, Axis, MethodGrid
+from toolkit.methods.description import MethodDescription
 
 REFERENCE_KIND = None
 
@@ -52,6 +53,8 @@ class ControlGrid(MethodGrid):
 
 Grid = ControlGrid
 """This method's part of the sweep file (the registry in toolkit.methods collects every `Grid`)."""
+DESCRIPTION = MethodDescription("control", order=3, trains=False)
+"""Controls train nothing: reference levels in the report, never a map, a runtime or a trajectory."""
 
 
 def _dense(matrix: object) -> np.ndarray:

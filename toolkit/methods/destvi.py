@@ -19,6 +19,7 @@ from pydantic import Field, field_validator, model_validator
 from toolkit.engines.trajectory import DEFAULT_POINTS
 from toolkit.methods.base import FitResult, Scorer, TaskSpec
 from toolkit.methods.configs import Axis, Engine, MethodGrid, Strict, whole_numbers
+from toolkit.methods.description import MethodDescription, budget_words
 from toolkit.methods.scvi_common import configure_scvi, history, spots_for
 
 REFERENCE_KIND = "condscvi"
@@ -184,6 +185,30 @@ class DestVIGrid(MethodGrid):
 
 Grid = DestVIGrid
 """This method's part of the sweep file (the registry in toolkit.methods collects every `Grid`)."""
+
+
+class DestVIDescription(MethodDescription):
+    """destVI as the stages see it: its `auto` batch size, its engines, its labels with their budget."""
+
+    def label(self, config: dict[str, Any]) -> str:
+        budget = budget_words(config).replace(", ", "\n")  # a map column is narrow: one setting a line
+        return f"destVI {config['amortization']}\nbatch {config['batch_size']}\n{budget}"
+
+    def config_rank(self, config: dict[str, Any]) -> int:
+        """The study's order: amortization both, then latent, then the others."""
+        return {"both": 0, "latent": 1}.get(config["amortization"], 2)
+
+    def batch_size(self, batch_size: int | str, n_spots: int) -> int:
+        return resolve_batch_size(batch_size, n_spots)
+
+    def mode(self, task: TaskSpec) -> str:
+        """scvi, fast or fast+compile: the engines plan has measured."""
+        engine = task.params.get("engine", "fast")
+        return f"{engine}+compile" if engine == "fast" and task.params.get("compile") else engine
+
+
+DESCRIPTION = DestVIDescription("destvi", order=1, real_zeros=frozenset({"batch_size", "max_epochs"}))
+"""What the stages need to know of destVI (toolkit.methods.description)."""
 VARIANTS: dict[str, dict[str, Any]] = {
     # As close as the installed scvi-tools gets to the model the 2022 study ran.
     "2022": {"prior_mode": "normal", "augmentation": False},

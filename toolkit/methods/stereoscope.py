@@ -12,6 +12,7 @@ from pydantic import Field
 
 from toolkit.methods.base import FitResult, Scorer, TaskSpec
 from toolkit.methods.configs import Axis, OneVariantGrid, Strict
+from toolkit.methods.description import MethodDescription
 from toolkit.methods.scvi_common import configure_scvi, history, spots_for
 
 REFERENCE_KIND = "rnastereoscope"
@@ -41,6 +42,8 @@ class StereoscopeGrid(OneVariantGrid):
 
 Grid = StereoscopeGrid
 """This method's part of the sweep file (the registry in toolkit.methods collects every `Grid`)."""
+DESCRIPTION = MethodDescription("stereoscope", order=2)
+"""After the study's two methods in the maps."""
 
 
 def train_reference(reference: ad.AnnData, config: dict[str, Any], model_dir: Path) -> float:
