@@ -22,12 +22,16 @@ def tune(
         Optional[Path], typer.Option(help="SLURM cluster profile, e.g. hpc/profiles/gpu-cluster.yaml.")
     ] = None,
     container: Annotated[Optional[Path], typer.Option(help="Run every job inside this Apptainer image (.sif).")] = None,
+    seed: Annotated[
+        Optional[int], typer.Option(metavar="N", min=0, help="The tuner's seed (default: the search block's).")
+    ] = None,
 ) -> None:
     """Search a method's settings with Optuna (TPE, pruning on the accuracy trajectory): trials are tasks."""
     from toolkit.launch import load_sweep, with_executor
     from toolkit.tune.loop import tune as run_tune
+    from toolkit.tune.space import with_tuner_seed
 
-    config = with_executor(load_sweep(sweep), executor, profile, container)
+    config = with_tuner_seed(with_executor(load_sweep(sweep), executor, profile, container), seed)
     summary = run_tune(config, str(sweep), out, trials=trials, max_parallel=max_parallel)
     root = out or config.output
     counts = ", ".join(f"{n} {state}" for state, n in summary.trials.items() if n)

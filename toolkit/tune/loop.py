@@ -134,6 +134,8 @@ class Loop:
                 while True:
                     done = len(self.study.get_trials(deepcopy=False, states=finished))
                     while len(self.running) < self.parallel and done + len(self.running) < trials:
+                        if self._preparing():
+                            break
                         self._ask()
                     if not self.running:
                         return
@@ -154,6 +156,16 @@ class Loop:
             for entry in self.running.values():
                 if entry.execution is not None:
                     entry.execution.jobs.close()
+
+    def _preparing(self) -> bool:
+        """Whether a running trial's dispatch still prepares the shared inputs (pseudospots, reference
+        model): the next trial waits for them rather than start a second prepare job beside the first."""
+        from toolkit.backends.common import needs_prepare
+
+        return any(
+            entry.execution is not None and needs_prepare(self.sweep, self.layout, entry.tasks)
+            for entry in self.running.values()
+        )
 
     def _record(self) -> None:
         """sweep.json lists every trial's tasks, so that status and the aggregate know them."""

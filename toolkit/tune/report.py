@@ -73,7 +73,8 @@ def _importances(study: Any) -> dict[str, float]:
     if len(complete) < 3:
         return {}
     with contextlib.suppress(Exception):  # e.g. every trial with the same settings: nothing to attribute
-        return dict(optuna.importance.get_param_importances(study, target=lambda t: t.values[0]))
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # direction-free, unlike PED-ANOVA
+        return dict(optuna.importance.get_param_importances(study, evaluator=evaluator, target=lambda t: t.values[0]))
     return {}
 
 

@@ -39,6 +39,19 @@ def searched_grid(sweep: SweepConfig, source: str) -> DestVIGrid:
     return entries[0]  # type: ignore[return-value]
 
 
+def with_tuner_seed(sweep: SweepConfig, seed: int | None) -> SweepConfig:
+    """The sweep with its search's sampler seed replaced (`spotsweep tune --seed`: one file, several tuner seeds)."""
+    if seed is None:
+        return sweep
+    methods = [
+        grid.model_copy(update={"search": grid.search.model_copy(update={"seed": seed})})
+        if getattr(grid, "search", None) is not None
+        else grid
+        for grid in sweep.methods
+    ]
+    return sweep.model_copy(update={"methods": methods})
+
+
 def _grid_values(grid: DestVIGrid) -> dict[str, list[Any]]:
     """Each tunable setting's values in the grid (the budget in steps or in epochs, as the grid says)."""
     axes = grid.axes()

@@ -84,10 +84,10 @@ def open_study(layout: OutputLayout, name: str, search: SearchConfig) -> Any:
 
 def load_study(layout: OutputLayout) -> Any | None:
     """The study in an output folder, for status and the report; None where it was never tuned."""
+    if not journal_path(layout).exists():
+        return None  # not tuned: optuna is not even imported (`spotsweep status` of every sweep asks)
     import optuna
 
-    if not journal_path(layout).exists():
-        return None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     names = optuna.get_all_study_names(storage(layout))
     return optuna.load_study(study_name=names[0], storage=storage(layout)) if names else None
