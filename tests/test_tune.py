@@ -21,10 +21,12 @@ from typing import Any
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from tests.conftest import REPO
 from tests.local_launch import HANG_GUARD_S
 from toolkit.backends.checkpointed import read_attempts
+from toolkit.cli import app
 from toolkit.config import load_sweep, parse_sweep
 from toolkit.errors import SpotsweepError
 from toolkit.launch import run_sweep
@@ -169,12 +171,30 @@ def test_the_tuner_finds_a_setting_near_the_small_grids_best(grid: tuple[OutputL
     with xr.open_dataset(out / "summary.nc") as summary_nc:
         assert sorted(summary_nc["trial"].values.tolist()) == [0, 1, 2, 3, 4, 5]
         assert int((summary_nc["status"] == "done").sum()) == 6
+        assert summary_nc["trial_state"].values.tolist() == ["complete"] * 6
     page = (out / "report" / "index.md").read_text()
     assert "## Tuning" in page and "### Best settings" in page and "optuna-dashboard" in page
     assert "tune_best_over_time.png" in page and (out / "report" / "tune_best_over_time.png").is_file()
     assert len((out / "tune" / "trials.csv").read_text().strip().splitlines()) == 7
     lines = status_lines(out)
     assert lines[0].startswith("tuning: 6 complete") and lines[1].startswith(f"best: trial {best['number']}")
+    shown = CliRunner().invoke(app, ["status", str(out)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and lines[0] in shown.output and lines[1] in shown.output, shown.output
+
+    # the page in a real headless browser: the Tuning section, its figure decoded, no console error
+    from selenium.webdriver.common.by import By
+
+    from tests.test_report_html import _browser
+
+    browser = _browser()
+    try:
+        browser.get((out / "report" / "index.html").as_uri())
+        assert "Tuning" in [h.text for h in browser.find_elements(By.TAG_NAME, "h2")]
+        (figure,) = browser.find_elements(By.CSS_SELECTOR, "img[alt='best value over trials']")
+        assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", figure) > 100
+        assert not [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    finally:
+        browser.quit()
 
 
 def _launch(sweep_file: Path, trials: int) -> subprocess.Popen:
@@ -195,11 +215,13 @@ def _trial_states(out: Path) -> dict[int, str]:
     return {} if study is None else {t.number: t.state.name.lower() for t in study.get_trials(deepcopy=False)}
 
 
+@pytest.mark.parametrize("stop", ["ctrl-c", "killed"])
 def test_a_stopped_tune_resumes_without_rerunning_or_losing_a_trial(
-    grid: tuple[OutputLayout, float], tmp_path: Path
+    grid: tuple[OutputLayout, float], tmp_path: Path, stop: str
 ) -> None:
-    """Ctrl-C while trial 1 trains: trial 0 stays complete, trial 1 stays in the journal (running) and its
-    task keeps its checkpoint; the same command resumes trial 1 (same number) and asks trial 2, no more."""
+    """Ctrl-C while trial 1 trains (or the launcher and its processes killed outright, as when a terminal's
+    session dies): trial 0 stays complete, trial 1 stays in the journal (running) and its task keeps its
+    checkpoint; the same command resumes trial 1 (same number) and asks trial 2, no more."""
     from toolkit.tune.loop import tune
 
     out = tmp_path / "out"
@@ -214,13 +236,17 @@ def test_a_stopped_tune_resumes_without_rerunning_or_losing_a_trial(
             assert launcher.poll() is None, launcher.communicate()[1]
             assert time.monotonic() < deadline
             time.sleep(0.5)
-        launcher.send_signal(signal.SIGINT)
+        if stop == "killed":
+            os.killpg(launcher.pid, signal.SIGKILL)
+        else:
+            launcher.send_signal(signal.SIGINT)
         _, stderr = launcher.communicate(timeout=600)
     finally:
         if launcher.poll() is None:
             os.killpg(launcher.pid, signal.SIGKILL)
     assert launcher.returncode != 0
-    assert "stopped (Ctrl-C or SIGTERM) with 1 trial(s) running" in stderr, stderr
+    if stop == "ctrl-c":
+        assert "stopped (Ctrl-C or SIGTERM) with 1 trial(s) running" in stderr, stderr
     assert _trial_states(out) == {0: "complete", 1: "running"}
     layout = OutputLayout(out)
     (first,) = out.glob("tasks/*-n0-*/result.json")
@@ -273,3 +299,25 @@ def load_tasks(layout: OutputLayout) -> list:
     from toolkit.status import load_tasks as load
 
     return load(layout)
+
+
+def test_two_objectives_give_a_pareto_front_in_the_report_and_status(tmp_path: Path) -> None:
+    """Accuracy and training seconds: the report's section shows the front (trials no other beats on both),
+    not a best value over time; status names each trial of the front. A real journal, trials told by hand."""
+    import optuna
+
+    from toolkit.tune.report import section, status_lines
+
+    search = parse_sweep(sweep_data(tmp_path, {**SEARCH, "second_objective": "train_time_s"}), "t").methods[0].search
+    layout = OutputLayout(tmp_path / "out")
+    study = open_study(layout, "pareto", search)
+    distributions = {"batch_size": optuna.distributions.IntDistribution(4, 64, log=True)}
+    for batch, values in ((8, [0.5, 30.0]), (64, [0.4, 5.0]), (16, [0.3, 40.0])):
+        trial = optuna.trial.create_trial(params={"batch_size": batch}, distributions=distributions, values=values)
+        study.add_trial(trial)
+    lines = section(layout, study, search, tmp_path)
+    text = "\n".join(lines)
+    assert "### Pareto front (objective, training seconds)" in text and "best value over trials" not in text
+    front = text.split("### Pareto front")[1].split("###")[0]
+    assert "| 0 | 0.5 | 30 |" in front and "| 1 | 0.4 | 5 |" in front and "| 2 |" not in front
+    assert [line.split(":")[0] for line in status_lines(layout.root)[1:]] == ["best", "best"]

@@ -24,6 +24,7 @@ from toolkit.layout import OutputLayout
 from toolkit.status import task_state
 from toolkit.sweep import Task
 from toolkit.tune import objective
+from toolkit.tune.report import best_trials, count_trials, write_trials, write_tune_report
 from toolkit.tune.space import searched_grid, suggest, trial_tasks
 from toolkit.tune.study import open_study
 
@@ -96,9 +97,8 @@ def tune(
         parallel = max_parallel or getattr(sweep.executor, "max_parallel", None) or 1
         loop = Loop(sweep, layout, study, grid, parallel, say)
         loop.run(trials)
+        write_trials(layout, study)  # before the finish: the aggregate reads the trials' states from it
         runner.finish(layout, report)
-        from toolkit.tune.report import best_trials, count_trials, write_tune_report
-
         write_tune_report(layout, study, search, report)
         return TuneSummary(count_trials(study), time.perf_counter() - start, best_trials(study))
     finally:
@@ -111,14 +111,8 @@ class Loop:
     def __init__(
         self, sweep: SweepConfig, layout: OutputLayout, study: Any, grid: Any, parallel: int, say: Callable[[str], None]
     ) -> None:
-        self.sweep, self.layout, self.study, self.grid, self.parallel, self.say = (
-            sweep,
-            layout,
-            study,
-            grid,
-            parallel,
-            say,
-        )
+        self.sweep, self.layout, self.study, self.grid = sweep, layout, study, grid
+        self.parallel, self.say = parallel, say
         self.search: SearchConfig = grid.search
         self.running: dict[int, Running] = {}
         self.prunes = len(study.directions) == 1
@@ -233,6 +227,7 @@ class Loop:
                 entry.execution.cancel([task.id for task in entry.tasks])
                 entry.execution.jobs.close()
             self.study.tell(entry.trial, state=optuna.trial.TrialState.PRUNED)
+            write_trials(self.layout, self.study)
             del self.running[entry.trial.number]
             self.say(f"trial {entry.trial.number}: pruned at step {new[-1]} ({points[new[-1]]:.4f})")
 
@@ -246,6 +241,7 @@ class Loop:
         if not_done:
             entry.trial.set_user_attr("failed_tasks", not_done)
             self.study.tell(entry.trial, state=optuna.trial.TrialState.FAIL)
+            write_trials(self.layout, self.study)
             self.say(f"trial {entry.trial.number}: failed ({len(not_done)} task(s) did not finish: {not_done[0]})")
             return
         try:
@@ -259,4 +255,5 @@ class Loop:
             values.append(sum(seconds) / len(seconds))
         entry.trial.set_user_attr("seed_scores", scores)
         self.study.tell(entry.trial, values if len(values) > 1 else values[0])
+        write_trials(self.layout, self.study)  # status and a SLURM trial's aggregate job read the states
         self.say(f"trial {entry.trial.number}: complete, " + ", ".join(f"{value:.4f}" for value in values))

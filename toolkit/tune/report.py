@@ -16,6 +16,7 @@ import pandas as pd
 
 from toolkit.layout import OutputLayout, write_atomically
 from toolkit.methods.search import SearchConfig
+from toolkit.trial_states import trials_table
 from toolkit.tune.objective import describe
 from toolkit.tune.study import journal_path, load_study
 
@@ -130,7 +131,7 @@ def section(layout: OutputLayout, study: Any, search: SearchConfig, folder: Path
     if best:
         title = "Best settings" if len(best) == 1 else "Pareto front (objective, training seconds)"
         rows = [
-            {"trial": b["number"], **{f"value {i + 1}": v for i, v in enumerate(b["values"])}, **b["params"]}
+            {"trial": b["number"], **dict(zip(("objective", "training s"), b["values"], strict=False)), **b["params"]}
             | {"seed scores": ", ".join(f"{s:.4f}" for s in b["seed_scores"])}
             for b in best
         ]
@@ -154,14 +155,18 @@ def trials_dataset(frame: pd.DataFrame) -> Any:
     return xr.Dataset.from_dataframe(frame.set_index("trial").astype({"state": str, "task_ids": str}))
 
 
-def write_tune_report(layout: OutputLayout, study: Any, search: SearchConfig, report: bool = True) -> None:
-    """tune/trials.csv and trials.nc; with `report`, the Tuning section in report/index.md and index.html."""
+def write_trials(layout: OutputLayout, study: Any) -> None:
+    """tune/trials.csv (which the aggregate reads the trials' states from) and trials.nc."""
     frame = trials_frame(study)
-    folder = layout.root / "tune"
-    write_atomically(folder / "trials.csv", lambda tmp: frame.to_csv(tmp, index=False))
+    write_atomically(trials_table(layout.root), lambda tmp: frame.to_csv(tmp, index=False))
     if not frame.empty:
         dataset = trials_dataset(frame)
-        write_atomically(folder / "trials.nc", lambda tmp: dataset.to_netcdf(tmp, engine="h5netcdf"))
+        write_atomically(layout.root / "tune" / "trials.nc", lambda tmp: dataset.to_netcdf(tmp, engine="h5netcdf"))
+
+
+def write_tune_report(layout: OutputLayout, study: Any, search: SearchConfig, report: bool = True) -> None:
+    """The trials' tables; with `report`, the Tuning section in report/index.md and index.html."""
+    write_trials(layout, study)
     if not report:
         return
     from toolkit.report import html_page
