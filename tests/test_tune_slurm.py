@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import xarray as xr
 import yaml
 
 from tests.conftest import REPO, TINY_SWEEP
@@ -80,6 +81,8 @@ def test_trials_run_two_at_once_on_slurm_and_a_cancelled_one_fails_alone(
     assert started(1) < first_result.stat().st_mtime
     submissions = records.read_submissions(layout)
     assert len(submissions) == 3  # one array per trial, each through the backend core
+    with xr.open_dataset(out / "summary.nc") as summary_nc:  # the finish's aggregate: each trial's state
+        assert summary_nc["trial_state"].values.tolist() == ["complete", "fail", "complete"]
 
     # the same command asks one more trial for --trials 4 and runs nothing finished again
     written = first_result.stat().st_mtime_ns
