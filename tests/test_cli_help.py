@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from tests.conftest import REPO
 from toolkit.cli import app
 
-COMMANDS = ["simulate", "build", "run", "plan", "status", "aggregate", "report", "export", "score"]
+COMMANDS = ["simulate", "build", "run", "plan", "tune", "status", "aggregate", "report", "export", "score"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])

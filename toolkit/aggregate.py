@@ -33,6 +33,7 @@ from toolkit.pseudospots import read_spots
 from toolkit.status import TaskState, load_tasks, task_state
 from toolkit.sweep import SWEPT_SETTINGS, Task, optional_settings, settings_of
 from toolkit.trajectories import POINT, TrajectoryArrays, compact, n_points
+from toolkit.trial_states import trial_states
 
 SCALARS: dict[str, dict[str, str]] = {
     "batch_size_used": {"long_name": "minibatch size the method trained with (auto and 0 resolved)", "units": "1"},
@@ -240,7 +241,11 @@ def _aggregate(layout: OutputLayout) -> xr.Dataset:
         **{f"n_{name}": sum(s.state == name for s in states) for name in ("done", "failed", "started", "missing")},
         "provenance": json.dumps(next(iter(results.values()))["provenance"]) if results else "",
     }
-    return xr.Dataset(data_vars, coords=collected.coordinates(), attrs=attrs)
+    coords = collected.coordinates()
+    if "trial" in coords:  # a tuned folder (`spotsweep tune`): each trial's state beside its number
+        trials = [int(trial) for trial in coords["trial"]]
+        data_vars["trial_state"] = ("trial", trial_states(layout.root, trials), {"long_name": "the trial's state"})
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
 class _Collected:

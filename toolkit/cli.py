@@ -342,10 +342,19 @@ def status(
     console.print(", ".join(f"{n} {k}" for k, n in count_states(states).items()))
     for line in describe_jobs(out):
         console.print(line)
+    from toolkit.tune.report import status_lines
+
+    for line in status_lines(out):
+        console.print(line)
     from toolkit.freshness import describe_changes
 
     for line in describe_changes(layout):
         warnings_console.print(f"warning: {line}")
+
+
+from toolkit.tune.cli import tune  # noqa: E402  # `spotsweep tune` lives with the tuner (toolkit.tune)
+
+app.command()(tune)
 
 
 @app.command()

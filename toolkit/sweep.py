@@ -46,8 +46,9 @@ class Task:
     """How the method's reference model is trained; None for methods without one."""
     extra_settings: dict = field(default_factory=dict)
     """Swept settings added since ids were fixed (a grid's `optional_axes`: max_steps, n_steps_kl_warmup,
-    drop_last, reference_seed), only those that differ from their "as before" value: part of the id only
-    when present. `reference_seed` is also in `reference_config`, which names the reference model."""
+    drop_last, reference_seed; a tuner's trial number), only those that differ from their "as before"
+    value: part of the id only when present. `reference_seed` is also in `reference_config`, which names
+    the reference model."""
 
     def __hash__(self) -> int:
         return hash(self.id)
@@ -60,6 +61,7 @@ class Task:
             ("-w{}".format(extra["n_steps_kl_warmup"]) if "n_steps_kl_warmup" in extra else "")
             + ("-dl" if extra.get("drop_last") else "")
             + ("-r{}".format(extra["reference_seed"]) if "reference_seed" in extra else "")
+            + ("-n{}".format(extra["trial"]) if "trial" in extra else "")
         )
         readable = (
             f"{self.dataset}-{self.method}-{self.variant}-{self.amortization.replace('/', '')}"

@@ -56,17 +56,24 @@ def _benchmark_scores(spots: ad.AnnData, proportions: pd.DataFrame) -> tuple[Any
     return metrics.score(truth, predicted), truth, predicted
 
 
-def trajectory_scorer(spots: ad.AnnData) -> Scorer:
+def trajectory_scorer(spots: ad.AnnData, live: Path | None = None) -> Scorer:
     """What a point of the accuracy trajectory records: the final result's per-cell-type metrics and means,
-    computed the same way (the cell types' order is the final result's, kept once per task)."""
+    computed the same way (the cell types' order is the final result's, kept once per task). With `live`,
+    each point is also appended there as it is taken: a tuner reads a running task's scores from it."""
+    cell_types: list[str] = []
 
     def score(proportions: pd.DataFrame) -> dict[str, Any]:
         scores, _, _ = _benchmark_scores(spots, proportions)
+        cell_types[:] = list(map(str, scores.per_cell_type.index))
         return {
             "means": scores.means(),
             "per_cell_type": scores.per_cell_type[list(metrics.METRICS)].to_numpy(dtype=float).tolist(),
         }
 
+    if live is not None:
+        score.on_point = lambda point: append_line(  # type: ignore[attr-defined]
+            live, {**point, "cell_types": cell_types, "metrics": list(metrics.METRICS)}
+        )
     return score
 
 
@@ -99,9 +106,23 @@ def _scores(spots: ad.AnnData, fit: FitResult) -> dict[str, Any]:
     return result
 
 
-def fit(task: Task, spots: ad.AnnData, reference: ad.AnnData, model_dir: Path | None) -> FitResult:
+def fit(
+    task: Task, spots: ad.AnnData, reference: ad.AnnData, model_dir: Path | None, live: Path | None = None
+) -> FitResult:
     """Dispatch to the task's method adapter, with the scorer of its accuracy trajectory."""
-    return adapter(task.method).fit(spots, reference, model_dir, task, score=trajectory_scorer(spots))
+    return adapter(task.method).fit(spots, reference, model_dir, task, score=trajectory_scorer(spots, live))
+
+
+LIVE_TRAJECTORY = "trajectory.jsonl"
+"""A task's trajectory points as they are taken, one JSON line each (a resumed task may repeat a step)."""
+
+
+def append_line(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line (one write: a reader sees whole lines, or a last one it skips)."""
+    import orjson
+
+    with open(path, "ab") as handle:
+        handle.write(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
 
 
 def run_task(task_data: dict[str, Any], out: str, threads: int | None = None) -> str:
@@ -118,7 +139,7 @@ def run_task(task_data: dict[str, Any], out: str, threads: int | None = None) ->
         model_dir = ensure_reference_model(task, layout)
         spots = read_spots(layout.spots(task.dataset))
         reference = ad.read_h5ad(layout.reference(task.dataset))
-        result = fit(task, spots, reference, model_dir)
+        result = fit(task, spots, reference, model_dir, layout.task_dir(task.id) / LIVE_TRAJECTORY)
         scores = _scores(spots, result)
         task_dir = layout.task_dir(task.id)
         write_atomically(task_dir / "history.csv", lambda tmp: result.history.to_csv(tmp))

@@ -152,10 +152,13 @@ class Execution:
         return self.jobs.cancel(task_ids)
 
 
-def dispatch(sweep: SweepConfig, layout: OutputLayout, tasks: list[Task], *, parallel: int | None = None) -> Execution:
-    """Start `tasks` on the sweep's backend (preparing their inputs first); follow them with `ends()`."""
+def dispatch(
+    sweep: SweepConfig, layout: OutputLayout, tasks: list[Task], *, parallel: int | None = None, report: bool = True
+) -> Execution:
+    """Start `tasks` on the sweep's backend (preparing their inputs first); follow them with `ends()`.
+    `report` False: a backend whose own job finishes (SLURM's aggregate job) leaves the report undrawn."""
     backend = backend_of(sweep.executor.kind)
-    jobs = backend.dispatch(Context(sweep, layout, parallel), tasks)
+    jobs = backend.dispatch(Context(sweep, layout, parallel, report), tasks)
     return Execution(backend, layout, tasks, jobs)
 
 

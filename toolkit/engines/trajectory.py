@@ -66,6 +66,8 @@ class TrajectoryProbe:
     steps: frozenset[int]
     score: Callable[[], dict[str, Any]]
     points: list[dict[str, Any]] = field(default_factory=list)
+    on_point: Callable[[dict[str, Any]], None] | None = None
+    """Hears each point as it is taken (a tuner reads a running task's points to prune it)."""
 
     def due(self, step: int) -> bool:
         return step in self.steps and not (self.points and self.points[-1]["step"] >= step)
@@ -75,6 +77,8 @@ class TrajectoryProbe:
         with untouched(module):
             scored = self.score()
         self.points.append({"step": int(step), "epoch": float(epoch), **scored})
+        if self.on_point is not None:
+            self.on_point(self.points[-1])
 
     def restore(self, points: list[dict[str, Any]]) -> None:
         """Points of an earlier attempt, from its checkpoint."""

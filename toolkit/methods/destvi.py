@@ -21,6 +21,7 @@ from toolkit.methods.base import FitResult, Scorer, TaskSpec
 from toolkit.methods.configs import Axis, Engine, MethodGrid, Strict, whole_numbers
 from toolkit.methods.description import MethodDescription, budget_words
 from toolkit.methods.scvi_common import configure_scvi, history, spots_for
+from toolkit.methods.search import SearchConfig
 
 REFERENCE_KIND = "condscvi"
 
@@ -101,6 +102,9 @@ class DestVIGrid(MethodGrid):
     (toolkit/engines/graphs.py); it failed on that H200 as the default mode did. A task asking for
     `cudagraphs` without a GPU stops before training with a sentence saying so."""
     reference: CondSCVIConfig = CondSCVIConfig()
+    search: SearchConfig | None = None
+    """The space `spotsweep tune` searches (toolkit/methods/search.py); `spotsweep run` runs the grid and
+    ignores it. Never part of a task's id: a trial's task carries the values it was given."""
 
     @model_validator(mode="after")
     def _check_values(self) -> DestVIGrid:
@@ -148,9 +152,11 @@ class DestVIGrid(MethodGrid):
         "n_steps_kl_warmup": 0,
         "drop_last": False,
         "reference_seed": 0,
+        "trial": -1,
     }
     """0: the budget, or the warm-up, counts epochs; false: the last minibatch is kept; reference seed 0:
-    the CondSCVI reference trained with seed 0, as every task did before the seed could be swept."""
+    the CondSCVI reference trained with seed 0, as every task did before the seed could be swept; trial -1:
+    a task of the grid, not of a `spotsweep tune` trial (whose number gives its task its own id)."""
     reference_axes: ClassVar[dict[str, str]] = {"reference_seed": "seed"}
 
     def axes(self) -> dict[str, list]:
@@ -426,7 +432,10 @@ def _probe(model: Any, task: TaskSpec, settings: dict[str, Any], score: Scorer |
     total = steps_per_run(
         model.adata.n_obs, settings["batch_size"], settings["max_epochs"], settings["max_steps"], settings["drop_last"]
     )
-    return TrajectoryProbe(scoring_steps(total, n_points), lambda: score(proportions(model, task.amortization)))
+    scored = scoring_steps(total, n_points)
+    # `on_point`: a scorer that also reports each point as it is taken (a running trial's file for the tuner)
+    on_point = getattr(score, "on_point", None)
+    return TrajectoryProbe(scored, lambda: score(proportions(model, task.amortization)), on_point=on_point)
 
 
 def _train_stock(

@@ -1,0 +1,42 @@
+"""`spotsweep tune SWEEP --trials N`: the command, registered in toolkit/cli.py with one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def tune(
+    sweep: Annotated[Path, typer.Argument(metavar="SWEEP", help="Sweep file (YAML) with a `search:` block.")],
+    trials: Annotated[
+        int, typer.Option(metavar="N", min=1, help="Trials of the study in all: the same command resumes it.")
+    ],
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: the sweep file's 'output').")] = None,
+    max_parallel: Annotated[
+        Optional[int], typer.Option(metavar="N", min=1, help="Trials running at once (default: executor's).")
+    ] = None,
+    executor: Annotated[Optional[str], typer.Option(help="local or slurm (default: the sweep file's).")] = None,
+    profile: Annotated[
+        Optional[Path], typer.Option(help="SLURM cluster profile, e.g. hpc/profiles/gpu-cluster.yaml.")
+    ] = None,
+    container: Annotated[Optional[Path], typer.Option(help="Run every job inside this Apptainer image (.sif).")] = None,
+    seed: Annotated[
+        Optional[int], typer.Option(metavar="N", min=0, help="The tuner's seed (default: the search block's).")
+    ] = None,
+) -> None:
+    """Search a method's settings with Optuna (TPE, pruning on the accuracy trajectory): trials are tasks."""
+    from toolkit.launch import load_sweep, with_executor
+    from toolkit.tune.loop import tune as run_tune
+    from toolkit.tune.space import with_tuner_seed
+
+    config = with_tuner_seed(with_executor(load_sweep(sweep), executor, profile, container), seed)
+    summary = run_tune(config, str(sweep), out, trials=trials, max_parallel=max_parallel)
+    root = out or config.output
+    counts = ", ".join(f"{n} {state}" for state, n in summary.trials.items() if n)
+    print(f"{config.name}: trials {counts}; {summary.seconds:.0f} s. Report: {root / 'report' / 'index.html'}")
+    for best in summary.best:
+        values = ", ".join(f"{value:.4f}" for value in best["values"])
+        params = ", ".join(f"{name} {value}" for name, value in best["params"].items())
+        print(f"best: trial {best['number']}: {values}: {params}")

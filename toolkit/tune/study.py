@@ -1,0 +1,93 @@
+"""The Optuna study of a sweep: journal storage in its output folder, the sampler and pruner its
+`search:` block names.
+
+The journal is one append-only file (OUT/tune/journal.log), so a study needs no database server and
+works on a cluster's shared file system; `optuna-dashboard OUT/tune/journal.log` shows it live.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from toolkit.errors import SpotsweepError
+from toolkit.layout import OutputLayout
+from toolkit.methods.search import SearchConfig
+
+
+def journal_path(layout: OutputLayout) -> Path:
+    return layout.root / "tune" / "journal.log"
+
+
+def storage(layout: OutputLayout) -> Any:
+    """Optuna's journal storage on OUT/tune/journal.log (made on first use)."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = journal_path(layout)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def directions(search: SearchConfig) -> list[str]:
+    return [search.objective.direction] + (["minimize"] if search.second_objective else [])
+
+
+def sampler(search: SearchConfig) -> Any:
+    """The sampler the block names, seeded with its tuner seed."""
+    import optuna
+
+    if search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=search.seed)
+    if search.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=search.seed)
+    if search.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=search.seed, n_startup_trials=search.startup_trials)
+    return optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=search.startup_trials, multivariate=True)
+
+
+def pruner(search: SearchConfig) -> Any:
+    """The pruner the block names; none with two objectives (Optuna prunes single-objective studies)."""
+    import optuna
+
+    if search.second_objective is not None or search.pruner == "none":
+        return optuna.pruners.NopPruner()
+    if search.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=search.prune_interval_steps)
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=search.startup_trials, n_warmup_steps=search.prune_warmup_steps, n_min_trials=1
+    )
+
+
+def open_study(layout: OutputLayout, name: str, search: SearchConfig) -> Any:
+    """The sweep's study, created or resumed; one sentence where the journal's study wants other objectives."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    wanted = directions(search)
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage(layout),
+        sampler=sampler(search),
+        pruner=pruner(search),
+        directions=wanted,
+        load_if_exists=True,
+    )
+    had = [direction.name.lower() for direction in study.directions]
+    if had != wanted:
+        raise SpotsweepError(
+            f"{journal_path(layout)}: the study there optimises {', '.join(had)}, this sweep's search "
+            f"{', '.join(wanted)}; give the changed search its own output folder (--out)."
+        )
+    return study
+
+
+def load_study(layout: OutputLayout) -> Any | None:
+    """The study in an output folder, for status and the report; None where it was never tuned."""
+    if not journal_path(layout).exists():
+        return None  # not tuned: optuna is not even imported (`spotsweep status` of every sweep asks)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    names = optuna.get_all_study_names(storage(layout))
+    return optuna.load_study(study_name=names[0], storage=storage(layout)) if names else None
