@@ -14,7 +14,7 @@ Neither the input nor the output has to fit in memory. Two kinds of passes over 
 Memory is therefore the budget plus one wave of chunks, however many cells there are; a tree reduction
 would instead hold several partial copies of every block. `in_memory.build_pseudospots` gives the same
 spots in memory from the same kernels. Where the chunks are computed is the `Scheduler` the caller
-gives (`dask_cluster`): this module never decides it.
+gives (`scheduler`: threads, or a Client it opened): this module never decides it.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from toolkit.data.readers import LazyCells
 from toolkit.errors import SpotsweepError
 from toolkit.layout import write_dir_atomically
 from toolkit.provenance import package_version
-from toolkit.pseudospots.dask_cluster import Scheduler, use_scheduler
 from toolkit.pseudospots.grid import (
     EDGE_RULES,
     EdgeRule,
@@ -54,6 +53,7 @@ from toolkit.pseudospots.grid import (
     sum_counts,
     sum_types,
 )
+from toolkit.pseudospots.scheduler import Scheduler, use_scheduler
 from toolkit.pseudospots.store import assemble_spots, provenance, storable_obsm
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of output sums held at once

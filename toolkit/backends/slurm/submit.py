@@ -20,6 +20,7 @@ import submitit
 from toolkit.backends import apptainer
 from toolkit.backends.common import input_files, needs_prepare
 from toolkit.backends.core import Context, Execution, watch
+from toolkit.backends.dask_scheduler import prepare_cluster
 from toolkit.backends.slurm import memory, records
 from toolkit.backends.slurm.dask import cluster_options
 from toolkit.backends.slurm.jobs import SweepTask, finish_sweep
@@ -140,7 +141,11 @@ def _submit_chain(
             binds = [*sweep.executor.binds, *(str(p.resolve().parent) for p in input_files(sweep)), root]
             dask_options = cluster_options(profile, binds)
         prepare_job = prepare_executor.submit(
-            prepare, sweep.model_dump(mode="json"), [task.to_dict() for task in to_run], root, dask_options
+            prepare,
+            sweep.model_dump(mode="json"),
+            [task.to_dict() for task in to_run],
+            root,
+            prepare_cluster(sweep, dask_options),
         )
         prepare_id = prepare_job.job_id
         submitted.append(prepare_id)
