@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
     from toolkit.backends.dask_scheduler import DaskCluster
     from toolkit.data.readers import ReadOptions
+    from toolkit.launch import RunSummary
+    from toolkit.metrics import Scores
 
 app = typer.Typer(
     help="Sweep spatial deconvolution methods (destVI, ...) over their training settings, reproducibly.",
@@ -252,19 +254,23 @@ def run(
         rerun_changed=rerun_changed,
         merge=merge,
     )
-    root = out or config.output
+    _say_how_it_ran(config.name, out or config.output, summary)
+
+
+def _say_how_it_ran(name: str, root: Path, summary: RunSummary) -> None:
+    """The run's outcome in a line or two; exit status 1 when a task failed."""
     states = ", ".join(f"{n} {k}" for k, n in summary.states.items() if n)
     if summary.jobs:
         jobs = ", ".join(f"{kind} {job}" for kind, job in summary.jobs.items())
-        console.print(f"{config.name}: SLURM jobs: {jobs}")
+        console.print(f"{name}: SLURM jobs: {jobs}")
     if summary.jobs and not summary.waited:
         console.print(
-            f"{config.name}: submitted {summary.submitted} tasks, {summary.skipped} already done or skipped; "
+            f"{name}: submitted {summary.submitted} tasks, {summary.skipped} already done or skipped; "
             f"follow with `spotsweep status {root}`; the aggregate job writes {root / 'summary.nc'} at the end."
         )
         return
     console.print(
-        f"{config.name}: submitted {summary.submitted}, already done or skipped {summary.skipped}; {states}; "
+        f"{name}: submitted {summary.submitted}, already done or skipped {summary.skipped}; {states}; "
         f"{summary.seconds:.0f} s. Summary: {root / 'summary.nc'}, report: {root / 'report' / 'index.html'} "
         f"(and index.md)"
     )
@@ -460,13 +466,7 @@ def score(
 
     truth_table = _read_table(truth, "truth")
     predicted_table = _read_table(predicted, "predicted")
-    missing = predicted_table.isna().to_numpy()
-    if missing.any():
-        spot, column = predicted_table.index[missing.any(axis=1)][0], predicted_table.columns[missing.any(axis=0)][0]
-        raise SpotsweepError(
-            f"{predicted}: {int(missing.sum())} predictions are missing (NaN), such as spot {spot}, column {column}; "
-            "fill them or drop those spots (a missing value is not a zero)."
-        )
+    _check_none_missing(predicted_table, predicted)
     predicted_table.columns = [str(c).removeprefix(strip_prefix) for c in predicted_table.columns]
     if label_map is not None:
         mapping = _read_table(label_map, "label map", numbers=False)
@@ -484,6 +484,27 @@ def score(
         )
     predicted_table = metrics.li2022_prediction(predicted_table, truth_table.columns)
     scores = metrics.score(truth_table, predicted_table)
+    _print_scores(truth_table, predicted_table, scores)
+    _warn_unscored(truth_names, predicted_names, [str(c) for c in truth_table.columns])
+    if out is not None:
+        _write_scores(out, scores, [truth, predicted, label_map])
+
+
+def _check_none_missing(predicted_table: pd.DataFrame, predicted: Path) -> None:
+    """A missing prediction is not a zero: refuse it, naming one."""
+    missing = predicted_table.isna().to_numpy()
+    if missing.any():
+        spot, column = predicted_table.index[missing.any(axis=1)][0], predicted_table.columns[missing.any(axis=0)][0]
+        raise SpotsweepError(
+            f"{predicted}: {int(missing.sum())} predictions are missing (NaN), such as spot {spot}, column {column}; "
+            "fill them or drop those spots (a missing value is not a zero)."
+        )
+
+
+def _print_scores(truth_table: pd.DataFrame, predicted_table: pd.DataFrame, scores: Scores) -> None:
+    """Each metric's means over cell types and over spots, with why one is undefined where it is."""
+    from toolkit import metrics
+
     table = Table("metric", "mean over cell types", "mean over spots")
     means = scores.means()
     why_types = metrics.why_undefined(truth_table, predicted_table[truth_table.columns])
@@ -495,18 +516,20 @@ def score(
         f"scored {truth_table.shape[1]} cell types over {truth_table.shape[0]} spots: {', '.join(truth_table.columns)}"
     )
     console.print(table)
-    _warn_unscored(truth_names, predicted_names, [str(c) for c in truth_table.columns])
-    if out is not None:
-        from toolkit.layout import check_not_an_input, write_atomically
 
-        written = (out / "per_cell_type.csv", out / "per_spot.csv")
-        for path in written:
-            check_not_an_input(path, [truth, predicted, label_map], "--out")
-        if out.exists() and not out.is_dir():
-            raise SpotsweepError(f"{out}: --out is an existing file, not a folder; give a folder for the score tables.")
-        write_atomically(written[0], lambda tmp: scores.per_cell_type.to_csv(tmp))
-        write_atomically(written[1], lambda tmp: scores.per_spot.to_csv(tmp))
-        console.print(f"wrote {out / 'per_cell_type.csv'} and {out / 'per_spot.csv'}")
+
+def _write_scores(out: Path, scores: Scores, inputs: list[Path | None]) -> None:
+    """per_cell_type.csv and per_spot.csv into `out`, never over an input."""
+    from toolkit.layout import check_not_an_input, write_atomically
+
+    written = (out / "per_cell_type.csv", out / "per_spot.csv")
+    for path in written:
+        check_not_an_input(path, inputs, "--out")
+    if out.exists() and not out.is_dir():
+        raise SpotsweepError(f"{out}: --out is an existing file, not a folder; give a folder for the score tables.")
+    write_atomically(written[0], lambda tmp: scores.per_cell_type.to_csv(tmp))
+    write_atomically(written[1], lambda tmp: scores.per_spot.to_csv(tmp))
+    console.print(f"wrote {out / 'per_cell_type.csv'} and {out / 'per_spot.csv'}")
 
 
 def _warn_unscored(truth_names: list[str], predicted_names: list[str], scored: list[str]) -> None:
