@@ -8,11 +8,12 @@ cluster's MaxArraySize becomes several arrays, sharing the parallelism limit.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import submitit
@@ -77,53 +78,45 @@ def submit(
 
     `task_memory` (task id -> GB) is what each task's job asks for; by default the profile's mem_gb.
     """
-    submitted: list[str] = []
-    task_memory = task_memory or {}
+    chain = _Chain(sweep, layout, profile)
     try:
-        return _submit_chain(sweep, layout, to_run, profile, parallel, report, submitted, task_memory)
+        return chain.submit(to_run, parallel, report, task_memory or {})
     except BaseException:
-        if submitted:  # a half-submitted chain would run without its aggregate (or its array)
-            subprocess.run(["scancel", *submitted], check=False, capture_output=True)
+        if chain.submitted:  # a half-submitted chain would run without its aggregate (or its array)
+            subprocess.run(["scancel", *chain.submitted], check=False, capture_output=True)
         raise
 
 
-def _submit_chain(
-    sweep: SweepConfig,
-    layout: OutputLayout,
-    to_run: list[Task],
-    profile: SlurmProfile,
-    parallel: int,
-    report: bool,
-    submitted: list[str],
-    task_memory: dict[str, float | None],
-) -> records.Submission:
-    chain = _Chain(sweep, layout, profile, submitted)
-    prepare_id = chain.submit_prepare(to_run)
-    arrays = chain.submit_arrays(to_run, parallel, task_memory, prepare_id)
-    aggregate_id = chain.submit_aggregate([prepare_id, *(array.job_id for array in arrays)], report)
-    submission = records.Submission(
-        number=len(records.read_submissions(layout)) + 1,
-        time=time.time(),
-        name=chain.name,
-        folder=str(layout.logs.resolve() / "slurm" / "%j"),
-        prepare=prepare_id,
-        arrays=arrays,
-        aggregate=aggregate_id,
-    )
-    records.record_submission(layout, submission)
-    return submission
-
-
 class _Chain:
-    """What the jobs of one submission share (name, python, profile, GPUs), and the ids submitted so far,
+    """One submission: what its jobs share (name, python, profile, GPUs), and the ids submitted so far,
     which `submit` cancels should a later job of the chain be refused."""
 
-    def __init__(self, sweep: SweepConfig, layout: OutputLayout, profile: SlurmProfile, submitted: list[str]) -> None:
-        self.sweep, self.layout, self.profile, self.submitted = sweep, layout, profile, submitted
+    def __init__(self, sweep: SweepConfig, layout: OutputLayout, profile: SlurmProfile) -> None:
+        self.sweep, self.layout, self.profile = sweep, layout, profile
+        self.submitted: list[str] = []
         self.name = f"spotsweep-{sweep.name}"
         self.root = str(layout.root.resolve())
         self.python = _python(sweep, profile, layout)
         self.gpus = _gpu_parameters(profile, profile.gpus_per_task)
+
+    def submit(
+        self, to_run: list[Task], parallel: int, report: bool, task_memory: dict[str, float | None]
+    ) -> records.Submission:
+        """Prepare (if needed) -> the arrays -> aggregate, recorded in OUT/slurm/submissions.json."""
+        prepare_id = self.submit_prepare(to_run)
+        arrays = self.submit_arrays(to_run, parallel, task_memory, prepare_id)
+        aggregate_id = self.submit_aggregate([prepare_id, *(array.job_id for array in arrays)], report)
+        submission = records.Submission(
+            number=len(records.read_submissions(self.layout)) + 1,
+            time=time.time(),
+            name=self.name,
+            folder=str(self.layout.logs.resolve() / "slurm" / "%j"),
+            prepare=prepare_id,
+            arrays=arrays,
+            aggregate=aggregate_id,
+        )
+        records.record_submission(self.layout, submission)
+        return submission
 
     def executor(
         self, role: str, mem_gb: float | None, time_min: int, after: dict[str, str], **parameters: object
@@ -205,18 +198,11 @@ class _Chain:
         return executor.submit(finish_sweep, self.root, report).job_id
 
 
-def _submit_or_explain(
-    sweep: SweepConfig,
-    layout: OutputLayout,
-    to_run: list[Task],
-    profile: SlurmProfile,
-    parallel: int,
-    report: bool,
-    task_memory: dict[str, float | None],
-) -> records.Submission:
-    """`submit`, with sbatch's refusals and a missing SLURM turned into one sentence each."""
+@contextlib.contextmanager
+def _sbatch_explained() -> Iterator[None]:
+    """sbatch's refusals and a missing SLURM, each turned into one sentence."""
     try:
-        return submit(sweep, layout, to_run, profile, parallel, report, task_memory)
+        yield
     except submitit.core.utils.FailedJobError as exc:
         last = (str(exc).strip().splitlines() or ["no message"])[-1]
         raise SpotsweepError(
@@ -237,7 +223,8 @@ def dispatch(context: Context, to_run: list[Task], profile: SlurmProfile) -> Slu
     states = scheduled_states(layout, to_run)
     parallel = context.parallel or profile.array_parallelism
     task_memory = memory.task_memory(states, profile, records.read_submissions(layout))
-    submission = _submit_or_explain(sweep, layout, to_run, profile, parallel, context.report, task_memory)
+    with _sbatch_explained():
+        submission = submit(sweep, layout, to_run, profile, parallel, context.report, task_memory)
     return SlurmJobs(layout, to_run, submission, profile.checkpoint_every_epochs)
 
 
