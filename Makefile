@@ -55,9 +55,11 @@ IMAGE_BASE ?= cuda
 image: $(STAMP)
 	hpc/apptainer/build.sh --base $(IMAGE_BASE) -o $(IMAGE)
 
-# ruff, then the import contracts of pyproject.toml ([tool.importlinter]: layers, science apart, peers).
+# ruff, no function in toolkit/ over 60 lines (flake8-functions, .flake8), then the import contracts of
+# pyproject.toml ([tool.importlinter]: layers, science apart, peers, checkpoints without a circle).
 lint: $(STAMP)
 	$(BIN)/ruff check toolkit tests results
+	$(BIN)/flake8 toolkit
 	$(BIN)/lint-imports --no-cache
 
 clean-demo:

@@ -1,7 +1,8 @@
 """Dask on the cluster: a grid built by workers that are real jobs on the local SLURM, from a cluster profile.
 
 The profile's partition, CPUs, memory and time become `dask_jobqueue.SLURMCluster` arguments
-(toolkit.backends.slurm.dask); the builder only takes the scheduler it is given. Runs in CI (CI=true:
+(toolkit.backends.slurm.dask); the builder only takes the scheduler it is given (opened by
+toolkit.backends.dask_scheduler). Runs in CI (CI=true:
 a cluster that cannot start fails it, never skips it).
 """
 
@@ -15,12 +16,12 @@ import pytest
 
 from tests.conftest import REPO
 from tests.slurm_cluster import slurm_cluster  # noqa: F401
-from toolkit.backends.slurm.dask import cluster_options
+from toolkit.backends.dask_scheduler import DaskCluster
+from toolkit.backends.slurm.dask import cluster_options, jobqueue_cluster
 from toolkit.backends.slurm.profile import SlurmProfile, load_profile
 from toolkit.data.readers import lazy_from_anndata
 from toolkit.data.synthetic import simulate
 from toolkit.pseudospots import build_pseudospots, read_spots
-from toolkit.pseudospots.dask_cluster import Scheduler, make_cluster
 from toolkit.pseudospots.out_of_core import build_spots_store
 
 
@@ -38,7 +39,7 @@ def test_a_profile_maps_onto_slurmcluster_arguments() -> None:
     options = cluster_options(profile)
     assert options["queue"] == "gpu" and options["account"] == "lab" and options["cores"] == 8
     assert options["memory"] == "32768MiB" and options["walltime"] == "01:30:00"
-    cluster = make_cluster(Scheduler("slurm", 1, options))
+    cluster = jobqueue_cluster(options)
     try:
         script = cluster.job_script()
     finally:
@@ -59,7 +60,8 @@ def test_a_grid_built_by_dask_workers_that_are_slurm_jobs(tmp_path: Path, monkey
         "scheduler_options": {"dashboard_address": None},
     }
     lazy = lazy_from_anndata(cells, chunk_cells=300)
-    build_spots_store(lazy, tmp_path / "spots.zarr", 500.0, scheduler=Scheduler("slurm", 1, options))
+    with DaskCluster("slurm", 1, options).open() as scheduler:
+        build_spots_store(lazy, tmp_path / "spots.zarr", 500.0, scheduler=scheduler)
     spots, expected = read_spots(tmp_path / "spots.zarr"), build_pseudospots(cells, 500.0)
     np.testing.assert_array_equal(np.asarray(spots.X), np.asarray(expected.X))
     pd.testing.assert_frame_equal(spots.obsm["cell_counts"], expected.obsm["cell_counts"])

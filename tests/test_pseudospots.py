@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from toolkit.backends.dask_scheduler import DaskCluster
+from toolkit.backends.slurm.dask import jobqueue_cluster
 from toolkit.data.readers import lazy_from_anndata, open_cells, read_cells
 from toolkit.data.synthetic import simulate
 from toolkit.errors import SpotsweepError
 from toolkit.pseudospots import GridSubset, build_pseudospots, read_spots, window_indices, write_spots
-from toolkit.pseudospots.dask_cluster import Scheduler, make_cluster
 from toolkit.pseudospots.out_of_core import build_spots_store
 
 STARMAP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "starmap"
@@ -162,8 +163,9 @@ def test_dask_path_equals_in_memory_path_on_a_local_cluster(tissue: ad.AnnData, 
     """Worker processes: every task and argument has to travel by pickle."""
     expected = build_pseudospots(tissue, 500.0, source="tissue")
     lazy = lazy_from_anndata(tissue, chunk_cells=400, source="tissue")
-    cluster = Scheduler("local", 1, {"processes": True, "dashboard_address": None, "threads_per_worker": 2})
-    build_spots_store(lazy, tmp_path / "spots.zarr", 500.0, scheduler=cluster, memory_budget=60 * 40 * 4)
+    cluster = DaskCluster("local", 1, {"processes": True, "dashboard_address": None, "threads_per_worker": 2})
+    with cluster.open() as scheduler:
+        build_spots_store(lazy, tmp_path / "spots.zarr", 500.0, scheduler=scheduler, memory_budget=60 * 40 * 4)
     actual = read_spots(tmp_path / "spots.zarr")
     assert_same_spots(actual, expected)
     assert actual.uns["pseudospots"]["dask"]["scheduler"] == "local"
@@ -171,7 +173,7 @@ def test_dask_path_equals_in_memory_path_on_a_local_cluster(tissue: ad.AnnData, 
 
 def test_slurm_cluster_takes_plain_sbatch_options() -> None:
     options = {"queue": "short", "account": "lab", "cores": 4, "memory": "16GB", "walltime": "01:00:00"}
-    cluster = make_cluster(Scheduler("slurm", 2, options))
+    cluster = jobqueue_cluster(options)
     try:
         script = cluster.job_script()
     finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -19,6 +19,11 @@ from toolkit.errors import SpotsweepError
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from toolkit.backends.dask_scheduler import DaskCluster
+    from toolkit.data.readers import ReadOptions
+    from toolkit.launch import RunSummary
+    from toolkit.metrics import Scores
 
 app = typer.Typer(
     help="Sweep spatial deconvolution methods (destVI, ...) over their training settings, reproducibly.",
@@ -86,48 +91,54 @@ def simulate(
     console.print(f"wrote {out / 'reference.h5ad'} ({reference.n_obs} cells) and {cells_file} ({n_cells} cells)")
 
 
+CellsArgument = Annotated[
+    Path,
+    typer.Argument(
+        metavar="CELLS",
+        help="Spatial cells: an AnnData .h5ad or .zarr, a MERSCOPE output folder, or a counts CSV "
+        "(with --cells-table).",
+    ),
+]
+CellsTable = Annotated[
+    Optional[Path], typer.Option(help="For a counts CSV: the cell table (cell id, x, y, cell type).")
+]
+Annotations = Annotated[
+    Optional[Path], typer.Option(help="CSV of extra obs columns by cell id (e.g. MERSCOPE cell types).")
+]
+GeneList = Annotated[
+    Optional[Path],
+    typer.Option(help="Genes to keep: a text file (one per line) or an AnnData whose genes to share."),
+]
+Bbox = Annotated[Optional[str], typer.Option(help="Keep windows centred in XMIN,YMIN,XMAX,YMAX (coordinates' unit).")]
+ClusterOptions = Annotated[
+    Optional[Path], typer.Option(help="YAML of LocalCluster / dask_jobqueue.SLURMCluster keyword arguments.")
+]
+
+
 @app.command()
 def build(
-    cells: Annotated[
-        Path,
-        typer.Argument(
-            metavar="CELLS",
-            help="Spatial cells: an AnnData .h5ad or .zarr, a MERSCOPE output folder, or a counts CSV "
-            "(with --cells-table).",
-        ),
-    ],
+    cells: CellsArgument,
     out: Annotated[Path, typer.Option(help="The pseudospot AnnData Zarr store to write.")],
     window: Annotated[float, typer.Option(help="Side of the square window, in the coordinates' unit.")],
     cell_type_key: Annotated[str, typer.Option(help="Column with the cell types (obs or cell table).")] = "cell_type",
     edge_rule: Annotated[str, typer.Option(help="half-open, or li2022 (drop cells on grid lines).")] = "half-open",
     origin: Annotated[tuple[float, float], typer.Option(help="Where the grid starts: X Y.")] = (0.0, 0.0),
-    cells_table: Annotated[
-        Optional[Path], typer.Option(help="For a counts CSV: the cell table (cell id, x, y, cell type).")
-    ] = None,
-    annotations: Annotated[
-        Optional[Path], typer.Option(help="CSV of extra obs columns by cell id (e.g. MERSCOPE cell types).")
-    ] = None,
+    cells_table: CellsTable = None,
+    annotations: Annotations = None,
     layer: Annotated[Optional[str], typer.Option(help="AnnData layer with the raw counts (default X).")] = None,
     spatial_key: Annotated[str, typer.Option(help="AnnData obsm key of the coordinates.")] = "spatial",
     x_key: Annotated[Optional[str], typer.Option(help="Column of the x coordinate (obs or cell table).")] = None,
     y_key: Annotated[Optional[str], typer.Option(help="Column of the y coordinate (obs or cell table).")] = None,
     labels: Annotated[Optional[Path], typer.Option(help="Two-column CSV renaming cell types: old,new.")] = None,
-    genes: Annotated[
-        Optional[Path],
-        typer.Option(help="Genes to keep: a text file (one per line) or an AnnData whose genes to share."),
-    ] = None,
+    genes: GeneList = None,
     columns: Annotated[Optional[str], typer.Option(help="Keep these grid columns (x), e.g. 0,1,2.")] = None,
     rows: Annotated[Optional[str], typer.Option(help="Keep these grid rows (y), e.g. 4,5.")] = None,
-    bbox: Annotated[
-        Optional[str], typer.Option(help="Keep windows centred in XMIN,YMIN,XMAX,YMAX (coordinates' unit).")
-    ] = None,
+    bbox: Bbox = None,
     allow_non_integer: Annotated[bool, typer.Option(help="The values are not raw counts: sum them anyway.")] = False,
     table: Annotated[str, typer.Option(help="SpatialData store: the table of cells.")] = "table",
     scheduler: Annotated[str, typer.Option(help="threads, local (dask.distributed) or slurm.")] = "threads",
     workers: Annotated[Optional[int], typer.Option(help="Threads, local workers or SLURM workers.")] = None,
-    cluster_options: Annotated[
-        Optional[Path], typer.Option(help="YAML of LocalCluster / dask_jobqueue.SLURMCluster keyword arguments.")
-    ] = None,
+    cluster_options: ClusterOptions = None,
     chunk_cells: Annotated[Optional[int], typer.Option(help="Cells per chunk (default: about 32 MiB).")] = None,
     memory_mib: Annotated[int, typer.Option(help="Memory for the spots' sums held at once (MiB).")] = 1024,
     progress: Annotated[bool, typer.Option(help="Show progress bars on stderr.")] = True,
@@ -137,22 +148,20 @@ def build(
 
     The cells are read and summed chunk by chunk with Dask, so inputs larger than memory work.
     """
-    from toolkit.data.readers import load_gene_list, open_cells
+    from toolkit.backends.dask_scheduler import DaskCluster, load_cluster_options
+    from toolkit.data.readers import ReadOptions
     from toolkit.layout import check_not_an_input, check_replaceable
     from toolkit.pseudospots import GridSubset
-    from toolkit.pseudospots.dask_cluster import Scheduler, load_cluster_options
-    from toolkit.pseudospots.out_of_core import build_spots_store
 
-    inputs = (cells, cells_table, annotations, labels, genes, cluster_options)
-    check_not_an_input(out, inputs, "--out")
+    check_not_an_input(out, (cells, cells_table, annotations, labels, genes, cluster_options), "--out")
     if out.exists() and not overwrite:
         raise SpotsweepError(f"{out}: already exists; choose another --out or pass --overwrite.")
     check_replaceable(out, "--out")
-    plan = Scheduler(scheduler, workers, load_cluster_options(cluster_options))  # type: ignore[arg-type]
+    dask = DaskCluster(scheduler, workers, load_cluster_options(cluster_options))  # type: ignore[arg-type]
     subset = GridSubset.parse(columns=columns, rows=rows, bbox=bbox)
-    source = open_cells(
-        cells,
-        chunk_cells=chunk_cells,
+    grid = {"window": window, "origin": origin, "edge_rule": edge_rule, "subset": subset, "overwrite": overwrite}
+    grid |= {"allow_non_integer": allow_non_integer, "memory_budget": memory_mib << 20, "progress": progress}
+    options = ReadOptions(
         cell_type_key=cell_type_key,
         layer=layer,
         spatial_key=spatial_key,
@@ -164,20 +173,26 @@ def build(
         allow_non_integer=allow_non_integer,
         table=table,
     )
-    summary = build_spots_store(
-        source,
-        out,
-        window,
-        origin=origin,
-        edge_rule=edge_rule,  # type: ignore[arg-type]
-        genes=None if genes is None else load_gene_list(genes, source.genes),
-        subset=subset,
-        allow_non_integer=allow_non_integer,
-        overwrite=overwrite,
-        scheduler=plan,
-        memory_budget=memory_mib << 20,
-        progress=progress,
-    )
+    _build_store(cells, options, chunk_cells, genes, out, dask, grid)
+
+
+def _build_store(
+    cells: Path,
+    options: ReadOptions,
+    chunk_cells: int | None,
+    genes: Path | None,
+    out: Path,
+    dask: DaskCluster,
+    grid: dict[str, Any],
+) -> None:
+    """`build` once its arguments are checked: open the cells, then sum them on the Dask scheduler asked for."""
+    from toolkit.data.readers import load_gene_list, open_cells
+    from toolkit.pseudospots.out_of_core import build_spots_store
+
+    source = open_cells(cells, options, chunk_cells=chunk_cells)
+    kept = None if genes is None else load_gene_list(genes, source.genes)
+    with dask.open() as scheduler:
+        summary = build_spots_store(source, out, genes=kept, scheduler=scheduler, **grid)
     console.print(
         f"wrote {out}: {summary.n_spots} spots x {summary.n_genes} genes from {summary.n_cells_used} of "
         f"{summary.n_cells_in} cells in {summary.seconds:.1f} s ({summary.cells_per_second:,.0f} cells/s)",
@@ -239,19 +254,23 @@ def run(
         rerun_changed=rerun_changed,
         merge=merge,
     )
-    root = out or config.output
+    _say_how_it_ran(config.name, out or config.output, summary)
+
+
+def _say_how_it_ran(name: str, root: Path, summary: RunSummary) -> None:
+    """The run's outcome in a line or two; exit status 1 when a task failed."""
     states = ", ".join(f"{n} {k}" for k, n in summary.states.items() if n)
     if summary.jobs:
         jobs = ", ".join(f"{kind} {job}" for kind, job in summary.jobs.items())
-        console.print(f"{config.name}: SLURM jobs: {jobs}")
+        console.print(f"{name}: SLURM jobs: {jobs}")
     if summary.jobs and not summary.waited:
         console.print(
-            f"{config.name}: submitted {summary.submitted} tasks, {summary.skipped} already done or skipped; "
+            f"{name}: submitted {summary.submitted} tasks, {summary.skipped} already done or skipped; "
             f"follow with `spotsweep status {root}`; the aggregate job writes {root / 'summary.nc'} at the end."
         )
         return
     console.print(
-        f"{config.name}: submitted {summary.submitted}, already done or skipped {summary.skipped}; {states}; "
+        f"{name}: submitted {summary.submitted}, already done or skipped {summary.skipped}; {states}; "
         f"{summary.seconds:.0f} s. Summary: {root / 'summary.nc'}, report: {root / 'report' / 'index.html'} "
         f"(and index.md)"
     )
@@ -456,13 +475,7 @@ def score(
 
     truth_table = _read_table(truth, "truth")
     predicted_table = _read_table(predicted, "predicted")
-    missing = predicted_table.isna().to_numpy()
-    if missing.any():
-        spot, column = predicted_table.index[missing.any(axis=1)][0], predicted_table.columns[missing.any(axis=0)][0]
-        raise SpotsweepError(
-            f"{predicted}: {int(missing.sum())} predictions are missing (NaN), such as spot {spot}, column {column}; "
-            "fill them or drop those spots (a missing value is not a zero)."
-        )
+    _check_none_missing(predicted_table, predicted)
     predicted_table.columns = [str(c).removeprefix(strip_prefix) for c in predicted_table.columns]
     if label_map is not None:
         mapping = _read_table(label_map, "label map", numbers=False)
@@ -480,6 +493,27 @@ def score(
         )
     predicted_table = metrics.li2022_prediction(predicted_table, truth_table.columns)
     scores = metrics.score(truth_table, predicted_table)
+    _print_scores(truth_table, predicted_table, scores)
+    _warn_unscored(truth_names, predicted_names, [str(c) for c in truth_table.columns])
+    if out is not None:
+        _write_scores(out, scores, [truth, predicted, label_map])
+
+
+def _check_none_missing(predicted_table: pd.DataFrame, predicted: Path) -> None:
+    """A missing prediction is not a zero: refuse it, naming one."""
+    missing = predicted_table.isna().to_numpy()
+    if missing.any():
+        spot, column = predicted_table.index[missing.any(axis=1)][0], predicted_table.columns[missing.any(axis=0)][0]
+        raise SpotsweepError(
+            f"{predicted}: {int(missing.sum())} predictions are missing (NaN), such as spot {spot}, column {column}; "
+            "fill them or drop those spots (a missing value is not a zero)."
+        )
+
+
+def _print_scores(truth_table: pd.DataFrame, predicted_table: pd.DataFrame, scores: Scores) -> None:
+    """Each metric's means over cell types and over spots, with why one is undefined where it is."""
+    from toolkit import metrics
+
     table = Table("metric", "mean over cell types", "mean over spots")
     means = scores.means()
     why_types = metrics.why_undefined(truth_table, predicted_table[truth_table.columns])
@@ -491,18 +525,20 @@ def score(
         f"scored {truth_table.shape[1]} cell types over {truth_table.shape[0]} spots: {', '.join(truth_table.columns)}"
     )
     console.print(table)
-    _warn_unscored(truth_names, predicted_names, [str(c) for c in truth_table.columns])
-    if out is not None:
-        from toolkit.layout import check_not_an_input, write_atomically
 
-        written = (out / "per_cell_type.csv", out / "per_spot.csv")
-        for path in written:
-            check_not_an_input(path, [truth, predicted, label_map], "--out")
-        if out.exists() and not out.is_dir():
-            raise SpotsweepError(f"{out}: --out is an existing file, not a folder; give a folder for the score tables.")
-        write_atomically(written[0], lambda tmp: scores.per_cell_type.to_csv(tmp))
-        write_atomically(written[1], lambda tmp: scores.per_spot.to_csv(tmp))
-        console.print(f"wrote {out / 'per_cell_type.csv'} and {out / 'per_spot.csv'}")
+
+def _write_scores(out: Path, scores: Scores, inputs: list[Path | None]) -> None:
+    """per_cell_type.csv and per_spot.csv into `out`, never over an input."""
+    from toolkit.layout import check_not_an_input, write_atomically
+
+    written = (out / "per_cell_type.csv", out / "per_spot.csv")
+    for path in written:
+        check_not_an_input(path, inputs, "--out")
+    if out.exists() and not out.is_dir():
+        raise SpotsweepError(f"{out}: --out is an existing file, not a folder; give a folder for the score tables.")
+    write_atomically(written[0], lambda tmp: scores.per_cell_type.to_csv(tmp))
+    write_atomically(written[1], lambda tmp: scores.per_spot.to_csv(tmp))
+    console.print(f"wrote {out / 'per_cell_type.csv'} and {out / 'per_spot.csv'}")
 
 
 def _warn_unscored(truth_names: list[str], predicted_names: list[str], scored: list[str]) -> None:

@@ -29,6 +29,7 @@ from toolkit.methods import grids
 from toolkit.methods.configs import Strict
 
 if TYPE_CHECKING:
+    from toolkit.data.readers import ReadOptions
     from toolkit.methods.configs import MethodGrid as MethodConfig
 else:
     MethodConfig = Annotated[Union[grids()], Field(discriminator="name")]  # noqa: UP007
@@ -136,6 +137,12 @@ class InputConfig(Strict):
     allow_non_integer: bool = False
     table: str = when_set("table")
     """For a SpatialData store: the table of cells (spatialdata-io names it `table`)."""
+
+    def read_options(self) -> ReadOptions:
+        """How toolkit.data.readers reads it: every key but the path."""
+        from toolkit.data.readers import ReadOptions
+
+        return ReadOptions(**self.model_dump(exclude={"path"}))
 
     def paths(self) -> dict[str, Path]:
         named = {"path": self.path, "cells_table": self.cells_table, "annotations": self.annotations}

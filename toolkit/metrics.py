@@ -425,22 +425,11 @@ def _linear_r2(true: np.ndarray, pred: np.ndarray) -> float:
     return float(1.0 - (residual**2).sum() / total)
 
 
-def state_agreement(
-    true_state: np.ndarray,
-    predicted_state: np.ndarray,
-    weights: np.ndarray | None = None,
-    cell_types: Iterable[str] | None = None,
-) -> pd.DataFrame:
-    """How well per-spot, per-type cell states (e.g. DestVI's ``get_gamma``) were recovered.
-
-    Arrays are (spots, n_dims, cell types). ``pearson``: per type, the mean over dims of the
-    Pearson correlation across spots (dims where it is undefined are skipped; NaN when the two
-    latent sizes differ, since dims then cannot be paired). ``linear_r2``: per type, the R^2 of the
-    best affine least-squares map from predicted to true, which does not need the latent spaces to
-    be aligned. ``weights`` (spots, cell types), if given, restricts each type to the spots where
-    its weight is > 0 (e.g. where the type is present). Returns a DataFrame indexed by
-    ``cell_types`` (default: positions 0..n-1), columns ["pearson", "linear_r2"].
-    """
+def _checked_states(
+    true_state: np.ndarray, predicted_state: np.ndarray, weights: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`state_agreement`'s inputs as float arrays, and the (spots, types) mask of the spots each type is
+    scored on; one sentence for each kind of mismatch."""
     true = np.asarray(true_state, dtype=float)
     pred = np.asarray(predicted_state, dtype=float)
     if true.ndim != 3 or pred.ndim != 3:
@@ -466,6 +455,27 @@ def state_agreement(
                 "pass one weight per spot and type."
             )
         mask = w > 0
+    return true, pred, mask
+
+
+def state_agreement(
+    true_state: np.ndarray,
+    predicted_state: np.ndarray,
+    weights: np.ndarray | None = None,
+    cell_types: Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """How well per-spot, per-type cell states (e.g. DestVI's ``get_gamma``) were recovered.
+
+    Arrays are (spots, n_dims, cell types). ``pearson``: per type, the mean over dims of the
+    Pearson correlation across spots (dims where it is undefined are skipped; NaN when the two
+    latent sizes differ, since dims then cannot be paired). ``linear_r2``: per type, the R^2 of the
+    best affine least-squares map from predicted to true, which does not need the latent spaces to
+    be aligned. ``weights`` (spots, cell types), if given, restricts each type to the spots where
+    its weight is > 0 (e.g. where the type is present). Returns a DataFrame indexed by
+    ``cell_types`` (default: positions 0..n-1), columns ["pearson", "linear_r2"].
+    """
+    true, pred, mask = _checked_states(true_state, predicted_state, weights)
+    n_types = true.shape[2]
     same_dims = true.shape[1] == pred.shape[1]
     pearson = np.full(n_types, np.nan)
     r2 = np.full(n_types, np.nan)

@@ -13,8 +13,10 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anndata as ad
 import numpy as np
@@ -27,7 +29,7 @@ from toolkit.freshness import current_inputs, prepared_is_current, record_file, 
 from toolkit.layout import OutputLayout, read_json, write_atomically, write_dir_atomically, write_json
 from toolkit.methods import adapter
 from toolkit.pseudospots import read_spots, write_spots
-from toolkit.pseudospots.dask_cluster import Scheduler
+from toolkit.pseudospots.scheduler import Scheduler
 from toolkit.sweep import Task, content_hash
 
 Say = Callable[[str], None]
@@ -38,18 +40,38 @@ def _silent(message: str) -> None:
     """The default `say`."""
 
 
+class DaskSource(Protocol):
+    """Where the grids are computed, as the backend gives it (backends.dask_scheduler.DaskCluster): opened
+    only around a grid that is built, so that a prepared sweep starts no cluster."""
+
+    kind: str
+
+    def open(self) -> AbstractContextManager[Scheduler]: ...
+
+
+@dataclass(frozen=True)
+class _Threads:
+    """The default without a backend's: threads in this process."""
+
+    n_workers: int | None = None
+    kind: str = "threads"
+
+    def open(self) -> AbstractContextManager[Scheduler]:
+        return nullcontext(Scheduler("threads", self.n_workers))
+
+
 def _read(given: InputConfig) -> ad.AnnData:
     """Any supported layout into the canonical AnnData (obs['cell_type'], obsm['spatial'])."""
     from toolkit.data.readers import read_cells
 
-    return read_cells(given.path, **given.model_dump(exclude={"path"}))
+    return read_cells(given.path, given.read_options())
 
 
 def _open(given: InputConfig) -> LazyCells:
     """The spatial cells as Dask arrays: AnnData stores stay on disk, other layouts are read first."""
     from toolkit.data.readers import open_cells
 
-    return open_cells(given.path, **given.model_dump(exclude={"path"}))
+    return open_cells(given.path, given.read_options())
 
 
 def _simulated_inputs(dataset: DatasetConfig, layout: OutputLayout, say: Say) -> tuple[ad.AnnData, LazyCells, float]:
@@ -173,7 +195,7 @@ def _spots_from_store(
 
 
 def _spots_from_cells(
-    dataset: DatasetConfig, layout: OutputLayout, scheduler: Scheduler | None, memory_mib: int, say: Say
+    dataset: DatasetConfig, layout: OutputLayout, dask: DaskSource, memory_mib: int, say: Say
 ) -> tuple[ad.AnnData, list, list]:
     """Cells (simulated or read) summed by the out-of-core builder: (reference, cell types, genes kept)."""
     from toolkit.pseudospots.out_of_core import build_spots_store
@@ -186,26 +208,26 @@ def _spots_from_cells(
         reference, cells, window = _read(dataset.reference), _open(dataset.spatial), float(dataset.window)
     reference = _shifted(dataset, reference, cells.genes, layout, say)
     genes = _shared_genes(dataset, cells.genes, reference)
-    kind = (scheduler or Scheduler()).kind
-    say(f"{dataset.name}: building the grid of {cells.n_cells:,} cells at window {window:g} (Dask, {kind})")
-    build_spots_store(
-        cells,
-        layout.spots(dataset.name),
-        window,
-        edge_rule=dataset.edge_rule,
-        genes=genes,
-        subset=None if dataset.subset is None else dataset.subset.grid_subset(),
-        overwrite=True,
-        scheduler=scheduler,
-        memory_budget=memory_mib << 20,
-    )
+    say(f"{dataset.name}: building the grid of {cells.n_cells:,} cells at window {window:g} (Dask, {dask.kind})")
+    with dask.open() as scheduler:
+        build_spots_store(
+            cells,
+            layout.spots(dataset.name),
+            window,
+            edge_rule=dataset.edge_rule,
+            genes=genes,
+            subset=None if dataset.subset is None else dataset.subset.grid_subset(),
+            overwrite=True,
+            scheduler=scheduler,
+            memory_budget=memory_mib << 20,
+        )
     return reference, list(cells.cell_types), genes
 
 
 def prepare_dataset(
     dataset: DatasetConfig,
     layout: OutputLayout,
-    scheduler: Scheduler | None = None,
+    dask: DaskSource | None = None,
     *,
     memory_mib: int = 1024,
     say: Say = _silent,
@@ -227,7 +249,7 @@ def prepare_dataset(
         reference = _read(dataset.reference)
         reference, spot_types, genes = _spots_from_store(dataset, reference, layout, say)
     else:
-        reference, spot_types, genes = _spots_from_cells(dataset, layout, scheduler, memory_mib, say)
+        reference, spot_types, genes = _spots_from_cells(dataset, layout, dask or _Threads(), memory_mib, say)
     reference = _canonical_reference(reference, genes)
     _check_types(dataset, spot_types, reference)
     write_atomically(layout.reference(dataset.name), lambda tmp: reference.write_h5ad(tmp))
@@ -272,21 +294,18 @@ def prepare(
     sweep_data: dict[str, Any],
     tasks_data: list[dict[str, Any]],
     out: str,
-    cluster_options: dict[str, Any] | None = None,
+    dask: DaskSource | None = None,
 ) -> dict[str, int]:
     """The prepare job: every dataset, then every distinct reference model the tasks need.
 
-    The grids are built on the sweep's Dask scheduler (`prepare:` in the sweep file); `cluster_options`
-    are the keyword arguments the backend adds for it (the SLURM profile's `dask` block), under the
-    sweep's own. Each stage is written to OUT/progress/prepare.json for the launcher to show.
+    The grids are built on the Dask scheduler the backend gives for the sweep's `prepare:` block (threads
+    here without one). Each stage is written to OUT/progress/prepare.json for the launcher to show.
     """
     sweep = SweepConfig.model_validate(sweep_data)
     layout = OutputLayout(Path(out))
-    settings = sweep.prepare
-    scheduler = Scheduler(settings.scheduler, settings.workers, {**(cluster_options or {}), **settings.cluster_options})
-    say = stage_reporter(layout)
+    say, dask = stage_reporter(layout), dask or _Threads(sweep.prepare.workers)
     for dataset in sweep.datasets:
-        prepare_dataset(dataset, layout, scheduler, memory_mib=settings.memory_mib, say=say)
+        prepare_dataset(dataset, layout, dask, memory_mib=sweep.prepare.memory_mib, say=say)
     models = {}
     for task in map(Task.from_dict, tasks_data):
         if reference_model_id(task) is not None:

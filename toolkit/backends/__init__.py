@@ -11,13 +11,16 @@ them, wait with progress, stop on Ctrl-C/SIGTERM, finish (aggregate + report). A
 - `refine_states(layout, states) -> states`: what its scheduler knows beyond the files (pending, running,
   died without a word), or the states unchanged;
 - `describe(layout) -> list[str]`: lines about its jobs for `spotsweep status` (none for local processes);
-- `finish(layout, report)`: the finish in the launcher (`core.finish_here`, or after what the scheduler knows).
+- `finish(layout, report)`: the finish in the launcher (`core.finish_here`, or after what the scheduler knows);
+- `dask_cluster(options, n_workers)`, only where a sweep's `prepare.scheduler` can name the backend (local,
+  slurm): the Dask cluster that builds prepare's grids (`dask_scheduler.DaskCluster` opens it; science
+  gets its Client, never the cluster type).
 
 How to add one: copy `inline.py` (the smallest complete backend: every task in the launcher's process),
 give it its kind, add `"NAME": "toolkit.backends.NAME"` to `BACKENDS` below and the module to the
 "Backends are peers" contract in pyproject.toml. `toolkit.launch` then runs `executor: {kind: NAME}`
 through `core.run`. Backends never import each other: what two share lives in `core`, `common`,
-`apptainer`, `packing` and `preemption`.
+`apptainer`, `packing`, `preemption` and `dask_scheduler`.
 """
 
 from __future__ import annotations

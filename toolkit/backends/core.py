@@ -102,6 +102,11 @@ class Backend(Protocol):
     def finish(self, layout: OutputLayout, report: bool) -> None:
         """Aggregate and report in the launcher (`common.finish`, after anything the scheduler knows)."""
 
+    def dask_cluster(self, options: dict[str, Any], n_workers: int | None) -> Any:
+        """The Dask cluster that computes prepare's grids where `prepare.scheduler` names this backend
+        (`local`: a LocalCluster; `slurm`: Dask workers as SLURM jobs); backends.dask_scheduler opens it
+        and hands science only its Client. A backend that `prepare.scheduler` cannot name needs none."""
+
 
 def backend_of(kind: str) -> Backend:
     from toolkit.backends import backend

@@ -19,6 +19,7 @@ from toolkit.backends.checkpointed import run_checkpointed
 from toolkit.backends.common import needs_prepare
 from toolkit.backends.core import Context
 from toolkit.backends.core import finish_here as finish
+from toolkit.backends.dask_scheduler import prepare_cluster
 from toolkit.config import ExecutorOptions
 from toolkit.layout import OutputLayout
 from toolkit.prepare import prepare
@@ -53,7 +54,8 @@ def describe(layout: OutputLayout) -> list[str]:
 def dispatch(context: Context, tasks: list[Task]) -> InlineJobs:
     """Prepare here and now (unless all is prepared from the current inputs); the tasks run as polled."""
     if needs_prepare(context.sweep, context.layout, tasks):
-        prepare(context.sweep.model_dump(mode="json"), [task.to_dict() for task in tasks], str(context.layout.root))
+        sweep, root = context.sweep, str(context.layout.root)
+        prepare(sweep.model_dump(mode="json"), [task.to_dict() for task in tasks], root, prepare_cluster(sweep))
     return InlineJobs(context, tasks)
 
 

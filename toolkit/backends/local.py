@@ -26,13 +26,15 @@ from toolkit.backends.checkpointed import run_checkpointed
 from toolkit.backends.common import JobOptions, input_files
 from toolkit.backends.core import STOP_WAIT_S, Context
 from toolkit.backends.core import finish_here as finish
+from toolkit.backends.dask_scheduler import local_cluster as dask_cluster
+from toolkit.backends.dask_scheduler import prepare_cluster
 from toolkit.errors import SpotsweepError
 from toolkit.layout import OutputLayout
 from toolkit.prepare import prepare
 from toolkit.status import TaskState
 from toolkit.sweep import Task
 
-__all__ = ["Options", "check", "describe", "dispatch", "finish", "refine_states"]
+__all__ = ["Options", "check", "dask_cluster", "describe", "dispatch", "finish", "refine_states"]
 
 POLL_S = 0.5
 
@@ -98,8 +100,9 @@ class LocalJobs:
         self.queue = list(tasks)
         self.running_jobs: dict[str, submitit.Job] = {}
         self.jobs: list[submitit.Job] = []
-        arguments = (context.sweep.model_dump(mode="json"), [task.to_dict() for task in tasks], str(self.layout.root))
-        self.prepare_job: submitit.Job | None = self._submit(prepare, *arguments)
+        sweep = context.sweep
+        arguments = (sweep.model_dump(mode="json"), [task.to_dict() for task in tasks], str(self.layout.root))
+        self.prepare_job: submitit.Job | None = self._submit(prepare, *arguments, prepare_cluster(sweep))
 
     def _submit(self, function: Any, *arguments: Any) -> submitit.Job:
         job = _submit(self.executor, self.layout, function, *arguments)

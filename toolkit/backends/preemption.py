@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit.engines.checkpoint import CheckpointSession, use_session
+from toolkit.engines.session import CheckpointSession, use_session
 
 log = logging.getLogger(__name__)
 

@@ -123,6 +123,53 @@ def _fill_counts(store: str, start: int, stop: int, seed: int, n_genes: int) -> 
     return int(counts.sum(dtype=np.int64))
 
 
+def _skeleton(cells: dict[str, Any], model: Any, params: dict[str, Any], n_cells: int, n_genes: int) -> Any:
+    """The atlas's AnnData without its counts: cell types, positions, states, genes and provenance."""
+    import anndata as ad
+
+    spec = lookup_preset(BASE_PRESET)
+    obs = pd.DataFrame(
+        {"cell_type": pd.Categorical.from_codes(cells.pop("codes"), categories=spec.type_names)},
+        index=pd.Index(np.char.add("cell", np.arange(n_cells).astype(str)).astype(object)),
+    )
+    var = pd.DataFrame(
+        {"marker_of": pd.Series(model.marker_of, dtype=str).to_numpy()},
+        index=pd.Index([f"Gene{i:0{max(4, len(str(n_genes)))}d}" for i in range(1, n_genes + 1)]),
+    )
+    skeleton = ad.AnnData(
+        obs=obs,
+        var=var,
+        obsm={"spatial": cells.pop("positions"), "state": cells.pop("states")},
+        varm={"type_profile": type_profiles(model).T.astype(np.float32)},
+        uns={"simulation": {**params, "preset": "atlas", "base_preset": BASE_PRESET, "modality": "spatial"}},
+    )
+    skeleton.var["platform_effect"] = model.platform.astype(np.float32)
+    return skeleton
+
+
+def _write_counts(
+    tmp: Path, n_cells: int, n_genes: int, chunk_cells: int, seed: int, workers: int, progress: Any
+) -> int:
+    """X, chunk by chunk of cells in `workers` processes, into the store at `tmp`; the total of the counts."""
+    import zarr
+
+    x = zarr.open_group(tmp, mode="r+", use_consolidated=False).create_array(
+        "X", shape=(n_cells, n_genes), chunks=(chunk_cells, n_genes), dtype="int32", fill_value=0
+    )
+    x.attrs.update({"encoding-type": "array", "encoding-version": "0.2.0"})
+    starts = list(range(0, n_cells, chunk_cells))
+    counts_bar = progress.add_task("atlas: counts (chunks)", total=len(starts))
+    total = 0
+    with ProcessPoolExecutor(workers) as pool:
+        stops = [min(n_cells, s + chunk_cells) for s in starts]
+        for chunk_total in pool.map(
+            _fill_counts, [str(tmp)] * len(starts), starts, stops, [seed] * len(starts), [n_genes] * len(starts)
+        ):
+            total += chunk_total
+            progress.advance(counts_bar)
+    return total
+
+
 def write_atlas(
     out: Path,
     n_cells: int | None = None,
@@ -157,7 +204,6 @@ def write_atlas(
     if out.exists():
         raise SpotsweepError(f"{out} already exists; remove it or pass another --out for the atlas.")
     columns, rows, sizes = tile_grid(n_cells, tile_cells)
-    starts = list(range(0, n_cells, chunk_cells))
     summary: dict[str, Any] = {}
 
     def write(tmp: Path) -> None:
@@ -166,48 +212,14 @@ def write_atlas(
             cells = _layout(seed, n_cells, n_genes, tile_cells, lambda n: progress.advance(layout_bar, n))
             _, model, _ = _models(seed, n_genes)
             params = simulation_parameters(spec, seed, n_cells, 0, n_genes, tuple(cells["extent"]))
-            obs = pd.DataFrame(
-                {"cell_type": pd.Categorical.from_codes(cells.pop("codes"), categories=spec.type_names)},
-                index=pd.Index(np.char.add("cell", np.arange(n_cells).astype(str)).astype(object)),
-            )
-            var = pd.DataFrame(
-                {"marker_of": pd.Series(model.marker_of, dtype=str).to_numpy()},
-                index=pd.Index([f"Gene{i:0{max(4, len(str(n_genes)))}d}" for i in range(1, n_genes + 1)]),
-            )
-            skeleton = ad.AnnData(
-                obs=obs,
-                var=var,
-                obsm={"spatial": cells.pop("positions"), "state": cells.pop("states")},
-                varm={"type_profile": type_profiles(model).T.astype(np.float32)},
-                uns={"simulation": {**params, "preset": "atlas", "base_preset": BASE_PRESET, "modality": "spatial"}},
-            )
-            skeleton.var["platform_effect"] = model.platform.astype(np.float32)
+            skeleton = _skeleton(cells, model, params, n_cells, n_genes)
             with ad.settings.override(zarr_write_format=3):
                 skeleton.write_zarr(tmp)
-            del skeleton, obs
-            x = zarr.open_group(tmp, mode="r+", use_consolidated=False).create_array(
-                "X", shape=(n_cells, n_genes), chunks=(chunk_cells, n_genes), dtype="int32", fill_value=0
-            )
-            x.attrs.update({"encoding-type": "array", "encoding-version": "0.2.0"})
-            counts_bar = progress.add_task("atlas: counts (chunks)", total=len(starts))
-            total = 0
-            with ProcessPoolExecutor(workers) as pool:
-                stops = [min(n_cells, s + chunk_cells) for s in starts]
-                for chunk_total in pool.map(
-                    _fill_counts, [str(tmp)] * len(starts), starts, stops, [seed] * len(starts), [n_genes] * len(starts)
-                ):
-                    total += chunk_total
-                    progress.advance(counts_bar)
+            del skeleton
+            total = _write_counts(tmp, n_cells, n_genes, chunk_cells, seed, workers, progress)
             zarr.consolidate_metadata(tmp)
-        summary.update(
-            {
-                "n_cells": n_cells,
-                "n_genes": n_genes,
-                "tiles": f"{columns} x {rows}",
-                "extent": [float(v) for v in params["extent"]],
-                "total_counts": total,
-            }
-        )
+        extent = [float(v) for v in params["extent"]]
+        summary.update(n_cells=n_cells, n_genes=n_genes, tiles=f"{columns} x {rows}", extent=extent, total_counts=total)
 
     write_dir_atomically(out, write)
     summary["store_bytes"] = sum(path.stat().st_size for path in out.rglob("*") if path.is_file())

@@ -20,7 +20,7 @@ Any of them can take an annotation table (cell id -> extra obs columns) and a la
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,6 +41,33 @@ _CSV_ROWS = 20_000  # cells parsed at a time: bounds the dense text-to-numbers s
 _CHUNK_ELEMENTS = 1 << 23  # cells x genes per dask chunk (32 MiB of float32)
 
 LabelMap = Mapping[str, str] | Path | str | None
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read a layout into the canonical AnnData: the keywords of `read_cells` and `open_cells`, of
+    `spotsweep build`'s options and of a sweep's input block, named once here."""
+
+    cell_type_key: str = CELL_TYPE
+    layer: str | None = None
+    """AnnData layer with the raw counts (default X)."""
+    spatial_key: str = SPATIAL
+    x_key: str | None = None
+    y_key: str | None = None
+    cells_table: Path | None = None
+    """For a counts CSV: the table of cell id, x, y, cell type."""
+    annotations: Path | None = None
+    """A CSV of extra obs columns by cell id."""
+    labels: LabelMap = None
+    """Rename cell types (old -> new): a mapping or a two-column CSV."""
+    allow_non_integer: bool = False
+    table: str = DEFAULT_TABLE
+    """For a SpatialData store: the table of cells."""
+
+    @classmethod
+    def of(cls, options: ReadOptions | None = None, **keywords: Any) -> ReadOptions:
+        """`options` (the defaults without) with `keywords` over them; an unknown keyword is a TypeError."""
+        return replace(options or cls(), **keywords)
 
 
 # --- labels ---------------------------------------------------------------------------------------
@@ -151,43 +178,31 @@ def check_openable(path: Path, cells_table: Path | None = None) -> None:
             group.close()
 
 
-def read_cells(
-    path: Path,
-    *,
-    cell_type_key: str = CELL_TYPE,
-    layer: str | None = None,
-    spatial_key: str = SPATIAL,
-    x_key: str | None = None,
-    y_key: str | None = None,
-    cells_table: Path | None = None,
-    annotations: Path | None = None,
-    labels: LabelMap = None,
-    allow_non_integer: bool = False,
-    table: str = DEFAULT_TABLE,
-) -> ad.AnnData:
+def read_cells(path: Path, options: ReadOptions | None = None, **keywords: Any) -> ad.AnnData:
     """The canonical AnnData of any supported layout (see the module docstring), in memory.
 
     Coordinates are optional here, so that a single-cell reference reads the same way: absent default
     keys (obsm 'spatial', columns x/y) leave obsm['spatial'] out; keys the caller named must exist.
+    `keywords` are `ReadOptions` fields, over those of `options`.
     """
-    path = Path(path)
-    kind = detect_format(path, cells_table)
+    path, o = Path(path), ReadOptions.of(options, **keywords)
+    kind = detect_format(path, o.cells_table)
     if kind in ("h5ad", "zarr"):
-        cells = read_anndata(path, layer=layer, spatial_key=spatial_key, x_key=x_key, y_key=y_key)
+        cells = read_anndata(path, layer=o.layer, spatial_key=o.spatial_key, x_key=o.x_key, y_key=o.y_key)
     elif kind == "spatialdata":
-        cells = read_spatialdata(path, table=table, layer=layer)
+        cells = read_spatialdata(path, table=o.table, layer=o.layer)
     elif kind == "merscope":
-        cells = read_merscope(path, allow_non_integer=allow_non_integer)
+        cells = read_merscope(path, allow_non_integer=o.allow_non_integer)
     else:
         cells = read_counts_table(
-            path, Path(cells_table), x_key=x_key, y_key=y_key, allow_non_integer=allow_non_integer
+            path, Path(o.cells_table), x_key=o.x_key, y_key=o.y_key, allow_non_integer=o.allow_non_integer
         )
     check_unique_genes(cells.var_names, str(path))
     if kind in ("h5ad", "zarr", "spatialdata"):  # the other layouts check their counts as they parse them
-        check_counts(cells.X, str(path), f"layers['{layer}']" if layer else "X", allow_non_integer)
-    if annotations is not None:
-        cells.obs = _join_annotations(cells.obs, Path(annotations))
-    return canonical(cells, cell_type_key=cell_type_key, labels=labels, source=str(path))
+        check_counts(cells.X, str(path), f"layers['{o.layer}']" if o.layer else "X", o.allow_non_integer)
+    if o.annotations is not None:
+        cells.obs = _join_annotations(cells.obs, Path(o.annotations))
+    return canonical(cells, cell_type_key=o.cell_type_key, labels=o.labels, source=str(path))
 
 
 def canonical(cells: ad.AnnData, *, cell_type_key: str, labels: LabelMap, source: str) -> ad.AnnData:
@@ -406,39 +421,16 @@ def default_chunk_cells(n_genes: int) -> int:
 
 
 def open_cells(
-    path: Path,
-    *,
-    chunk_cells: int | None = None,
-    cell_type_key: str = CELL_TYPE,
-    layer: str | None = None,
-    spatial_key: str = SPATIAL,
-    x_key: str | None = None,
-    y_key: str | None = None,
-    cells_table: Path | None = None,
-    annotations: Path | None = None,
-    labels: LabelMap = None,
-    allow_non_integer: bool = False,
-    table: str = DEFAULT_TABLE,
+    path: Path, options: ReadOptions | None = None, *, chunk_cells: int | None = None, **keywords: Any
 ) -> LazyCells:
-    """Any supported layout as `LazyCells`; AnnData Zarr/h5ad stores stay on disk, the rest are read first."""
-    path = Path(path)
-    kind = detect_format(path, cells_table)
-    if kind in ("h5ad", "zarr") and annotations is None:
-        return _open_anndata(path, chunk_cells, cell_type_key, layer, spatial_key, x_key, y_key, labels)
-    cells = read_cells(
-        path,
-        cell_type_key=cell_type_key,
-        layer=layer,
-        spatial_key=spatial_key,
-        x_key=x_key,
-        y_key=y_key,
-        cells_table=cells_table,
-        annotations=annotations,
-        labels=labels,
-        allow_non_integer=allow_non_integer,
-        table=table,
-    )
-    return lazy_from_anndata(cells, chunk_cells=chunk_cells, source=str(path))
+    """Any supported layout as `LazyCells`; AnnData Zarr/h5ad stores stay on disk, the rest are read first.
+    `keywords` are `ReadOptions` fields, over those of `options`; `chunk_cells` (cells per chunk) defaults
+    to about 32 MiB of counts."""
+    path, o = Path(path), ReadOptions.of(options, **keywords)
+    kind = detect_format(path, o.cells_table)
+    if kind in ("h5ad", "zarr") and o.annotations is None:
+        return _open_anndata(path, chunk_cells, o)
+    return lazy_from_anndata(read_cells(path, o), chunk_cells=chunk_cells, source=str(path))
 
 
 def lazy_from_anndata(
@@ -478,21 +470,12 @@ def lazy_from_anndata(
     )
 
 
-def _open_anndata(
-    path: Path,
-    chunk_cells: int | None,
-    cell_type_key: str,
-    layer: str | None,
-    spatial_key: str,
-    x_key: str | None,
-    y_key: str | None,
-    labels: LabelMap,
-) -> LazyCells:
+def _open_anndata(path: Path, chunk_cells: int | None, options: ReadOptions) -> LazyCells:
     """Dask arrays over an AnnData store's elements; only var, categories and small metadata are read."""
     from anndata.experimental import read_elem_lazy
     from anndata.io import read_elem
 
-    source = str(path)
+    source, layer, cell_type_key = str(path), options.layer, options.cell_type_key
     group = _open_group(path)
     try:
         counts_field = f"layers['{layer}']" if layer else "X"
@@ -515,8 +498,8 @@ def _open_anndata(
         if chunk_cells is None and stored_rows:  # whole stored chunks: each is decompressed once
             chunk = max(1, round(chunk / stored_rows[0])) * stored_rows[0]
         counts = read_elem_lazy(element, chunks=(chunk, len(genes)))
-        xy, coordinate_field = _lazy_xy(group, path, chunk, spatial_key, x_key, y_key, read_elem_lazy)
-        codes, categories = _lazy_codes(group, path, chunk, cell_type_key, labels, read_elem_lazy, read_elem)
+        xy, coordinate_field = _lazy_xy(group, path, chunk, options, read_elem_lazy)
+        codes, categories = _lazy_codes(group, path, chunk, options, read_elem_lazy, read_elem)
         state = None
         if "obsm" in group and "state" in group["obsm"]:
             state = read_elem_lazy(group["obsm"]["state"], chunks=(chunk, -1))
@@ -570,9 +553,8 @@ def _attr(element: Any, name: str) -> Any:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _lazy_xy(
-    group: Any, path: Path, chunk: int, spatial_key: str, x_key: str | None, y_key: str | None, read_lazy: Any
-) -> tuple[da.Array, str]:
+def _lazy_xy(group: Any, path: Path, chunk: int, options: ReadOptions, read_lazy: Any) -> tuple[da.Array, str]:
+    spatial_key, x_key, y_key = options.spatial_key, options.x_key, options.y_key
     if x_key is not None or y_key is not None:
         for key in (x_key, y_key):
             if key is None or key not in group["obs"]:
@@ -591,10 +573,10 @@ def _lazy_xy(
 
 
 def _lazy_codes(
-    group: Any, path: Path, chunk: int, key: str, labels: LabelMap, read_lazy: Any, read_elem: Any
+    group: Any, path: Path, chunk: int, options: ReadOptions, read_lazy: Any, read_elem: Any
 ) -> tuple[da.Array, list[str]]:
     """Cell-type codes: lazily for a categorical column, else read and factorised (one value per cell)."""
-    obs = group["obs"]
+    obs, key = group["obs"], options.cell_type_key
     if key not in obs:
         order = _attr(obs, "column-order")  # an array: empty where obs has no columns
         columns = [str(name) for name in ([] if order is None else list(np.atleast_1d(order)))]
@@ -613,7 +595,7 @@ def _lazy_codes(
         labels_in_memory = pd.Categorical(pd.Series(read_elem(obs[key])).astype(str))
         categories = [str(name) for name in labels_in_memory.categories]
         codes = da.from_array(labels_in_memory.codes.astype(np.int64), chunks=chunk)
-    new, lookup = map_labels(categories, load_label_map(labels), str(path))
+    new, lookup = map_labels(categories, load_label_map(options.labels), str(path))
     if len(new) != len(categories) or (lookup != np.arange(len(lookup))).any():
         codes = codes.map_blocks(_lookup_codes, lookup, dtype=np.int64)
     return codes, new

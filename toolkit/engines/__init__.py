@@ -4,7 +4,7 @@ Kept apart as scvi-tools keeps model, module and training apart: `fast` is the l
 optimizer step (eager or compiled), `graphs` that step captured as a CUDA graph, `schedule` the KL
 warm-up, `batches` the minibatch order,
 `checkpoint` what a training saves and how it resumes (both engines; `lightning_checkpoint` holds stock
-training's callback), `resume` the fast engine's
+training's callback, `session` the session and generator format both share), `resume` the fast engine's
 state file. See results/engine.md for what the fast engine keeps, what it drops, its speed and its
 equivalence.
 """

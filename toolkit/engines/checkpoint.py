@@ -13,95 +13,42 @@ stop was requested. Resuming at an epoch boundary with the generators restored g
 numbers as an uninterrupted run (tests/test_checkpoint.py checks bit equality). Both engines store the
 generators in one format (`rng_state`). The callback itself is in `lightning_checkpoint`: this module
 imports neither torch nor Lightning, so that a task that trains nothing (a control) and the scheduler's
-bookkeeping (status, aggregate) start without them.
+bookkeeping (status, aggregate) start without them. The session and the generators' format, which the
+callback needs too, are in `session`: the callback never imports this module (no import circle).
 """
 
 from __future__ import annotations
 
 import contextlib
-import random
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from toolkit.engines.session import STATE_KEY, CheckpointSession, current, rng_state, set_rng_state, use_session
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "FAST_CHECKPOINT_NAME",
+    "STATE_KEY",
+    "CheckpointSession",
+    "Checkpointing",
+    "TrainingStopped",
+    "current",
+    "earlier_train_s",
+    "fast_engine",
+    "latest",
+    "progress_kwargs",
+    "rng_state",
+    "set_rng_state",
+    "train_kwargs",
+    "use_session",
+]
 
 CHECKPOINT_NAME = "last.ckpt"
 """The file of stock training (`train_kwargs()`); `train_kwargs(name)` writes `<name>.ckpt`."""
 FAST_CHECKPOINT_NAME = "last.pt"
 """The same for the fast engine (`fast_engine()`; `fast_engine(name)` writes `<name>.pt`)."""
-STATE_KEY = "spotsweep.EpochCheckpoint"
-
-
-def _nothing() -> None:
-    """The default hand-over: nothing to do after a stopped training has saved."""
-
-
-@dataclass
-class CheckpointSession:
-    """What the running task asked for, and what happened (read by its runner afterwards)."""
-
-    directory: Path
-    every_n_epochs: int
-    hand_over: Callable[[], None] = _nothing
-    """Called once a training stopped on request has saved (the runner's requeue: it may raise SystemExit)."""
-    sigterm_handler: Callable[..., Any] | None = None
-    """The runner's SIGTERM handler, kept in force while Lightning trains (which would replace it)."""
-    stop_requested: bool = False
-    training: object | None = None
-    """What is training now (the Lightning callback or the fast engine's Checkpointing); None between."""
-    resumed_from_epoch: int | None = None
-    saved_epoch: int | None = None
-    earlier_train_s: float = 0.0
-    """Training time of the earlier attempts, as the checkpoint resumed from recorded it (stock engine)."""
-    events: list[dict[str, Any]] = field(default_factory=list)
-    on_epoch: Callable[[int], None] | None = None
-    """Hears every completed epoch (the runner's progress report); None: nobody listens."""
-    on_planned: Callable[[int], None] | None = None
-    """Hears how many epochs the training will run, once it knows (a budget in steps becomes epochs only
-    once the minibatches per epoch are known); None: nobody listens."""
-
-    def record(self, event: str, epochs_done: int) -> None:
-        """Note an "epoch", "planned" (the epochs to run), "resumed" or "saved" event, for the runner's
-        progress and record of the attempt."""
-        if event == "epoch":
-            if self.on_epoch is not None:
-                self.on_epoch(epochs_done)
-            return
-        if event == "planned":
-            if self.on_planned is not None:
-                self.on_planned(epochs_done)
-            return
-        if event == "resumed":
-            self.resumed_from_epoch = epochs_done
-            self.events.append({"event": "resumed", "from_epoch": epochs_done, "time": time.time()})
-        else:
-            self.saved_epoch = epochs_done
-            self.events.append({"event": "saved", "epochs_done": epochs_done, "time": time.time()})
-
-
-_session: CheckpointSession | None = None
-
-
-def current() -> CheckpointSession | None:
-    """The open session, or None when nobody asked for checkpoints."""
-    return _session
-
-
-@contextlib.contextmanager
-def use_session(session: CheckpointSession) -> Iterator[CheckpointSession]:
-    """Within this block, trainings checkpoint into `session.directory`."""
-    global _session
-    session.directory.mkdir(parents=True, exist_ok=True)
-    _session = session
-    try:
-        yield session
-    finally:
-        _session = None
-
-
 @dataclass
 class Checkpointing:
     """Where and when the fast engine saves its state, and how it is asked to stop.
@@ -144,18 +91,20 @@ def train_kwargs(name: str = "last") -> dict[str, Any]:
     `name` tells apart several trainings of one task (each resumes from its own checkpoint). If the
     adapter passes callbacks of its own, it must merge the lists.
     """
-    if _session is None:
+    session = current()
+    if session is None:
         return {}
     from toolkit.engines.lightning_checkpoint import EpochCheckpoint
 
-    path = _session.directory / f"{name}.ckpt"
-    return {"callbacks": [EpochCheckpoint(_session, path)], "ckpt_path": str(path) if path.is_file() else None}
+    path = session.directory / f"{name}.ckpt"
+    return {"callbacks": [EpochCheckpoint(session, path)], "ckpt_path": str(path) if path.is_file() else None}
 
 
 def earlier_train_s() -> float:
     """Training time that earlier attempts of this task spent before the stock-engine checkpoint it resumed
     from: added to this attempt's, a resumed task reports the time its whole training took. 0 outside a session."""
-    return 0.0 if _session is None else _session.earlier_train_s
+    session = current()
+    return 0.0 if session is None else session.earlier_train_s
 
 
 def progress_kwargs() -> dict[str, Any]:
@@ -165,11 +114,12 @@ def progress_kwargs() -> dict[str, Any]:
     would not be the uninterrupted one; it starts over instead, and meanwhile `spotsweep status` shows
     how far it is. Empty outside a session.
     """
-    if _session is None:
+    session = current()
+    if session is None:
         return {}
     from toolkit.engines.lightning_checkpoint import EpochProgress
 
-    return {"callbacks": [EpochProgress(_session)]}
+    return {"callbacks": [EpochProgress(session)]}
 
 
 @contextlib.contextmanager
@@ -180,7 +130,7 @@ def fast_engine(name: str = "last") -> Iterator[Checkpointing | None]:
     epoch in which a stop was requested; the session's `hand_over` then runs, as after the Lightning
     callback's save.
     """
-    session = _session
+    session = current()
     if session is None:
         yield None
         return
@@ -196,35 +146,3 @@ def fast_engine(name: str = "last") -> Iterator[Checkpointing | None]:
         raise
     finally:
         session.training = None
-
-
-# --- the random generators, one format for both engines ---------------------------------------------
-
-
-def rng_state() -> dict[str, Any]:
-    """torch's, numpy's and Python's global generators (and CUDA's once used), as tensors and plain
-    values: a checkpoint holding them loads with `torch.load(weights_only=True)`."""
-    import torch
-
-    numpy_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Put back what `rng_state` saved."""
-    import torch
-
-    torch.set_rng_state(state["torch"])
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, np.asarray(keys).astype(np.uint32), *rest))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

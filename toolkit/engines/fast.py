@@ -196,118 +196,174 @@ def train_fast(
     `max_steps` (one of them): a step budget ends inside an epoch if it falls there. `drop_last` drops each
     epoch's last, smaller minibatch. `trajectory` scores the model after its chosen steps, untouched.
     """
-    import scvi
+    run = _FastRun(model, batch_size, max_epochs, max_steps, drop_last, seed, device, plan_kwargs, compile)
+    with distributions_unvalidated(), _compile_scope(run.compile):
+        run.begin(checkpoint, trajectory)
+        run.epochs(trajectory, on_epoch_end, checkpoint, limit_batches)
+        seconds = run.end(checkpoint)
+    return run.result(trajectory, seconds)
 
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1 (got {batch_size}).")
-    n_obs = model.adata.n_obs
-    max_epochs = _epoch_budget(max_epochs, max_steps, batches_per_epoch(n_obs, batch_size, drop_last) or 1)
-    dev = resolve_device(device)
-    graphs.check_device(compile, dev)
-    asked, compile = compile, compile_for_device(compile, dev)
-    module = on_device(model.module, dev)
-    plan = training_plan(model, dict(plan_kwargs or {}))
-    plan.n_obs_training = n_obs  # as TrainRunner does; sets loss_kwargs["n_obs"] where the loss takes it
-    loss_kwargs = dict(plan.loss_kwargs)
 
-    if seed is not None:
-        torch.manual_seed(seed)
-    order = split_indices(n_obs, scvi.settings.seed if seed is None else seed)
-    sampler = EpochSampler(order, batch_size, dev, drop_last)
-    data = registered_tensors(model, dev)
-    warmup = (plan.n_epochs_kl_warmup, plan.n_steps_kl_warmup, plan.max_kl_weight, plan.min_kl_weight)
-    per_step = is_per_step(plan.n_epochs_kl_warmup, plan.n_steps_kl_warmup)
-    uses_kl = "kl_weight" in loss_kwargs
+class _FastRun:
+    """One `train_fast` call: its settings and state, shared by its phases (set-up, start or resume, the
+    epochs, the end, the result), which run in that order, statement for statement as one function did."""
 
-    module.train()
-    meta = {"n_obs": n_obs, "batch_size": batch_size, "n_params": sum(p.numel() for p in module.parameters())}
-    if drop_last:  # only when set, so that checkpoints written before this setting still resume
-        meta["drop_last"] = True
-    progress = Progress(rows=[], kl_weights=[], trajectory=[])
-    last_step = max_steps or max_epochs * sampler.n_batches
-    epoch_ends: list[float] = []
-    with distributions_unvalidated(), _compile_scope(compile):
+    def __init__(
+        self,
+        model: Any,
+        batch_size: int,
+        max_epochs: int | None,
+        max_steps: int | None,
+        drop_last: bool,
+        seed: int | None,
+        device: str | torch.device,
+        plan_kwargs: dict[str, Any] | None,
+        compile: CompileMode,
+    ) -> None:
+        import scvi
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 (got {batch_size}).")
+        self.model, self.batch_size, self.max_steps, self.drop_last = model, batch_size, max_steps, drop_last
+        n_obs = self.n_obs = model.adata.n_obs
+        self.max_epochs = _epoch_budget(max_epochs, max_steps, batches_per_epoch(n_obs, batch_size, drop_last) or 1)
+        dev = self.dev = resolve_device(device)
+        graphs.check_device(compile, dev)
+        self.asked, self.compile = compile, compile_for_device(compile, dev)
+        self.module = on_device(model.module, dev)
+        plan = self.plan = training_plan(model, dict(plan_kwargs or {}))
+        plan.n_obs_training = n_obs  # as TrainRunner does; sets loss_kwargs["n_obs"] where the loss takes it
+        self.loss_kwargs = dict(plan.loss_kwargs)
+
+        if seed is not None:
+            torch.manual_seed(seed)
+        order = split_indices(n_obs, scvi.settings.seed if seed is None else seed)
+        self.sampler = EpochSampler(order, batch_size, dev, drop_last)
+        self.data = registered_tensors(model, dev)
+        self.warmup = (plan.n_epochs_kl_warmup, plan.n_steps_kl_warmup, plan.max_kl_weight, plan.min_kl_weight)
+        self.per_step = is_per_step(plan.n_epochs_kl_warmup, plan.n_steps_kl_warmup)
+        self.uses_kl = "kl_weight" in self.loss_kwargs
+
+        self.module.train()
+        n_params = sum(p.numel() for p in self.module.parameters())
+        self.meta: dict[str, Any] = {"n_obs": n_obs, "batch_size": batch_size, "n_params": n_params}
+        if drop_last:  # only when set, so that checkpoints written before this setting still resume
+            self.meta["drop_last"] = True
+        self.progress = Progress(rows=[], kl_weights=[], trajectory=[])
+        self.last_step = max_steps or self.max_epochs * self.sampler.n_batches
+        self.epoch_ends: list[float] = []
+
+    def begin(self, checkpoint: Checkpointing | None, trajectory: TrajectoryProbe | None) -> None:
+        """The KL weight's tensor, the metric names, the optimizer and the step; resumed from the
+        checkpoint's file where there is one. Then the clock starts."""
+        module, dev, n_obs, data = self.module, self.dev, self.n_obs, self.data
         # One device tensor, updated in place: a new value never recompiles nor escapes a captured graph.
-        kl = torch.tensor(kl_weight(0, 0, *warmup)).to(dev)
-        if uses_kl:
-            loss_kwargs["kl_weight"] = kl
-        names = probe_metric_names(module, {k: v[: min(batch_size, n_obs)] for k, v in data.items()}, loss_kwargs)
-        meta["metrics"] = ",".join(names)
-        saved = resume.read(checkpoint.path, meta) if checkpoint and Path(checkpoint.path).is_file() else None
+        self.kl = torch.tensor(kl_weight(0, 0, *self.warmup)).to(dev)
+        if self.uses_kl:
+            self.loss_kwargs["kl_weight"] = self.kl
+        first = {k: v[: min(self.batch_size, n_obs)] for k, v in data.items()}
+        names = self.names = probe_metric_names(module, first, self.loss_kwargs)
+        self.meta["metrics"] = ",".join(names)
+        saved = resume.read(checkpoint.path, self.meta) if checkpoint and Path(checkpoint.path).is_file() else None
         if checkpoint is not None:
-            checkpoint.notify("planned", max_epochs)  # a step budget's epochs, for the task's progress report
+            checkpoint.notify("planned", self.max_epochs)  # a step budget's epochs, for the task's progress report
         if saved is not None:
             resume.restore_module(saved, module)  # before the optimizer exists (see restore_module)
         trainable = [p for p in module.parameters() if p.requires_grad]
-        capture = compile == graphs.CUDA_GRAPHS and dev.type == "cuda"
-        optimizer = make_optimizer(plan, trainable, fused=bool(compile), capturable=capture)
+        capture = self.compile == graphs.CUDA_GRAPHS and dev.type == "cuda"
+        self.optimizer = make_optimizer(self.plan, trainable, fused=bool(self.compile), capturable=capture)
         if saved is not None:
-            progress = resume.restore_progress(saved, optimizer, dev)
-            checkpoint.notify("resumed", progress.epoch)
+            assert checkpoint is not None  # saved comes from its file
+            self.progress = resume.restore_progress(saved, self.optimizer, dev)
+            checkpoint.notify("resumed", self.progress.epoch)
             if trajectory is not None:
-                trajectory.restore(progress.trajectory or [])
-        take_step = make_step(module, optimizer, names, data, loss_kwargs, compile)
-        if compile == graphs.CUDA_GRAPHS:
+                trajectory.restore(self.progress.trajectory or [])
+        take_step = make_step(module, self.optimizer, names, data, self.loss_kwargs, self.compile)
+        if self.compile == graphs.CUDA_GRAPHS:
             take_step = graphs.CapturedSteps(take_step, dev, capture=capture)
+        self.take_step = take_step
         _sync(dev)
-        start = time.perf_counter()
-        for epoch in range(progress.epoch, max_epochs):
+        self.started = time.perf_counter()
+
+    def epochs(
+        self,
+        trajectory: TrajectoryProbe | None,
+        on_epoch_end: Callable[[int], None] | None,
+        checkpoint: Checkpointing | None,
+        limit_batches: int | None,
+    ) -> None:
+        """Every epoch left: its minibatches' steps, then the epoch's report and checkpoint."""
+        progress, sampler, kl, dev, take_step = self.progress, self.sampler, self.kl, self.dev, self.take_step
+        warmup, uses_kl, per_step = self.warmup, self.uses_kl, self.per_step
+        for epoch in range(progress.epoch, self.max_epochs):
             progress.kl_weights.append(kl_weight(epoch, progress.step, *warmup))
             if uses_kl and not per_step:
                 kl.fill_(progress.kl_weights[-1])
-            acc = torch.zeros(4 + len(names), device=dev)
-            batches = sampler.epoch()[:limit_batches][: last_step - progress.step]
+            acc = torch.zeros(4 + len(self.names), device=dev)
+            batches = sampler.epoch()[:limit_batches][: self.last_step - progress.step]
             for done, index in enumerate(batches, start=1):
                 if uses_kl and per_step:
                     kl.fill_(kl_weight(epoch, progress.step, *warmup))
                 acc += take_step(index)
                 progress.step += 1
                 if trajectory is not None and trajectory.due(progress.step):
-                    trajectory.take(module, progress.step, epoch + done / sampler.n_batches)
+                    trajectory.take(self.module, progress.step, epoch + done / sampler.n_batches)
             progress.rows.append(acc)
             if trajectory is not None:
                 progress.trajectory = trajectory.points
             progress.epoch = epoch + 1
             _sync(dev)
-            epoch_ends.append(time.perf_counter())
+            self.epoch_ends.append(time.perf_counter())
             if on_epoch_end is not None:
                 on_epoch_end(epoch)
             if checkpoint is not None:
-                _checkpoint_epoch(checkpoint, module, optimizer, progress, meta, start)
+                _checkpoint_epoch(checkpoint, self.module, self.optimizer, progress, self.meta, self.started)
+
+    def end(self, checkpoint: Checkpointing | None) -> float:
+        """Save the final state (a requeue while scoring restores the trained model); the training seconds."""
+        progress, start = self.progress, self.started
         seconds = progress.seconds + time.perf_counter() - start
         if checkpoint is not None:
-            resume.save(checkpoint.path, module, optimizer, _spent(progress, start), meta)
+            resume.save(checkpoint.path, self.module, self.optimizer, _spent(progress, start), self.meta)
             checkpoint.notify("saved", progress.epoch)
-        history_rows = torch.stack(progress.rows).double().cpu().numpy()  # the one device-to-host read of the run
-    kl_weights, step = progress.kl_weights, progress.step
+        self.history_rows = torch.stack(progress.rows).double().cpu().numpy()  # the one device-to-host read
+        return seconds
 
-    module.eval()
-    _mark_trained(model, sampler.train_idx, dev)
-    history = epoch_history(history_rows, names, n_obs, sampler.n_batches, kl_weights)
-    bad = ~np.isfinite(history_rows).all(axis=1)
-    if bad.any():
-        raise FloatingPointError(
-            f"the training loss became non-finite in epoch {int(np.argmax(bad))}; lower lr or check the counts."
+    def result(self, trajectory: TrajectoryProbe | None, seconds: float) -> FastTrainResult:
+        """The model left trained and in eval mode, its history checked finite, and what the run was."""
+        progress, dev, sampler, history_rows = self.progress, self.dev, self.sampler, self.history_rows
+        self.module.eval()
+        _mark_trained(self.model, sampler.train_idx, dev)
+        history = epoch_history(history_rows, self.names, self.n_obs, sampler.n_batches, progress.kl_weights)
+        bad = ~np.isfinite(history_rows).all(axis=1)
+        if bad.any():
+            raise FloatingPointError(
+                f"the training loss became non-finite in epoch {int(np.argmax(bad))}; lower lr or check the counts."
+            )
+        self.model.history_ = {name: history[[name]] for name in history.columns}
+        return FastTrainResult(
+            history=history,
+            trajectory=list(trajectory.points) if trajectory is not None else [],
+            n_steps=progress.step,
+            seconds=seconds,
+            earlier_seconds=progress.seconds,
+            device=str(dev),
+            epoch_seconds=np.diff(np.asarray([self.started, *self.epoch_ends])),
+            settings=self.settings(trajectory),
         )
-    model.history_ = {name: history[[name]] for name in history.columns}
-    return FastTrainResult(
-        history=history,
-        trajectory=list(trajectory.points) if trajectory is not None else [],
-        n_steps=step,
-        seconds=seconds,
-        earlier_seconds=progress.seconds,
-        device=str(dev),
-        epoch_seconds=np.diff(np.asarray([start, *epoch_ends])),
-        settings={
-            **_resolved_settings(plan, optimizer, compile, batch_size, max_epochs, sampler.n_batches),
-            **({"compile_asked": asked} if asked != compile else {}),
-            "max_steps": max_steps,
-            "drop_last": drop_last,
+
+    def settings(self, trajectory: TrajectoryProbe | None) -> dict[str, Any]:
+        """The settings the run resolved (optimizer, compile mode, budget, device), for the task's record."""
+        compile, n_batches = self.compile, self.sampler.n_batches
+        return {
+            **_resolved_settings(self.plan, self.optimizer, compile, self.batch_size, self.max_epochs, n_batches),
+            **({"compile_asked": self.asked} if self.asked != compile else {}),
+            "max_steps": self.max_steps,
+            "drop_last": self.drop_last,
             "trajectory_steps": len(trajectory.steps) if trajectory is not None else 0,
-            "device": str(dev),
-            **_captured(take_step),
-        },
-    )
+            "device": str(self.dev),
+            **_captured(self.take_step),
+        }
 
 
 def _epoch_budget(max_epochs: int | None, max_steps: int | None, steps_per_epoch: int) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 from lightning.pytorch.callbacks import Callback
 
-from toolkit.engines.checkpoint import STATE_KEY, CheckpointSession, rng_state, set_rng_state
+from toolkit.engines.session import STATE_KEY, CheckpointSession, rng_state, set_rng_state
 
 
 def _history(trainer: Any) -> dict[str, dict[str, list]]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from toolkit.engines.checkpoint import rng_state, set_rng_state
+from toolkit.engines.session import rng_state, set_rng_state
 
 FORMAT = "spotsweep.fast-engine/2"
 """/2: the generators in the format both engines share (`checkpoint.rng_state`); /1 files are refused."""

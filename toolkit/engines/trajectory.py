@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from toolkit.engines.checkpoint import rng_state, set_rng_state
+from toolkit.engines.session import rng_state, set_rng_state
 
 DEFAULT_POINTS = 50
 """Points per task unless a sweep says otherwise: enough for a curve, cheap beside the training."""

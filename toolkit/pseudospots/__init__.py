@@ -3,7 +3,7 @@
 - `grid`: which window each cell falls in, and the per-chunk sums (shared by both builders);
 - `in_memory`: `build_pseudospots`, every cell at once (the reference the other is tested against);
 - `out_of_core`: `build_spots_store`, Dask over chunks of cells straight into Zarr, any size;
-- `dask_cluster`: where Dask computes (threads, a LocalCluster, SLURM jobs through dask-jobqueue);
+- `scheduler`: where Dask computes, as given by the caller (threads here, or a distributed Client);
 - `store`: the spots AnnData and its Zarr store (`write_spots`, `read_spots`).
 
 The out-of-core builder is imported from its module (it pulls in distributed's machinery).

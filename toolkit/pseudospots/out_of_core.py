@@ -14,7 +14,7 @@ Neither the input nor the output has to fit in memory. Two kinds of passes over 
 Memory is therefore the budget plus one wave of chunks, however many cells there are; a tree reduction
 would instead hold several partial copies of every block. `in_memory.build_pseudospots` gives the same
 spots in memory from the same kernels. Where the chunks are computed is the `Scheduler` the caller
-gives (`dask_cluster`): this module never decides it.
+gives (`scheduler`: threads, or a Client it opened): this module never decides it.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from toolkit.data.readers import LazyCells
 from toolkit.errors import SpotsweepError
 from toolkit.layout import write_dir_atomically
 from toolkit.provenance import package_version
-from toolkit.pseudospots.dask_cluster import Scheduler, use_scheduler
 from toolkit.pseudospots.grid import (
     EDGE_RULES,
     EdgeRule,
@@ -54,6 +53,7 @@ from toolkit.pseudospots.grid import (
     sum_counts,
     sum_types,
 )
+from toolkit.pseudospots.scheduler import Scheduler, use_scheduler
 from toolkit.pseudospots.store import assemble_spots, provenance, storable_obsm
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of output sums held at once
@@ -91,6 +91,23 @@ class _SumSpec:
     source: str
     counts_field: str
     cell_type_field: str
+
+    @classmethod
+    def of(
+        cls, cells: LazyCells, grid: Grid, spot_keys: np.ndarray, gene_index: np.ndarray, allow_non_integer: bool
+    ) -> _SumSpec:
+        """The spec of summing `cells` onto these spots; no gene selection when every gene is kept in order."""
+        selection = None if np.array_equal(gene_index, np.arange(len(cells.genes))) else gene_index
+        return cls(
+            grid,
+            spot_keys,
+            selection,
+            len(cells.cell_types),
+            allow_non_integer,
+            cells.source,
+            cells.counts_field,
+            cells.cell_type_field,
+        )
 
 
 def _chunk_sums(
@@ -263,6 +280,19 @@ class _Chunks:
         return len(self.xy)
 
 
+def _check_arguments(
+    source: str, window: float, edge_rule: str, memory_budget: int, out: Path, overwrite: bool
+) -> None:
+    """`build_spots_store`'s settings, each refused in one sentence before anything is read."""
+    check_window(window, source)
+    if edge_rule not in EDGE_RULES:
+        raise SpotsweepError(f"{source}: edge rule '{edge_rule}' is unknown; use {' or '.join(EDGE_RULES)}.")
+    if memory_budget <= 0:
+        raise SpotsweepError(f"memory budget {memory_budget} must be positive; give a size in bytes (or MiB).")
+    if out.exists() and not overwrite:
+        raise SpotsweepError(f"{out}: already exists; choose another output path or pass --overwrite.")
+
+
 def build_spots_store(
     cells: LazyCells,
     out: Path,
@@ -284,15 +314,8 @@ def build_spots_store(
     genes), the truth in obsm, provenance in uns['pseudospots']. Nothing is left at `out` if it fails.
     """
     started = time.perf_counter()
-    source = cells.source
-    check_window(window, source)
-    if edge_rule not in EDGE_RULES:
-        raise SpotsweepError(f"{source}: edge rule '{edge_rule}' is unknown; use {' or '.join(EDGE_RULES)}.")
-    if memory_budget <= 0:
-        raise SpotsweepError(f"memory budget {memory_budget} must be positive; give a size in bytes (or MiB).")
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise SpotsweepError(f"{out}: already exists; choose another output path or pass --overwrite.")
+    source, out = cells.source, Path(out)
+    _check_arguments(source, window, edge_rule, memory_budget, out, overwrite)
     grid = Grid(float(window), (float(origin[0]), float(origin[1])), edge_rule, subset or GridSubset())
     gene_index = select_genes(cells.genes, genes, source)
     scheduler = scheduler or Scheduler()
@@ -304,31 +327,12 @@ def build_spots_store(
             runner = _Runner(client, scheduler)
             spot_keys, ranges = _find_spots(chunks, grid, cells, runner, bar)
             check_some_spots(len(spot_keys), grid, cells.n_cells, source)
-            selection = None if np.array_equal(gene_index, np.arange(len(cells.genes))) else gene_index
-            spec = _SumSpec(
-                grid,
-                spot_keys,
-                selection,
-                len(cells.cell_types),
-                allow_non_integer,
-                source,
-                cells.counts_field,
-                cells.cell_type_field,
-            )
+            spec = _SumSpec.of(cells, grid, spot_keys, gene_index, allow_non_integer)
             n_dims = None if cells.state is None else int(cells.state.shape[1])
             job = _SumJob(chunks, ranges, spec, len(gene_index), n_dims)
             truths, done["passes"] = job.run(tmp, memory_budget, runner, bar)
         cell_counts = truths[0]
-        uns = provenance(
-            grid,
-            engine="dask",
-            cell_type_key=cells.cell_type_key,
-            source=source,
-            n_cells_in=cells.n_cells,
-            n_cells_used=int(cell_counts.sum()),
-            counts="raw counts summed per window" if not allow_non_integer else "values summed per window",
-            dask=_dask_provenance(scheduler, cells, memory_budget),
-        )
+        uns = _provenance(grid, cells, int(cell_counts.sum()), allow_non_integer, scheduler, memory_budget)
         genes_out = cells.genes[gene_index]
         state_sums = truths[1] if len(truths) > 1 else None
         skeleton = assemble_spots(spot_keys, grid, cell_counts, state_sums, cells.cell_types, genes_out, None, uns)
@@ -344,6 +348,22 @@ def build_spots_store(
         n_genes=done["n_genes"],
         count_passes=done["passes"],
         seconds=time.perf_counter() - started,
+    )
+
+
+def _provenance(
+    grid: Grid, cells: LazyCells, n_used: int, allow_non_integer: bool, scheduler: Scheduler, memory_budget: int
+) -> dict[str, Any]:
+    """uns['pseudospots'] of a store built here: the grid's, and how Dask built it."""
+    return provenance(
+        grid,
+        engine="dask",
+        cell_type_key=cells.cell_type_key,
+        source=cells.source,
+        n_cells_in=cells.n_cells,
+        n_cells_used=n_used,
+        counts="raw counts summed per window" if not allow_non_integer else "values summed per window",
+        dask=_dask_provenance(scheduler, cells, memory_budget),
     )
 
 

@@ -6,7 +6,7 @@
 - `memory`: what each task's job asks for, raised after running out;
 - `records`: OUT/slurm/submissions.json and the states sacct/squeue report;
 - `status`: those states mapped onto the tasks;
-- `dask`: the profile as the Dask workers' SLURM jobs;
+- `dask`: the profile as the Dask workers' SLURM jobs, and their `dask_jobqueue.SLURMCluster`;
 - `profile`: the cluster profile (hpc/profiles/*.yaml) every job's resources come from.
 """
 
@@ -19,6 +19,7 @@ from pydantic import model_validator
 from toolkit.backends.common import JobOptions
 from toolkit.backends.core import Context
 from toolkit.backends.slurm import submit
+from toolkit.backends.slurm.dask import dask_cluster
 from toolkit.backends.slurm.jobs import finish_sweep
 from toolkit.backends.slurm.profile import load_profile
 from toolkit.backends.slurm.records import read_submissions
@@ -27,7 +28,7 @@ from toolkit.config import PlainPath
 from toolkit.layout import OutputLayout
 from toolkit.sweep import Task
 
-__all__ = ["Options", "check", "describe", "dispatch", "finish", "refine_states"]
+__all__ = ["Options", "check", "dask_cluster", "describe", "dispatch", "finish", "refine_states"]
 
 
 class Options(JobOptions):

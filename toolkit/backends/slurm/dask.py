@@ -1,6 +1,7 @@
-"""A cluster profile as the keyword arguments of `dask_jobqueue.SLURMCluster`: Dask workers as SLURM jobs.
+"""Dask workers as SLURM jobs: a cluster profile as the keyword arguments of `dask_jobqueue.SLURMCluster`,
+and the cluster itself (the SLURM backend's `dask_cluster`, opened by backends.dask_scheduler).
 
-Why here: the grid builder takes whatever Dask scheduler it is given (toolkit.pseudospots.dask_cluster)
+Why here: the grid builder takes whatever Dask scheduler it is given (toolkit.pseudospots.scheduler)
 and knows nothing of SLURM; how a cluster is asked for jobs is the SLURM backend's knowledge, so the
 profile that gives every sweep job its partition, account, CPUs, memory, time, setup lines and image
 gives the Dask workers theirs too. Worker jobs need no GPU.
@@ -15,6 +16,7 @@ from typing import Any
 
 from toolkit.backends import apptainer
 from toolkit.backends.slurm.profile import SlurmProfile
+from toolkit.errors import SpotsweepError
 
 
 def cluster_options(profile: SlurmProfile, binds: list[str] | None = None) -> dict[str, Any]:
@@ -44,3 +46,21 @@ def cluster_options(profile: SlurmProfile, binds: list[str] | None = None) -> di
     else:
         options["python"] = profile.python or shlex.quote(sys.executable)
     return options
+
+
+def jobqueue_cluster(options: dict[str, Any]) -> Any:
+    """A `dask_jobqueue.SLURMCluster` of these keyword arguments, no worker job submitted yet."""
+    from dask_jobqueue import SLURMCluster
+
+    try:
+        return SLURMCluster(**options)
+    except (TypeError, ValueError) as exc:
+        reason = f"cluster options {options}: SLURMCluster refuses them ({exc}); fix the options."
+        raise SpotsweepError(reason) from None
+
+
+def dask_cluster(options: dict[str, Any], n_workers: int | None = None) -> Any:
+    """The SLURM backend's Dask cluster for `prepare.scheduler: slurm`: `n_workers` worker jobs (at least one)."""
+    cluster = jobqueue_cluster(options)
+    cluster.scale(n_workers or 1)
+    return cluster

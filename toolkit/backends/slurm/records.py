@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -170,6 +171,20 @@ def _run(command: list[str]) -> str | None:
     return result.stdout if result.returncode == 0 else None
 
 
+def _rows(output: str | None, job_names: dict[str, str], n_fields: int) -> Iterator[tuple[str, str, str]]:
+    """(array element or job id, state, exit code or "") of each row of sacct's or squeue's `|`-separated
+    output (JobID|JobName|State[|ExitCode]) whose job name is the recorded one."""
+    for line in (output or "").splitlines():
+        parts = line.split("|")
+        if len(parts) < n_fields:
+            continue
+        job_id, name, state = parts[:3]
+        if job_names.get(job_id.split("_")[0]) not in (None, name):
+            continue
+        for element in _expand(job_id):
+            yield element, state, parts[3] if n_fields > 3 else ""
+
+
 def query(job_names: dict[str, str]) -> dict[str, JobState]:
     """States of the given jobs (id -> expected name); array jobs come back per element (A_i).
 
@@ -180,31 +195,13 @@ def query(job_names: dict[str, str]) -> dict[str, JobState]:
         return {}
     ids = ",".join(sorted(job_names))
     states: dict[str, JobState] = {}
-    answered = False
-    output = _run(["sacct", "-X", "-n", "-P", "-o", "JobID,JobName,State,ExitCode", "-j", ids])
-    if output is not None:
-        answered = True
-        for line in output.splitlines():
-            parts = line.split("|")
-            if len(parts) < 4:
-                continue
-            job_id, name, state, exit_code = parts[:4]
-            if job_names.get(job_id.split("_")[0]) not in (None, name):
-                continue
-            for element in _expand(job_id):
-                states[element] = JobState(element, state.split()[0] if state else "UNKNOWN", exit_code)
-    output = _run(["squeue", "-h", "-r", "-o", "%i|%j|%T", "-j", ids])
-    if output is not None:
-        answered = True
-        for line in output.splitlines():
-            parts = line.split("|")
-            if len(parts) < 3:
-                continue
-            job_id, name, state = parts[:3]
-            if job_names.get(job_id.split("_")[0]) not in (None, name):
-                continue
-            for element in _expand(job_id):
-                states.setdefault(element, JobState(element, state))
+    sacct = _run(["sacct", "-X", "-n", "-P", "-o", "JobID,JobName,State,ExitCode", "-j", ids])
+    for element, state, exit_code in _rows(sacct, job_names, 4):
+        states[element] = JobState(element, state.split()[0] if state else "UNKNOWN", exit_code)
+    squeue = _run(["squeue", "-h", "-r", "-o", "%i|%j|%T", "-j", ids])
+    for element, state, _ in _rows(squeue, job_names, 3):
+        states.setdefault(element, JobState(element, state))
+    answered = sacct is not None or squeue is not None
     if not answered:
         raise SchedulerUnavailable("neither sacct nor squeue answered")
     return states

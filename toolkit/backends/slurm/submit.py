@@ -8,11 +8,12 @@ cluster's MaxArraySize becomes several arrays, sharing the parallelism limit.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import submitit
@@ -20,6 +21,7 @@ import submitit
 from toolkit.backends import apptainer
 from toolkit.backends.common import input_files, needs_prepare
 from toolkit.backends.core import Context, Execution, watch
+from toolkit.backends.dask_scheduler import DaskCluster, prepare_cluster
 from toolkit.backends.slurm import memory, records
 from toolkit.backends.slurm.dask import cluster_options
 from toolkit.backends.slurm.jobs import SweepTask, finish_sweep
@@ -40,26 +42,6 @@ def _python(sweep: SweepConfig, profile: SlurmProfile, layout: OutputLayout) -> 
         binds = apptainer.job_binds(layout.root, [*sweep.executor.binds, *profile.binds], input_files(sweep))
         return apptainer.python_command(Path(image), binds, slurm=True)
     return profile.python or shlex.quote(sys.executable)
-
-
-def _executor(
-    layout: OutputLayout, profile: SlurmProfile, python: str, mem_gb: float | None, **parameters: object
-) -> submitit.SlurmExecutor:
-    """A fresh executor per job kind (submitit parameters persist across submits)."""
-    executor = submitit.SlurmExecutor(
-        folder=layout.logs / "slurm" / "%j", max_num_timeout=profile.max_timeouts, python=python
-    )
-    common: dict[str, object] = {
-        "partition": profile.partition,
-        "account": profile.account,
-        "qos": profile.qos,
-        "cpus_per_task": profile.cpus_per_task,
-        "signal_delay_s": profile.signal_delay_s,
-        "setup": list(profile.setup) or None,
-        "mem": memory.mem_option(mem_gb) if mem_gb is not None else None,
-    }
-    executor.update_parameters(**{key: value for key, value in {**common, **parameters}.items() if value is not None})
-    return executor
 
 
 def _gpu_parameters(profile: SlurmProfile, gpus: int) -> dict[str, object]:
@@ -96,123 +78,131 @@ def submit(
 
     `task_memory` (task id -> GB) is what each task's job asks for; by default the profile's mem_gb.
     """
-    submitted: list[str] = []
-    task_memory = task_memory or {}
+    chain = _Chain(sweep, layout, profile)
     try:
-        return _submit_chain(sweep, layout, to_run, profile, parallel, report, submitted, task_memory)
+        return chain.submit(to_run, parallel, report, task_memory or {})
     except BaseException:
-        if submitted:  # a half-submitted chain would run without its aggregate (or its array)
-            subprocess.run(["scancel", *submitted], check=False, capture_output=True)
+        if chain.submitted:  # a half-submitted chain would run without its aggregate (or its array)
+            subprocess.run(["scancel", *chain.submitted], check=False, capture_output=True)
         raise
 
 
-def _submit_chain(
-    sweep: SweepConfig,
-    layout: OutputLayout,
-    to_run: list[Task],
-    profile: SlurmProfile,
-    parallel: int,
-    report: bool,
-    submitted: list[str],
-    task_memory: dict[str, float | None],
-) -> records.Submission:
-    name = f"spotsweep-{sweep.name}"
-    extra = dict(profile.sbatch)
-    root = str(layout.root.resolve())
-    gpus = _gpu_parameters(profile, profile.gpus_per_task)
-    python = _python(sweep, profile, layout)
+class _Chain:
+    """One submission: what its jobs share (name, python, profile, GPUs), and the ids submitted so far,
+    which `submit` cancels should a later job of the chain be refused."""
 
-    prepare_id = ""
-    after_prepare: dict[str, str] = {}
-    if needs_prepare(sweep, layout, to_run):
-        prepare_executor = _executor(
-            layout,
-            profile,
-            python,
-            profile.prepare_mem_gb or profile.mem_gb,
-            job_name=f"{name}-prepare",
-            time=profile.prepare_time_min,
-            additional_parameters=extra,
-            **gpus,
+    def __init__(self, sweep: SweepConfig, layout: OutputLayout, profile: SlurmProfile) -> None:
+        self.sweep, self.layout, self.profile = sweep, layout, profile
+        self.submitted: list[str] = []
+        self.name = f"spotsweep-{sweep.name}"
+        self.root = str(layout.root.resolve())
+        self.python = _python(sweep, profile, layout)
+        self.gpus = _gpu_parameters(profile, profile.gpus_per_task)
+
+    def submit(
+        self, to_run: list[Task], parallel: int, report: bool, task_memory: dict[str, float | None]
+    ) -> records.Submission:
+        """Prepare (if needed) -> the arrays -> aggregate, recorded in OUT/slurm/submissions.json."""
+        prepare_id = self.submit_prepare(to_run)
+        arrays = self.submit_arrays(to_run, parallel, task_memory, prepare_id)
+        aggregate_id = self.submit_aggregate([prepare_id, *(array.job_id for array in arrays)], report)
+        submission = records.Submission(
+            number=len(records.read_submissions(self.layout)) + 1,
+            time=time.time(),
+            name=self.name,
+            folder=str(self.layout.logs.resolve() / "slurm" / "%j"),
+            prepare=prepare_id,
+            arrays=arrays,
+            aggregate=aggregate_id,
         )
-        dask_options = None
-        if sweep.prepare.scheduler == "slurm":  # the grid's Dask workers as jobs with the profile's resources
-            binds = [*sweep.executor.binds, *(str(p.resolve().parent) for p in input_files(sweep)), root]
-            dask_options = cluster_options(profile, binds)
-        prepare_job = prepare_executor.submit(
-            prepare, sweep.model_dump(mode="json"), [task.to_dict() for task in to_run], root, dask_options
-        )
-        prepare_id = prepare_job.job_id
-        submitted.append(prepare_id)
-        after_prepare = {"dependency": f"afterok:{prepare_id}", "kill-on-invalid-dep": "yes"}
+        records.record_submission(self.layout, submission)
+        return submission
 
-    chunks = [
-        (mem_gb, chunk)
-        for mem_gb, group in memory.by_request(to_run, {t.id: task_memory.get(t.id, profile.mem_gb) for t in to_run})
-        for chunk in _chunks(group, profile.max_array_size * profile.pack)
-    ]
-    task_runner = _task_runner(root, profile)
-    arrays: list[records.ArrayRecord] = []
-    for mem_gb, chunk in chunks:
-        array_executor = _executor(
-            layout,
-            profile,
-            python,
-            mem_gb,
-            job_name=f"{name}-tasks",
-            time=profile.time_min,
-            array_parallelism=max(1, parallel // len(chunks)),
-            additional_parameters={**extra, **after_prepare},
-            **gpus,
-        )
-        if profile.pack == 1:
-            elements: list[object] = [task.to_dict() for task in chunk]
-        else:
-            elements = [[task.to_dict() for task in pack] for pack in _chunks(chunk, profile.pack)]
-        jobs = array_executor.map_array(task_runner, elements)
-        arrays.append(
-            records.ArrayRecord(jobs[0].job_id.split("_")[0], [task.id for task in chunk], profile.pack, mem_gb)
-        )
-        submitted.append(arrays[-1].job_id)
+    def executor(
+        self, role: str, mem_gb: float | None, time_min: int, after: dict[str, str], **parameters: object
+    ) -> submitit.SlurmExecutor:
+        """A fresh executor per job kind (submitit parameters persist across submits)."""
+        profile = self.profile
+        folder = self.layout.logs / "slurm" / "%j"
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=profile.max_timeouts, python=self.python)
+        common: dict[str, object] = {
+            "partition": profile.partition,
+            "account": profile.account,
+            "qos": profile.qos,
+            "cpus_per_task": profile.cpus_per_task,
+            "signal_delay_s": profile.signal_delay_s,
+            "setup": list(profile.setup) or None,
+            "mem": memory.mem_option(mem_gb) if mem_gb is not None else None,
+            "job_name": f"{self.name}-{role}",
+            "time": time_min,
+            "additional_parameters": {**profile.sbatch, **after},
+        }
+        chosen = {key: value for key, value in {**common, **parameters}.items() if value is not None}
+        executor.update_parameters(**chosen)
+        return executor
 
-    after = ":".join([job for job in (prepare_id, *(array.job_id for array in arrays)) if job])
-    aggregate_executor = _executor(
-        layout,
-        profile,
-        python,
-        profile.aggregate_mem_gb or profile.mem_gb,
-        job_name=f"{name}-aggregate",
-        time=profile.aggregate_time_min,
-        cpus_per_task=1,
-        additional_parameters={**extra, "dependency": f"afterany:{after}"},
-    )
-    aggregate_job = aggregate_executor.submit(finish_sweep, root, report)
+    def submit_prepare(self, to_run: list[Task]) -> str:
+        """The prepare job, if the inputs need one: its id, or ""."""
+        sweep, profile = self.sweep, self.profile
+        if not needs_prepare(sweep, self.layout, to_run):
+            return ""
+        mem_gb = profile.prepare_mem_gb or profile.mem_gb
+        executor = self.executor("prepare", mem_gb, profile.prepare_time_min, {}, **self.gpus)
+        tasks = [task.to_dict() for task in to_run]
+        job = executor.submit(prepare, sweep.model_dump(mode="json"), tasks, self.root, self.dask_cluster())
+        self.submitted.append(job.job_id)
+        return job.job_id
 
-    submission = records.Submission(
-        number=len(records.read_submissions(layout)) + 1,
-        time=time.time(),
-        name=name,
-        folder=str(layout.logs.resolve() / "slurm" / "%j"),
-        prepare=prepare_id,
-        arrays=arrays,
-        aggregate=aggregate_job.job_id,
-    )
-    records.record_submission(layout, submission)
-    return submission
+    def dask_cluster(self) -> DaskCluster:
+        """Where the prepare job builds its grids; with `prepare.scheduler: slurm` the Dask workers are jobs
+        with the profile's resources, binding what the sweep's jobs bind."""
+        sweep = self.sweep
+        if sweep.prepare.scheduler != "slurm":
+            return prepare_cluster(sweep)
+        binds = [*sweep.executor.binds, *(str(p.resolve().parent) for p in input_files(sweep)), self.root]
+        return prepare_cluster(sweep, cluster_options(self.profile, binds))
+
+    def submit_arrays(
+        self, to_run: list[Task], parallel: int, task_memory: dict[str, float | None], prepare_id: str
+    ) -> list[records.ArrayRecord]:
+        """One array per memory request (and per MaxArraySize), after the prepare job; parallelism shared."""
+        profile = self.profile
+        after = {"dependency": f"afterok:{prepare_id}", "kill-on-invalid-dep": "yes"} if prepare_id else {}
+        requests = {task.id: task_memory.get(task.id, profile.mem_gb) for task in to_run}
+        chunks = [
+            (mem_gb, chunk)
+            for mem_gb, group in memory.by_request(to_run, requests)
+            for chunk in _chunks(group, profile.max_array_size * profile.pack)
+        ]
+        task_runner = _task_runner(self.root, profile)
+        arrays: list[records.ArrayRecord] = []
+        for mem_gb, chunk in chunks:
+            share = max(1, parallel // len(chunks))
+            executor = self.executor("tasks", mem_gb, profile.time_min, after, array_parallelism=share, **self.gpus)
+            if profile.pack == 1:
+                elements: list[object] = [task.to_dict() for task in chunk]
+            else:
+                elements = [[task.to_dict() for task in pack] for pack in _chunks(chunk, profile.pack)]
+            jobs = executor.map_array(task_runner, elements)
+            job_id = jobs[0].job_id.split("_")[0]
+            arrays.append(records.ArrayRecord(job_id, [task.id for task in chunk], profile.pack, mem_gb))
+            self.submitted.append(job_id)
+        return arrays
+
+    def submit_aggregate(self, before: list[str], report: bool) -> str:
+        """The aggregate job, after every job before it whatever their outcome."""
+        profile = self.profile
+        after = {"dependency": "afterany:" + ":".join(job for job in before if job)}
+        mem_gb = profile.aggregate_mem_gb or profile.mem_gb
+        executor = self.executor("aggregate", mem_gb, profile.aggregate_time_min, after, cpus_per_task=1)
+        return executor.submit(finish_sweep, self.root, report).job_id
 
 
-def _submit_or_explain(
-    sweep: SweepConfig,
-    layout: OutputLayout,
-    to_run: list[Task],
-    profile: SlurmProfile,
-    parallel: int,
-    report: bool,
-    task_memory: dict[str, float | None],
-) -> records.Submission:
-    """`submit`, with sbatch's refusals and a missing SLURM turned into one sentence each."""
+@contextlib.contextmanager
+def _sbatch_explained() -> Iterator[None]:
+    """sbatch's refusals and a missing SLURM, each turned into one sentence."""
     try:
-        return submit(sweep, layout, to_run, profile, parallel, report, task_memory)
+        yield
     except submitit.core.utils.FailedJobError as exc:
         last = (str(exc).strip().splitlines() or ["no message"])[-1]
         raise SpotsweepError(
@@ -233,7 +223,8 @@ def dispatch(context: Context, to_run: list[Task], profile: SlurmProfile) -> Slu
     states = scheduled_states(layout, to_run)
     parallel = context.parallel or profile.array_parallelism
     task_memory = memory.task_memory(states, profile, records.read_submissions(layout))
-    submission = _submit_or_explain(sweep, layout, to_run, profile, parallel, context.report, task_memory)
+    with _sbatch_explained():
+        submission = submit(sweep, layout, to_run, profile, parallel, context.report, task_memory)
     return SlurmJobs(layout, to_run, submission, profile.checkpoint_every_epochs)
 
 
