@@ -249,7 +249,7 @@ def test_a_second_run_is_refused_and_a_killed_launchers_task_is_not_trained_twic
         while not layout.progress(task.id).exists():
             assert launcher.poll() is None and time.monotonic() < deadline, "the task never started training"
             time.sleep(0.2)
-        with pytest.raises(SpotsweepError, match="another `spotsweep run` is working in this output folder"):
+        with pytest.raises(SpotsweepError, match="another `spotsweep run` or `tune` is working in this output folder"):
             run_sweep(parse_sweep(data, "t"))
         launcher.kill()  # the launcher alone: its task process trains on, an orphan
         launcher.wait()

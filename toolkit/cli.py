@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from toolkit.cli_options import Container, Executor, Out, Profile
 from toolkit.errors import SpotsweepError
 
 if TYPE_CHECKING:
@@ -211,20 +212,18 @@ SETTINGS_EPILOG = (
 @app.command(epilog=SETTINGS_EPILOG)
 def run(
     sweep: Annotated[Path, typer.Argument(metavar="SWEEP", help="Sweep file (YAML), e.g. sweeps/demo.yaml.")],
-    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: the sweep file's 'output').")] = None,
+    out: Out = None,
     retry_failed: Annotated[bool, typer.Option(help="Also rerun tasks that failed before.")] = False,
     max_parallel: Annotated[
         Optional[int], typer.Option(metavar="N", min=1, help="Tasks running at once (SLURM: array %N).")
     ] = None,
-    executor: Annotated[Optional[str], typer.Option(help="local or slurm (default: the sweep file's).")] = None,
-    profile: Annotated[
-        Optional[Path], typer.Option(help="SLURM cluster profile, e.g. hpc/profiles/gpu-cluster.yaml.")
-    ] = None,
+    executor: Executor = None,
+    profile: Profile = None,
     wait: Annotated[
         Optional[bool],
         typer.Option("--wait/--no-wait", help="SLURM: wait with a progress bar (default when interactive)."),
     ] = None,
-    container: Annotated[Optional[Path], typer.Option(help="Run every job inside this Apptainer image (.sif).")] = None,
+    container: Container = None,
     max_tasks: Annotated[
         int, typer.Option(metavar="N", min=1, help="Refuse a sweep of more tasks than this.")
     ] = 10_000,

@@ -9,7 +9,9 @@ states.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -185,11 +187,26 @@ def run_sweep(
     A finished task of an input changed since is refused unless `rerun_changed` (toolkit.freshness); another
     sweep's output folder unless `merge`.
     """
+    check_size(sweep, max_tasks)
+    with claimed_output(sweep, out) as (_, layout):
+        tasks = expand(sweep)
+        record = sweep_record(sweep, tasks, layout, merge=merge)
+        check_inputs(sweep.datasets, tasks, layout, rerun_changed=rerun_changed)
+        write_json(layout.sweep_file, record)
+        return core.run(
+            sweep, layout, tasks, retry_failed=retry_failed, max_parallel=max_parallel, report=report, wait=wait
+        )
+
+
+@contextlib.contextmanager
+def claimed_output(sweep: SweepConfig, out: Path | None) -> Iterator[tuple[ModuleType, OutputLayout]]:
+    """The sweep's backend (its options checked) and its output folder, held for this launcher alone while
+    the block runs: `spotsweep run` and `tune` both start every task of the folder, so two at once would
+    start each twice."""
     runner = backend_for(sweep.executor.kind)
     check_applicable(sweep.executor)
     runner.check(sweep.executor)
     layout = OutputLayout(Path(out or sweep.output))
-    check_size(sweep, max_tasks)
     check_output(layout.root)
     check_inputs_apart(sweep, layout)
     layout.root.mkdir(parents=True, exist_ok=True)
@@ -198,17 +215,11 @@ def run_sweep(
         lock.acquire(timeout=0)
     except Timeout:
         raise SpotsweepError(
-            f"{layout.root}: another `spotsweep run` is working in this output folder; wait for it to end "
-            "(`spotsweep status` shows its tasks) rather than start every task twice."
+            f"{layout.root}: another `spotsweep run` or `tune` is working in this output folder; wait for it to "
+            "end (`spotsweep status` shows its tasks) rather than start its tasks twice."
         ) from None
     try:
-        tasks = expand(sweep)
-        record = sweep_record(sweep, tasks, layout, merge=merge)
-        check_inputs(sweep.datasets, tasks, layout, rerun_changed=rerun_changed)
-        write_json(layout.sweep_file, record)
-        return core.run(
-            sweep, layout, tasks, retry_failed=retry_failed, max_parallel=max_parallel, report=report, wait=wait
-        )
+        yield runner, layout
     finally:
         lock.release()
 

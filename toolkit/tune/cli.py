@@ -7,21 +7,21 @@ from typing import Annotated, Optional
 
 import typer
 
+from toolkit.cli_options import Container, Executor, Out, Profile
+
 
 def tune(
     sweep: Annotated[Path, typer.Argument(metavar="SWEEP", help="Sweep file (YAML) with a `search:` block.")],
     trials: Annotated[
         int, typer.Option(metavar="N", min=1, help="Trials of the study in all: the same command resumes it.")
     ],
-    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: the sweep file's 'output').")] = None,
+    out: Out = None,
     max_parallel: Annotated[
         Optional[int], typer.Option(metavar="N", min=1, help="Trials running at once (default: executor's).")
     ] = None,
-    executor: Annotated[Optional[str], typer.Option(help="local or slurm (default: the sweep file's).")] = None,
-    profile: Annotated[
-        Optional[Path], typer.Option(help="SLURM cluster profile, e.g. hpc/profiles/gpu-cluster.yaml.")
-    ] = None,
-    container: Annotated[Optional[Path], typer.Option(help="Run every job inside this Apptainer image (.sif).")] = None,
+    executor: Executor = None,
+    profile: Profile = None,
+    container: Container = None,
     seed: Annotated[
         Optional[int], typer.Option(metavar="N", min=0, help="The tuner's seed (default: the search block's).")
     ] = None,

@@ -15,11 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from filelock import FileLock, Timeout
-
 from toolkit.backends import core
 from toolkit.errors import SpotsweepError
-from toolkit.launch import backend_for, check_applicable, check_inputs_apart, check_output, record_sweep
+from toolkit.launch import claimed_output, record_sweep
 from toolkit.layout import OutputLayout
 from toolkit.status import task_state
 from toolkit.sweep import Task
@@ -77,22 +75,7 @@ def tune(
     grid = searched_grid(sweep, source)
     search = grid.search
     assert search is not None
-    runner = backend_for(sweep.executor.kind)
-    check_applicable(sweep.executor)
-    runner.check(sweep.executor)
-    layout = OutputLayout(Path(out or sweep.output))
-    check_output(layout.root)
-    check_inputs_apart(sweep, layout)
-    layout.root.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(layout.root / ".run.lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise SpotsweepError(
-            f"{layout.root}: another `spotsweep run` or `tune` is working in this output folder; wait for it to "
-            "end (`spotsweep status` shows its tasks) rather than start its tasks twice."
-        ) from None
-    try:
+    with claimed_output(sweep, out) as (runner, layout):
         study = open_study(layout, sweep.name, search)
         parallel = max_parallel or getattr(sweep.executor, "max_parallel", None) or 1
         loop = Loop(sweep, layout, study, grid, parallel, say)
@@ -101,8 +84,6 @@ def tune(
         runner.finish(layout, report)
         write_tune_report(layout, study, search, report)
         return TuneSummary(count_trials(study), time.perf_counter() - start, best_trials(study))
-    finally:
-        lock.release()
 
 
 class Loop:
