@@ -448,3 +448,11 @@ def test_e3_and_e6_sides_pick_their_own_setting_of_drop_last_and_reference_seed(
     seeds = xr.concat([kept, dropped], dim=xr.DataArray([0, 1], dims="reference_seed", name="reference_seed"))
     table = findings.reference_seed_table("starmap-189-reference-seed", seeds)
     assert "| 16 | 0.800 +- 0.005 (n=3) | 0.900 +- 0.005 (n=3) | 0.071 | 0.005 |" in table
+
+
+def test_the_three_batch_check_takes_the_batches_nearest_n_over_20_10_and_5() -> None:
+    advice = _study_module("advice")
+    record = advice.Advice("starmap-189", 189, "2022", "both", 16, np.array([0.8]), {}, [16],
+                           [4, 8, 12, 16, 18, 32, 48, 64, 128], {}, "")  # fmt: skip
+    assert advice.checked(record) == [8, 18, 32]
+    assert advice.checked(replace(record, spots=2692, batches=[32, 64, 128, 256, 512, 1024])) == [128]

@@ -1,8 +1,10 @@
 """The findings of results/study-2022/README.md, read from the committed summary.nc files alone.
 
     .venv/bin/python results/study-2022/findings.py           # prints every generated block (markdown)
-    .venv/bin/python results/study-2022/findings.py --check   # exit 1 if a block in the README differs
-    .venv/bin/python results/study-2022/findings.py --write   # put the blocks into the README
+    .venv/bin/python results/study-2022/findings.py --check   # exit 1 if a block in a README differs
+    .venv/bin/python results/study-2022/findings.py --write   # put the blocks into the READMEs
+
+The answer that opens the repository's README is a block too (advice.py: what batch size to use).
 
 Each of the study's claims is one `Claim` in CLAIMS: a contrast between two settings (`Side`s) and the
 study's direction, judged by the one rule of contrasts.py (its words, `contrasts.RULE`, are a block of the
@@ -921,76 +923,25 @@ def blocks() -> dict[str, str]:
     names = {*EXPERIMENTS, *MERFISH, "starmap-189-last-batch", GPU}
     summaries = {name: load(name) for name in names}
     out = {"rule": RULE, "findings": findings_block(summaries), "comparisons": comparisons_block(summaries)}
+    from advice import advice_block, answer_block  # advice.py reads this module's tables: imported once it is
+
     out["advice"] = advice_block(summaries)
+    out["answer"] = answer_block(summaries)
     for name in EXPERIMENTS:
         out[f"experiment {name}"] = experiment_block(name, summaries[name])
     return out
 
 
-ADVICE_EXPERIMENTS = (
-    "starmap-57", "starmap-57-seeds", "starmap-189", "starmap-189-seeds", "starmap-189-current",
-    "starmap-189-reference-shift", "starmap-like", "merfish-scaled",
-)  # fmt: skip
-"""Where a batch-size rule can be judged: experiments sweeping the batch at one epoch budget."""
-RULES = {
-    "min(n/10, 128)": lambda n: min(n // 10, 128),
-    "min(n/20 + 3, 128)": lambda n: min(n // 20 + 3, 128),
-}
-"""Batch-size rules: the study's, and openproblems' (its destVI runs use min(n_spots / 20 + 3, 128))."""
-
-
-def advice_rows(name: str, summary: xr.Dataset) -> list[str]:
-    """One row per reference (dataset), variant and amortization: the best batch by mean, the batches the
-    rule does not resolve below it, and where each batch-size rule lands."""
-    frame = settings(name, summary)
-    frame = frame[frame["max_epochs"] == base_epochs(summary)]
-    spots = n_spots(summary)
-    nnls = pick(summary, {"method": "control", "variant": "nnls"})
-    nnls_value = _measure(name, nnls).where(nnls["status"] == "done").values
-    nnls_text = fmt(float(np.nanmean(nnls_value)), 3) if np.isfinite(nnls_value).any() else "not run"
-    rows = []
-    for (dataset, variant, amortization), part in frame.groupby(["dataset", "variant", "amortization"]):
-        used = {b: int(g["used"].max()) for b, g in part.groupby("batch_size")}
-        by_batch = {used[b]: g["value"].to_numpy() for b, g in part.groupby("batch_size")}
-        best = max(by_batch, key=lambda b: by_batch[b].mean())
-        near = [b for b in sorted(by_batch) if b == best or resolved(compare(by_batch[b], by_batch[best])) != -1]
-        cells = []
-        for rule in RULES.values():
-            batch = rule(spots)
-            if batch not in by_batch:
-                cells.append(f"{batch}: not run")
-            else:
-                contrast = compare(by_batch[batch], by_batch[best])
-                words = (
-                    "the best"
-                    if batch == best
-                    else ("resolved below" if resolved(contrast) == -1 else "not resolved below")
-                )
-                cells.append(f"{batch}: {fmt(contrast.mean_a, 3)}, {words}")  # fmt: skip
-        where = f"{name} ({SHIFTS[dataset]})" if dataset in SHIFTS else name
-        rows.append(
-            f"| {where} | {spots:,} | {variant} | {amortization} | {best}: {cell(by_batch[best])} | "
-            f"{', '.join(str(b) for b in near)} of {', '.join(str(b) for b in sorted(by_batch))} | "
-            + " | ".join(cells) + f" | {nnls_text} |"
-        )  # fmt: skip
-    return rows
-
-
-def advice_block(summaries: Mapping[str, xr.Dataset | None]) -> str:
-    """The evidence behind "what batch size to use": every batch sweep, all its seeds, judged by the one rule."""
-    lines = [
-        "| experiment | spots | destVI | amortization | best batch by mean | batches not resolved below the best "
-        "(of those run) | " + " | ".join(RULES) + " | NNLS control |",
-        "| --- | ---: | --- | --- | --- | --- |" + " --- |" * (len(RULES) + 1),
-    ]  # fmt: skip
-    for name in ADVICE_EXPERIMENTS:
-        if (summary := summaries.get(name)) is not None:
-            lines += advice_rows(name, summary)
-    return "\n".join(lines)
-
-
 def markers(name: str) -> tuple[str, str]:
     return f"<!-- findings.py: {name} begin -->", f"<!-- findings.py: {name} end -->"
+
+
+READMES = {"answer": HERE.parent.parent / "README.md"}
+"""Blocks written into another README than this folder's: the answer opens the repository's README."""
+
+
+def readme_of(name: str) -> Path:
+    return READMES.get(name, HERE / "README.md")
 
 
 def put(readme: str, name: str, block: str) -> str:
@@ -998,32 +949,35 @@ def put(readme: str, name: str, block: str) -> str:
     begin, end = markers(name)
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
     if not pattern.search(readme):
-        sys.exit(f"results/study-2022/README.md: no '{begin}' ... '{end}'; add them where the block belongs.")
+        where = readme_of(name).relative_to(HERE.parent.parent)
+        sys.exit(f"{where}: no '{begin}' ... '{end}'; add them where the block belongs.")
     return pattern.sub(lambda _: f"{begin}\n{block}\n{end}", readme, count=1)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="compare with the blocks in README.md")
-    parser.add_argument("--write", action="store_true", help="replace the blocks in README.md")
+    parser.add_argument("--check", action="store_true", help="compare with the blocks in the READMEs")
+    parser.add_argument("--write", action="store_true", help="replace the blocks in the READMEs")
     args = parser.parse_args()
     current = blocks()
     if not (args.check or args.write):
         print("\n\n".join(f"{markers(name)[0]}\n{block}\n{markers(name)[1]}" for name, block in current.items()))
         return
-    path = HERE / "README.md"
-    readme = path.read_text()
-    expected = readme
-    for name, block in current.items():
-        expected = put(expected, name, block)
-    if args.write:
-        write_atomically(path, lambda tmp: tmp.write_text(expected))  # never half a README
-        print("wrote the findings blocks into results/study-2022/README.md")
-        return
-    if expected != readme:
-        differ = [name for name, block in current.items() if put(readme, name, block) != readme]
-        sys.exit(f"results/study-2022/README.md: {', '.join(differ)} differ from findings.py's; run it with --write.")
-    print("the README's findings blocks are what findings.py computes")
+    for path in sorted({readme_of(name) for name in current}):
+        mine = {name: block for name, block in current.items() if readme_of(name) == path}
+        where = path.relative_to(HERE.parent.parent)
+        readme = path.read_text()
+        expected = readme
+        for name, block in mine.items():
+            expected = put(expected, name, block)
+        if args.write:
+            write_atomically(path, lambda tmp, text=expected: tmp.write_text(text))  # never half a README
+            print(f"wrote the findings blocks into {where}")
+        elif expected != readme:
+            differ = [name for name, block in mine.items() if put(readme, name, block) != readme]
+            sys.exit(f"{where}: {', '.join(differ)} differ from findings.py's; run it with --write.")
+    if args.check:
+        print("the READMEs' findings blocks are what findings.py computes")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,291 @@
+"""What batch size to use: the evidence table behind the answer, and the five-line answer the repository's
+README opens with, both computed from the committed summaries (findings.py writes them into the READMEs).
+
+Every number in the answer is read here, with findings.py's measure and its one verdict rule; its words
+only join them, and say "not run yet" or "so far" where an experiment is missing or unfinished.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+from contrasts import compare, resolved
+from findings import (
+    CLAIMS,
+    COMPARISONS,
+    E1,
+    EXPERIMENTS,
+    SHIFTS,
+    _batch_key,
+    _measure,
+    at_budget_side,
+    base_epochs,
+    cell,
+    fmt,
+    judge,
+    n_spots,
+    pick,
+    settings,
+    side_seeds,
+)
+
+ADVICE_EXPERIMENTS = (
+    "starmap-57", "starmap-57-seeds", "starmap-189", "starmap-189-seeds", "starmap-189-current",
+    "starmap-189-reference-shift", "starmap-like", "merfish-scaled",
+)  # fmt: skip
+"""Where a batch-size rule can be judged: experiments sweeping the batch at one epoch budget."""
+RULES = {
+    "min(n/10, 128)": lambda n: min(n // 10, 128),
+    "min(n/20 + 3, 128)": lambda n: min(n // 20 + 3, 128),
+}
+"""Batch-size rules: the study's, and openproblems' (its destVI runs use min(n_spots / 20 + 3, 128))."""
+
+
+@dataclass(frozen=True)
+class Advice:
+    """One batch sweep of one reference, variant and amortization, as the batch-size rules see it."""
+
+    where: str
+    spots: int
+    variant: str
+    amortization: str
+    best: int
+    best_values: np.ndarray
+    values: dict[int, np.ndarray]
+    """Every batch's per-seed values."""
+    near: list[int]
+    """The batches the rule does not resolve below the best (the best among them)."""
+    batches: list[int]
+    rules: dict[str, tuple[int, float | None, str]]
+    """Per rule: its batch, that batch's mean (None: not run) and "the best" / "(not) resolved below"."""
+    nnls: str
+
+
+def advice_records(name: str, summary: xr.Dataset) -> list[Advice]:
+    """Per reference (dataset), variant and amortization at the base epochs: the best batch by mean, the
+    batches the rule does not resolve below it, and where each batch-size rule lands."""
+    frame = settings(name, summary)
+    frame = frame[frame["max_epochs"] == base_epochs(summary)]
+    spots = n_spots(summary)
+    nnls = pick(summary, {"method": "control", "variant": "nnls"})
+    nnls_value = _measure(name, nnls).where(nnls["status"] == "done").values
+    nnls_text = fmt(float(np.nanmean(nnls_value)), 3) if np.isfinite(nnls_value).any() else "not run"
+    records = []
+    for (dataset, variant, amortization), part in frame.groupby(["dataset", "variant", "amortization"]):
+        by_batch = {int(g["used"].max()): g["value"].to_numpy() for _, g in part.groupby("batch_size")}
+        best = max(by_batch, key=lambda b: by_batch[b].mean())
+        near = [b for b in sorted(by_batch) if b == best or resolved(compare(by_batch[b], by_batch[best])) != -1]
+        rules = {}
+        for words, rule in RULES.items():
+            batch = rule(spots)
+            if batch not in by_batch:
+                rules[words] = (batch, None, "not run")
+                continue
+            below = resolved(compare(by_batch[batch], by_batch[best])) == -1
+            verdict = "the best" if batch == best else "resolved below" if below else "not resolved below"
+            rules[words] = (batch, float(by_batch[batch].mean()), verdict)
+        where = f"{name} ({SHIFTS[dataset]})" if dataset in SHIFTS else name
+        records.append(
+            Advice(
+                where,
+                spots,
+                variant,
+                amortization,
+                best,
+                by_batch[best],
+                by_batch,
+                near,
+                sorted(by_batch),
+                rules,
+                nnls_text,
+            )
+        )
+    return records
+
+
+def advice_row(record: Advice) -> str:
+    rules = [f"{batch}: not run" if mean is None else f"{batch}: {fmt(mean, 3)}, {verdict}"
+             for batch, mean, verdict in record.rules.values()]  # fmt: skip
+    return (
+        f"| {record.where} | {record.spots:,} | {record.variant} | {record.amortization} | "
+        f"{record.best}: {cell(record.best_values)} | {', '.join(map(str, record.near))} of "
+        f"{', '.join(map(str, record.batches))} | " + " | ".join(rules) + f" | {record.nnls} |"
+    )
+
+
+def all_advice(summaries: Mapping[str, xr.Dataset | None]) -> list[Advice]:
+    return [r for name in ADVICE_EXPERIMENTS if (s := summaries.get(name)) is not None for r in advice_records(name, s)]
+
+
+def advice_block(summaries: Mapping[str, xr.Dataset | None]) -> str:
+    """The evidence behind "what batch size to use": every batch sweep, all its seeds, judged by the one rule."""
+    lines = [
+        "| experiment | spots | destVI | amortization | best batch by mean | batches not resolved below the best "
+        "(of those run) | " + " | ".join(RULES) + " | NNLS control |",
+        "| --- | ---: | --- | --- | --- | --- |" + " --- |" * (len(RULES) + 1),
+    ]  # fmt: skip
+    return "\n".join(lines + [advice_row(record) for record in all_advice(summaries)])
+
+
+# --- the five-line answer -------------------------------------------------------------------------------
+
+
+def _row(says: str, summaries: Mapping[str, xr.Dataset | None]):
+    """findings.py's row of the claim or comparison that says `says`."""
+    claim = next(c for c in [*CLAIMS, *COMPARISONS] if c.says == says)
+    return judge(claim, summaries)
+
+
+def _mean(values: np.ndarray) -> str:
+    return fmt(float(values.mean()), 3) if len(values) else "n/a"
+
+
+def _verdict(outcome: str) -> str:
+    return {"A above B": "resolved above", "A below B": "resolved below"}.get(outcome, outcome)
+
+
+def _outcomes(rows: list) -> str:
+    """The rule's outcomes of parallel rows, said once where they agree."""
+    outcomes = [row.outcome for row in rows]
+    return f"{outcomes[0]} in both" if len(set(outcomes)) == 1 else " and ".join(outcomes)
+
+
+def line_189(summaries: Mapping[str, xr.Dataset | None]) -> str:
+    rows = [_row(f"batch 16 beats 128 ({am})", summaries) for am in ("both", "latent")]
+    dips = [_row(f"the dip: auto vs 16 ({am})", summaries) for am in ("both", "latent")]
+    if any(r.contrast is None for r in rows + dips):
+        return "1. **189 STARmap spots**: starmap-189 not run yet."
+    pairs = " and ".join(f"{_mean(r.a.values)} against {_mean(r.b.values)}" for r in rows)
+    rule = dips[0].a.label.split("(")[-1].strip(")")
+    return (
+        f"1. **189 STARmap spots: the study's direction, not its loss.** Batch 16 beats 128 with both "
+        f"amortizations (excitatory-layer PCC {pairs}; {_outcomes(rows)}), yet batch 128 still draws the layers, "
+        f"and the rule's batch, {rule}, falls to {_mean(dips[0].a.values)} and {_mean(dips[1].a.values)} "
+        f"(against 16: {_outcomes(dips).replace('A below B', 'resolved below')})."
+    )
+
+
+def line_steps(summaries: Mapping[str, xr.Dataset | None]) -> str:
+    summary = summaries.get(E1)
+    if summary is None:
+        return "2. **Equal steps (E1)**: not run yet."
+    at = "30,000 steps"
+    batches = sorted({str(b) for b in settings(E1, summary)["batch_size"]}, key=_batch_key)
+    parts = []
+    for am in ("both", "latent"):
+        values = {int(b): side_seeds(at_budget_side(am, int(b), at), summaries).values for b in batches}
+        values = {b: v for b, v in values.items() if len(v)}
+        if not values:
+            continue
+        listed = ", ".join(f"{b}: {_mean(v)}" for b, v in values.items())
+        best = max(values, key=lambda b: values[b].mean())
+        below = [b for b, v in values.items() if b != best and resolved(compare(v, values[best])) == -1]
+        seeds = sorted({len(v) for v in values.values()})
+        parts.append(
+            f"{am} (batch {listed}; {'-'.join(map(str, seeds))} seeds): best {best}"
+            + (f", with {', '.join(map(str, below))} resolved below it" if below else ", none resolved below it")
+        )
+    done = int((summary["status"] == "done").sum())
+    total = int((summary["status"] != "absent").sum())
+    so_far = "" if done == total else f", {done} of {total} tasks done so far"
+    return (
+        f"2. **Equal steps (E1{so_far}).** Given every batch the same {at} and the same KL warm-up in steps, "
+        "excitatory-layer PCC at the end is: " + "; ".join(parts) + ". In starmap-189 every batch had 2,500 epochs, "
+        "so batch 4 took 24x the steps of batch 128."
+    )
+
+
+def _controls(name: str, summary: xr.Dataset) -> tuple[float, int, int, float]:
+    """NNLS's measure, the destVI settings below it by mean, their number, and Cell2location's mean."""
+    frame = settings(name, summary)
+    means = frame.groupby([k for k in frame if k not in ("seed", "epochs", "steps", "used", "value")])["value"].mean()
+    nnls = pick(summary, {"method": "control", "variant": "nnls"})
+    value = float(np.nanmean(_measure(name, nnls).where(nnls["status"] == "done").values))
+    c2l = pick(summary, {"method": "cell2location", "variant": "default"})
+    c2l_value = float(np.nanmean(_measure(name, c2l).where(c2l["status"] == "done").values))
+    return value, int((means < value).sum()), len(means), c2l_value
+
+
+def line_controls(summaries: Mapping[str, xr.Dataset | None]) -> str:
+    parts, c2l = [], []
+    for name in ("starmap-57", "starmap-189"):
+        if (summary := summaries.get(name)) is None:
+            continue
+        value, below, total, c2l_value = _controls(name, summary)
+        parts.append(f"{fmt(value, 3)} on {n_spots(summary)} spots (above {below} of {total} destVI settings)")
+        c2l.append(fmt(c2l_value, 3))
+    return (
+        "3. **Controls first.** An untrained NNLS fit of each spot on the reference's mean profiles reaches "
+        + " and ".join(parts)
+        + f"; Cell2location, the study's baseline, reaches {' and '.join(c2l)}, above every destVI setting."
+    )
+
+
+CHECKED = (20, 10, 5)
+"""The three-batch check the answer proposes: the batches nearest n/20, n/10 and n/5 (at most 128)."""
+
+
+def checked(record: Advice) -> list[int]:
+    """The batches of `record`'s sweep a three-batch check would have trained: the nearest (on a log scale)
+    to n/20, n/10 and n/5, each at most 128."""
+    targets = [min(max(record.spots / d, 1), 128) for d in CHECKED]
+    return sorted({min(record.batches, key=lambda b, t=t: abs(math.log(b / t))) for t in targets})
+
+
+def line_advice(summaries: Mapping[str, xr.Dataset | None]) -> str:
+    records = all_advice(summaries)
+    study = [record.rules["min(n/10, 128)"] for record in records]
+    ok = sum(verdict in ("the best", "not resolved below") for _, _, verdict in study)
+    losses = [float(r.best_values.mean()) - mean for r, (_, mean, v) in zip(records, study, strict=True)
+              if v == "resolved below" and mean is not None]  # fmt: skip
+    hits = [record for record in records if set(checked(record)) & set(record.near)]
+    misses = [r for r in records if r not in hits]
+    gaps = [float(r.best_values.mean()) - max(float(np.mean(by)) for by in _values(r, checked(r))) for r in misses]
+    fractions = sorted({round(r.spots / r.best, 1) for r in records})
+    return (
+        f"4. **What batch size to use: check three.** Across {len(records)} batch sweeps (reference x variant x "
+        f"amortization) the best batch ranged from n/{fractions[-1]:g} to n/{fractions[0]:g} of the n spots. "
+        f"The study's min(n/10, 128) was the best or not resolved below it in {ok}, and resolved below it in "
+        f"{len(records) - ok}"
+        + (f", by {fmt(min(losses), 3)} to {fmt(max(losses), 3)}" if losses else "")
+        + f". The batches nearest n/20, n/10 and n/5 (at most 128), 3 seeds each, held one not resolved below the "
+        f"best in {len(hits)} of {len(records)}"
+        + (f" (the others lost at most {fmt(max(gaps), 3)})" if gaps else "")
+        + ": train those three (or `spotsweep tune` on pseudospots of your own cell-resolution data at your spots' "
+        "size and number), keep the best, and keep destVI only where it beats the NNLS control."
+    )
+
+
+def _values(record: Advice, batches: list[int]) -> list[np.ndarray]:
+    """The per-seed values of `batches` in `record`'s sweep (kept on the record for the check)."""
+    return [record.values[b] for b in batches]
+
+
+def line_pending(summaries: Mapping[str, xr.Dataset | None]) -> str:
+    pending = []
+    for name in EXPERIMENTS:
+        summary = summaries.get(name)
+        if summary is None:
+            pending.append(f"{name} (not run)")
+            continue
+        done, total = int((summary["status"] == "done").sum()), int((summary["status"] != "absent").sum())
+        if done < total:
+            pending.append(f"{name} ({done} of {total} tasks)")
+    if not pending:
+        return "5. Every experiment has run."
+    return (
+        "5. **Still open**, and able to change lines 1-4: the cross-technology reference (E2), the last "
+        "minibatch (E3), today's destVI (E4), 5 seeds (E5) and the reference model's seed (E6); not done yet: "
+        + ", ".join(pending)
+        + "."
+    )
+
+
+def answer_block(summaries: Mapping[str, xr.Dataset | None]) -> str:
+    """The README's opening answer: five lines, each number from the summaries."""
+    lines = [line_189, line_steps, line_controls, line_advice, line_pending]
+    return "\n".join(line(summaries) for line in lines)
