@@ -20,8 +20,9 @@ experiments=("$@")
 [ ${#experiments[@]} -gt 0 ] || experiments=(
     starmap-189 starmap-57 starmap-like merfish-scaled starmap-189-last-batch
     starmap-189-steps                                                       # issue 38's E1
-    starmap-189-reference-shift starmap-189-drop-last starmap-189-current   # E2, E3, E4
-    starmap-189-seeds starmap-57-seeds starmap-189-reference-seed           # E5, E6
+    starmap-189-drop-last starmap-189-current starmap-189-reference-seed   # E3, E4, E6: small, one hypothesis each
+    starmap-189-seeds starmap-57-seeds                                      # E5
+    starmap-189-reference-shift                                             # E2: the largest (112 tasks), last
 )
 for experiment in "${experiments[@]}"; do
     echo "$(date -u '+%F %T') ${experiment}: running"
