@@ -174,6 +174,13 @@ def test_the_tuner_finds_a_setting_near_the_small_grids_best(grid: tuple[OutputL
         assert summary_nc["trial_state"].values.tolist() == ["complete"] * 6
     page = (out / "report" / "index.md").read_text()
     assert "## Tuning" in page and "### Best settings" in page and "optuna-dashboard" in page
+
+    # `spotsweep report` draws the page again from the folder alone, and keeps the Tuning section
+    (out / "report" / "tune_best_over_time.png").unlink()
+    redrawn = CliRunner().invoke(app, ["report", str(out)])
+    assert redrawn.exit_code == 0, redrawn.output
+    assert (out / "report" / "index.md").read_text() == page
+    assert (out / "report" / "tune_best_over_time.png").is_file()
     assert "tune_best_over_time.png" in page and (out / "report" / "tune_best_over_time.png").is_file()
     assert len((out / "tune" / "trials.csv").read_text().strip().splitlines()) == 7
     lines = status_lines(out)

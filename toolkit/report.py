@@ -37,6 +37,7 @@ from toolkit.trajectories import (
     has_trajectory,
     trajectory_figure,
 )
+from toolkit.tuned import report_section
 
 MEAN_METRICS = {
     "mean_pcc_cell_type": ("PCC", "higher is better"),
@@ -575,6 +576,7 @@ def write_report(root: Path) -> Path:
     summary = _load_summary(layout)
     layout.report.mkdir(parents=True, exist_ok=True)
     lines = [f"# {summary.attrs.get('title', 'spotsweep report')}", "", *_status_section(summary)]
+    lines += report_section(layout.root, layout.report)  # a tuned folder's study; nothing otherwise
     for dataset in summary.dataset.values:
         lines += _dataset_section(summary, str(dataset), layout.report)
     lines += ["## What the numbers mean", "", *(f"- {line}" for line in GLOSSARY), ""]

@@ -24,7 +24,7 @@ from toolkit.layout import OutputLayout
 from toolkit.status import task_state
 from toolkit.sweep import Task
 from toolkit.tune import objective
-from toolkit.tune.report import best_trials, count_trials, write_trials, write_tune_report
+from toolkit.tune.report import best_trials, count_trials, write_trials
 from toolkit.tune.space import searched_grid, suggest, trial_tasks
 from toolkit.tune.study import open_study
 
@@ -98,8 +98,7 @@ def tune(
         loop = Loop(sweep, layout, study, grid, parallel, say)
         loop.run(trials)
         write_trials(layout, study)  # before the finish: the aggregate reads the trials' states from it
-        runner.finish(layout, report)
-        write_tune_report(layout, study, search, report)
+        runner.finish(layout, report)  # the report draws the Tuning section from the folder (toolkit.tuned)
         return TuneSummary(count_trials(study), time.perf_counter() - start, best_trials(study))
     finally:
         lock.release()
