@@ -172,8 +172,18 @@ def test_the_tuner_finds_a_setting_near_the_small_grids_best(grid: tuple[OutputL
         assert sorted(summary_nc["trial"].values.tolist()) == [0, 1, 2, 3, 4, 5]
         assert int((summary_nc["status"] == "done").sum()) == 6
         assert summary_nc["trial_state"].values.tolist() == ["complete"] * 6
+        # laid out along trial, each trial's settings beside it: it grows with trials, not with distinct values
+        assert summary_nc["status"].dims == ("dataset", "method", "trial", "seed")
+        assert summary_nc["proportion"].dims == ("dataset", "method", "trial", "seed", "spot", "cell_type")
+        for name in ("batch_size", "amortization", "max_steps", "lr"):
+            assert summary_nc[name].dims == ("trial",), name
+        trial = best["number"]
+        assert int(summary_nc["batch_size"].sel(trial=trial)) == best["params"]["batch_size"]
+        assert str(summary_nc["amortization"].sel(trial=trial).item()) == best["params"]["amortization"]
+    print(f"summary.nc of the tuned folder: {(out / 'summary.nc').stat().st_size:,} bytes")
     page = (out / "report" / "index.md").read_text()
     assert "## Tuning" in page and "### Best settings" in page and "optuna-dashboard" in page
+    assert "### Configurations ranked by accuracy score" in page and "### Accuracy during training" in page
 
     # `spotsweep report` draws the page again from the folder alone, and keeps the Tuning section
     (out / "report" / "tune_best_over_time.png").unlink()
