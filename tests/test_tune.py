@@ -309,7 +309,18 @@ def test_a_hopeless_trial_is_pruned_on_its_trajectory_and_its_task_stopped(
     assert max(pruned.intermediate_values) < 300  # stopped before its budget
     (task_dir,) = out.glob("tasks/*-n1-*")
     assert not is_running(layout, task_dir.name)
-    assert task_state(layout, next(t for t in load_tasks(layout) if t.id == task_dir.name)).state == "started"
+    # the stopped task reads pruned (not started) in status, the aggregate and the report
+    state = task_state(layout, next(t for t in load_tasks(layout) if t.id == task_dir.name))
+    assert (state.state, state.reason.split(" at step")[0]) == ("pruned", "trial 1 pruned"), state
+    shown = CliRunner().invoke(app, ["status", str(out), "--state", "pruned"], env={"COLUMNS": "250"})
+    assert shown.exit_code == 0 and task_dir.name in shown.output, shown.output
+    assert "1 done, 0 failed, 1 pruned, 0 started, 0 missing" in shown.output, shown.output
+    import xarray as xr
+
+    with xr.open_dataset(out / "summary.nc") as summary_nc:
+        assert summary_nc["status"].sel(trial=1).values.ravel().tolist() == ["pruned"]
+        assert summary_nc["trial_state"].values.tolist() == ["complete", "pruned"]
+    assert "2 tasks: 1 done, 0 failed, 1 pruned, 0 started, 0 missing." in (out / "report" / "index.md").read_text()
 
 
 def load_tasks(layout: OutputLayout) -> list:

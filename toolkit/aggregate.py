@@ -4,7 +4,7 @@ Dimensions: dataset, method, variant, amortization, batch_size, max_epochs, seed
 optional ones, such as max_steps or drop_last, where some task sets them), plus cell_type and spot, and
 `point` for the accuracy trajectory (toolkit.trajectories). A tuned folder (`spotsweep tune`, every task a
 trial's) has dataset, method, trial and seed instead, each trial's settings coordinates along `trial`.
-Every configuration of the sweep has a `status` (done, failed, started, missing): a failed or
+Every configuration of the sweep has a `status` (done, failed, started, missing, pruned): a failed or
 never-run task stays in the dataset as NaN values with its status and reason, never dropped.
 """
 
@@ -240,7 +240,10 @@ def _aggregate(layout: OutputLayout) -> xr.Dataset:
         "sweep": sweep["name"],
         "toolkit_version": toolkit.__version__,
         "n_tasks": len(tasks),
-        **{f"n_{name}": sum(s.state == name for s in states) for name in ("done", "failed", "started", "missing")},
+        **{
+            f"n_{name}": sum(s.state == name for s in states)
+            for name in ("done", "failed", "started", "missing", "pruned")
+        },
         "provenance": json.dumps(next(iter(results.values()))["provenance"]) if results else "",
     }
     coords = collected.coordinates()

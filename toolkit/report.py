@@ -433,7 +433,10 @@ def _runtime_table(summary: xr.Dataset, dataset: str) -> pd.DataFrame:
 
 def _status_section(summary: xr.Dataset) -> list[str]:
     """Task counts, and every task that is not done with its state and reason."""
-    counts = {name: int(summary.attrs.get(f"n_{name}", 0)) for name in ("done", "failed", "started", "missing")}
+    names = ("done", "failed", "pruned", "started", "missing")
+    counts = {name: int(summary.attrs.get(f"n_{name}", 0)) for name in names}
+    if not counts["pruned"]:  # only a tuned folder's tasks of pruned trials are
+        del counts["pruned"]
     n_tasks = int(summary.attrs.get("n_tasks", 0))
     lines = [f"{n_tasks} tasks: " + ", ".join(f"{n} {k}" for k, n in counts.items()) + ".", ""]
     if n_tasks > counts["done"]:

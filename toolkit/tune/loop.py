@@ -21,7 +21,7 @@ from toolkit.backends import core
 from toolkit.errors import SpotsweepError
 from toolkit.launch import backend_for, check_applicable, check_inputs_apart, check_output, record_sweep
 from toolkit.layout import OutputLayout
-from toolkit.status import task_state
+from toolkit.status import mark_pruned, task_state
 from toolkit.sweep import Task
 from toolkit.tune import objective
 from toolkit.tune.report import best_trials, count_trials, write_trials
@@ -222,6 +222,10 @@ class Loop:
             entry.trial.report(points[step], step)
             entry.reported.add(step)
         if new and entry.trial.should_prune():
+            why = f"trial {entry.trial.number} pruned at step {new[-1]} ({points[new[-1]]:.4f})"
+            for task in entry.tasks:
+                if entry.ended.get(task.id) != "done":  # before the cancel: status reads pruned, not failed
+                    mark_pruned(self.layout, task.id, why)
             if entry.execution is not None:
                 entry.execution.cancel([task.id for task in entry.tasks])
                 entry.execution.jobs.close()
