@@ -221,10 +221,11 @@ class Loop:
         for step in new:
             entry.trial.report(points[step], step)
             entry.reported.add(step)
-        if new and entry.trial.should_prune():
+        finished = all(self.layout.result(task.id).exists() for task in entry.tasks)
+        if new and not finished and entry.trial.should_prune():  # finished: its end (complete) is being seen
             why = f"trial {entry.trial.number} pruned at step {new[-1]} ({points[new[-1]]:.4f})"
             for task in entry.tasks:
-                if entry.ended.get(task.id) != "done":  # before the cancel: status reads pruned, not failed
+                if not self.layout.result(task.id).exists():  # before the cancel: status reads pruned, not failed
                     mark_pruned(self.layout, task.id, why)
             if entry.execution is not None:
                 entry.execution.cancel([task.id for task in entry.tasks])
