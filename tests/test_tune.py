@@ -323,6 +323,37 @@ def test_a_hopeless_trial_is_pruned_on_its_trajectory_and_its_task_stopped(
     assert "2 tasks: 1 done, 0 failed, 1 pruned, 0 started, 0 missing." in (out / "report" / "index.md").read_text()
 
 
+def test_a_trial_of_two_seeds_scores_their_mean(grid: tuple[OutputLayout, float], tmp_path: Path) -> None:
+    """`seeds_per_trial: 2`: each trial trains seeds 0 and 1 (two tasks), its value is their scores' mean,
+    and the aggregate and the report's best settings show both (a short budget: 120 steps)."""
+    from toolkit.tune.loop import tune
+
+    out = tmp_path / "out"
+    prepared(grid, out)
+    data = sweep_data(out, {**SEARCH, "seeds_per_trial": 2}, max_parallel=2)
+    data["methods"][0]["max_steps"] = 120
+    sweep = parse_sweep(data, "t")
+    summary = tune(sweep, "t", trials=2, max_parallel=1)
+    assert summary.trials["complete"] == 2, summary
+    layout = OutputLayout(out)
+    objective = sweep.methods[0].search.objective
+    for trial in load_study(layout).trials:
+        tasks = sorted(trial.user_attrs["tasks"], key=lambda task: task["seed"])
+        assert [task["seed"] for task in tasks] == [0, 1]
+        scores = [final_score(layout, task_id, objective) for task_id in sorted(trial.user_attrs["task_ids"])]
+        assert sorted(trial.user_attrs["seed_scores"]) == pytest.approx(sorted(scores))
+        assert trial.value == pytest.approx(sum(scores) / 2)
+    import xarray as xr
+
+    with xr.open_dataset(out / "summary.nc") as summary_nc:
+        assert summary_nc["status"].sizes["seed"] == 2 and int((summary_nc["status"] == "done").sum()) == 4
+    page = (out / "report" / "index.md").read_text()
+    assert "2 seed(s) per trial" in page
+    best = page.split("### Best settings")[1].split("###")[0]
+    (row,) = [line for line in best.splitlines() if line.startswith("| ")][1:]
+    assert len(row.rstrip(" |").split("|")[-1].split(", ")) == 2, row  # the seed scores column lists both
+
+
 def load_tasks(layout: OutputLayout) -> list:
     from toolkit.status import load_tasks as load
 
