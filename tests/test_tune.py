@@ -172,8 +172,25 @@ def test_the_tuner_finds_a_setting_near_the_small_grids_best(grid: tuple[OutputL
         assert sorted(summary_nc["trial"].values.tolist()) == [0, 1, 2, 3, 4, 5]
         assert int((summary_nc["status"] == "done").sum()) == 6
         assert summary_nc["trial_state"].values.tolist() == ["complete"] * 6
+        # laid out along trial, each trial's settings beside it: it grows with trials, not with distinct values
+        assert summary_nc["status"].dims == ("dataset", "method", "trial", "seed")
+        assert summary_nc["proportion"].dims == ("dataset", "method", "trial", "seed", "spot", "cell_type")
+        for name in ("batch_size", "amortization", "max_steps", "lr"):
+            assert summary_nc[name].dims == ("trial",), name
+        trial = best["number"]
+        assert int(summary_nc["batch_size"].sel(trial=trial)) == best["params"]["batch_size"]
+        assert str(summary_nc["amortization"].sel(trial=trial).item()) == best["params"]["amortization"]
+    print(f"summary.nc of the tuned folder: {(out / 'summary.nc').stat().st_size:,} bytes")
     page = (out / "report" / "index.md").read_text()
     assert "## Tuning" in page and "### Best settings" in page and "optuna-dashboard" in page
+    assert "### Configurations ranked by accuracy score" in page and "### Accuracy during training" in page
+
+    # `spotsweep report` draws the page again from the folder alone, and keeps the Tuning section
+    (out / "report" / "tune_best_over_time.png").unlink()
+    redrawn = CliRunner().invoke(app, ["report", str(out)])
+    assert redrawn.exit_code == 0, redrawn.output
+    assert (out / "report" / "index.md").read_text() == page
+    assert (out / "report" / "tune_best_over_time.png").is_file()
     assert "tune_best_over_time.png" in page and (out / "report" / "tune_best_over_time.png").is_file()
     assert len((out / "tune" / "trials.csv").read_text().strip().splitlines()) == 7
     lines = status_lines(out)
@@ -292,7 +309,49 @@ def test_a_hopeless_trial_is_pruned_on_its_trajectory_and_its_task_stopped(
     assert max(pruned.intermediate_values) < 300  # stopped before its budget
     (task_dir,) = out.glob("tasks/*-n1-*")
     assert not is_running(layout, task_dir.name)
-    assert task_state(layout, next(t for t in load_tasks(layout) if t.id == task_dir.name)).state == "started"
+    # the stopped task reads pruned (not started) in status, the aggregate and the report
+    state = task_state(layout, next(t for t in load_tasks(layout) if t.id == task_dir.name))
+    assert (state.state, state.reason.split(" at step")[0]) == ("pruned", "trial 1 pruned"), state
+    shown = CliRunner().invoke(app, ["status", str(out), "--state", "pruned"], env={"COLUMNS": "250"})
+    assert shown.exit_code == 0 and task_dir.name in shown.output, shown.output
+    assert "1 done, 0 failed, 1 pruned, 0 started, 0 missing" in shown.output, shown.output
+    import xarray as xr
+
+    with xr.open_dataset(out / "summary.nc") as summary_nc:
+        assert summary_nc["status"].sel(trial=1).values.ravel().tolist() == ["pruned"]
+        assert summary_nc["trial_state"].values.tolist() == ["complete", "pruned"]
+    assert "2 tasks: 1 done, 0 failed, 1 pruned, 0 started, 0 missing." in (out / "report" / "index.md").read_text()
+
+
+def test_a_trial_of_two_seeds_scores_their_mean(grid: tuple[OutputLayout, float], tmp_path: Path) -> None:
+    """`seeds_per_trial: 2`: each trial trains seeds 0 and 1 (two tasks), its value is their scores' mean,
+    and the aggregate and the report's best settings show both (a short budget: 120 steps)."""
+    from toolkit.tune.loop import tune
+
+    out = tmp_path / "out"
+    prepared(grid, out)
+    data = sweep_data(out, {**SEARCH, "seeds_per_trial": 2}, max_parallel=2)
+    data["methods"][0]["max_steps"] = 120
+    sweep = parse_sweep(data, "t")
+    summary = tune(sweep, "t", trials=2, max_parallel=1)
+    assert summary.trials["complete"] == 2, summary
+    layout = OutputLayout(out)
+    objective = sweep.methods[0].search.objective
+    for trial in load_study(layout).trials:
+        tasks = sorted(trial.user_attrs["tasks"], key=lambda task: task["seed"])
+        assert [task["seed"] for task in tasks] == [0, 1]
+        scores = [final_score(layout, task_id, objective) for task_id in sorted(trial.user_attrs["task_ids"])]
+        assert sorted(trial.user_attrs["seed_scores"]) == pytest.approx(sorted(scores))
+        assert trial.value == pytest.approx(sum(scores) / 2)
+    import xarray as xr
+
+    with xr.open_dataset(out / "summary.nc") as summary_nc:
+        assert summary_nc["status"].sizes["seed"] == 2 and int((summary_nc["status"] == "done").sum()) == 4
+    page = (out / "report" / "index.md").read_text()
+    assert "2 seed(s) per trial" in page
+    best = page.split("### Best settings")[1].split("###")[0]
+    (row,) = [line for line in best.splitlines() if line.startswith("| ")][1:]
+    assert len(row.rstrip(" |").split("|")[-1].split(", ")) == 2, row  # the seed scores column lists both
 
 
 def load_tasks(layout: OutputLayout) -> list:

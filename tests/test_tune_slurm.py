@@ -92,6 +92,43 @@ def test_trials_run_two_at_once_on_slurm_and_a_cancelled_one_fails_alone(
     assert len(records.read_submissions(layout)) == 4
 
 
+def test_a_pruned_trials_array_task_reads_pruned_not_failed(
+    slurm_cluster: SlurmCluster,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The median pruner stops trial 1 (lr 1e-5, barely learning) on SLURM: its array task is cancelled, and
+    `spotsweep status` and the finish's aggregate (which records a task SLURM ended without a result as
+    failed) keep it pruned."""
+    from typer.testing import CliRunner
+
+    from toolkit.cli import app
+    from toolkit.tune.study import open_study
+
+    profile = yaml.safe_load((REPO / "hpc" / "profiles" / "local.yaml").read_text())
+    (tmp_path / "profile.yaml").write_text(yaml.safe_dump({**profile, "time_min": 20}))
+    data = copy.deepcopy(TINY_SWEEP)
+    data.update(name="tune-slurm-prune", output=str(tmp_path / "out"))
+    search = {"lr": {"low": 1e-5, "high": 0.05}, "pruner": "median", "startup_trials": 1, "prune_interval_steps": 20}
+    data["methods"][0].update(
+        amortization="latent", batch_size=8, max_epochs=200, trajectory_points=20, lr=0.02, search=search
+    )
+    data["executor"] = {"kind": "slurm", "profile": str(tmp_path / "profile.yaml"), "max_parallel": 1}
+    sweep = parse_sweep(data, "tune-slurm-prune")
+    out = tmp_path / "out"
+    study = open_study(OutputLayout(out), sweep.name, sweep.methods[0].search)
+    study.enqueue_trial({"lr": 0.02})
+    study.enqueue_trial({"lr": 1e-5})
+    tune(sweep, "tune-slurm-prune", trials=2, report=False)
+    assert _states(out) == {0: "complete", 1: "pruned"}
+    (task_dir,) = out.glob("tasks/*-n1-*")
+    assert (task_dir / "pruned.json").is_file() and not (task_dir / "result.json").exists()
+    shown = CliRunner().invoke(app, ["status", str(out)], env={"COLUMNS": "250"})
+    assert shown.exit_code == 0 and "1 done, 0 failed, 1 pruned" in shown.output, shown.output
+    with xr.open_dataset(out / "summary.nc") as summary_nc:
+        assert summary_nc["status"].values.ravel().tolist() == ["done", "pruned"]
+        assert summary_nc["trial_state"].values.tolist() == ["complete", "pruned"]
+
+
 @pytest.fixture(autouse=True)
 def _repository_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)

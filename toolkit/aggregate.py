@@ -2,9 +2,10 @@
 
 Dimensions: dataset, method, variant, amortization, batch_size, max_epochs, seed (the settings; and the
 optional ones, such as max_steps or drop_last, where some task sets them), plus cell_type and spot, and
-`point` for the accuracy trajectory (toolkit.trajectories). Every configuration of the sweep has a
-`status` (done, failed, started, missing): a failed or never-run task stays in the dataset as NaN values
-with its status and reason, never dropped.
+`point` for the accuracy trajectory (toolkit.trajectories). A tuned folder (`spotsweep tune`, every task a
+trial's) has dataset, method, trial and seed instead, each trial's settings coordinates along `trial`.
+Every configuration of the sweep has a `status` (done, failed, started, missing, pruned): a failed or
+never-run task stays in the dataset as NaN values with its status and reason, never dropped.
 """
 
 from __future__ import annotations
@@ -206,11 +207,12 @@ def _aggregate(layout: OutputLayout) -> xr.Dataset:
     results, states = _read_results(layout, states)
 
     optional = optional_settings(tasks)  # e.g. max_steps: a dimension only where some task sets it
+    tuned = _tuned(tasks)
 
     def coordinates(task: Task) -> dict[str, Any]:
         return {**optional, **task.settings}
 
-    grid = _Grid([coordinates(task) for task in tasks], [*SWEPT_SETTINGS, *optional])
+    grid = _Grid([coordinates(task) for task in tasks], list(TRIAL_DIMS) if tuned else [*SWEPT_SETTINGS, *optional])
     truths, built = _prepared_spots(layout, grid.coords["dataset"])
     predicted_types = {c for r in results.values() for c in r["proportions"]["columns"]}
     # Cell types the methods predict (all the truth's where nothing finished yet); every spot of the truth.
@@ -238,14 +240,45 @@ def _aggregate(layout: OutputLayout) -> xr.Dataset:
         "sweep": sweep["name"],
         "toolkit_version": toolkit.__version__,
         "n_tasks": len(tasks),
-        **{f"n_{name}": sum(s.state == name for s in states) for name in ("done", "failed", "started", "missing")},
+        **{
+            f"n_{name}": sum(s.state == name for s in states)
+            for name in ("done", "failed", "started", "missing", "pruned")
+        },
         "provenance": json.dumps(next(iter(results.values()))["provenance"]) if results else "",
     }
     coords = collected.coordinates()
+    if tuned:
+        coords.update(_trial_coordinates(tasks, optional, [int(trial) for trial in coords["trial"]]))
     if "trial" in coords:  # a tuned folder (`spotsweep tune`): each trial's state beside its number
         trials = [int(trial) for trial in coords["trial"]]
         data_vars["trial_state"] = ("trial", trial_states(layout.root, trials), {"long_name": "the trial's state"})
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+TRIAL_DIMS = ("dataset", "method", "trial", "seed")
+"""A tuned folder's dimensions: each trial's settings are coordinates along `trial`, not dimensions."""
+
+
+def _tuned(tasks: list[Task]) -> bool:
+    """Whether every task is a trial's (`spotsweep tune`): laid out along `trial` then, not as a cube."""
+    return bool(tasks) and all("trial" in task.extra_settings for task in tasks)
+
+
+def _trial_coordinates(tasks: list[Task], optional: dict[str, Any], trials: list[int]) -> dict[str, Any]:
+    """Each trial's settings (batch size, amortization, budget, lr, ...) as coordinates along `trial`: N
+    trials take N values each, where as dimensions every distinct batch size, budget and lr would multiply
+    the cube, nearly all of it absent tasks (a trial has one setting of each)."""
+    first: dict[int, dict[str, Any]] = {}
+    for task in tasks:
+        first.setdefault(int(task.settings["trial"]), {**optional, **task.settings, "lr": task.params.get("lr")})
+    coords: dict[str, Any] = {}
+    for name in [*SWEPT_SETTINGS, *optional, "lr"]:
+        values = [first[trial].get(name) for trial in trials]
+        if name in TRIAL_DIMS or any(value is None for value in values):
+            continue  # a method without the setting (lr) has no coordinate for it
+        mixed = len({type(value) for value in values}) > 1  # batch_size 8 and "auto": text, as in the cube
+        coords[name] = ("trial", [str(value) for value in values] if mixed else values)
+    return coords
 
 
 class _Collected:

@@ -41,7 +41,7 @@ warnings_console = Console(soft_wrap=True, stderr=True)
 
 OutDir = Annotated[Path, typer.Argument(metavar="OUT", help="A sweep's output folder (the sweep file's 'output').")]
 TaskStateName = enum.Enum(  # type: ignore[misc]  # a functional Enum: one choice per state
-    "TaskStateName", {name: name for name in ("done", "failed", "running", "pending", "started", "missing")}, type=str
+    "TaskStateName", {n: n for n in ("done", "failed", "pruned", "running", "pending", "started", "missing")}, type=str
 )
 """The states `spotsweep status --state` lists (toolkit.status.ALL_STATES, which a test keeps equal)."""
 

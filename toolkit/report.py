@@ -28,7 +28,7 @@ from toolkit.layout import OutputLayout, write_atomically
 from toolkit.methods import describe
 from toolkit.methods.description import budget_words
 from toolkit.metrics import accuracy_score, why_undefined
-from toolkit.sweep import settings_of
+from toolkit.sweep import settings_of, trial_settings
 from toolkit.trajectories import (
     CONVERGED_WITHIN,
     POINT,
@@ -37,6 +37,7 @@ from toolkit.trajectories import (
     has_trajectory,
     trajectory_figure,
 )
+from toolkit.tuned import report_section
 
 MEAN_METRICS = {
     "mean_pcc_cell_type": ("PCC", "higher is better"),
@@ -55,8 +56,9 @@ def _grid_image(values: np.ndarray, grid_x: np.ndarray, grid_y: np.ndarray) -> n
 
 
 def _config_keys(summary: xr.Dataset) -> list[str]:
-    """The settings that tell one configuration from another (a seed is a repeat, not a configuration)."""
-    return [name for name in settings_of(summary) if name not in ("dataset", "seed")]
+    """The settings that tell one configuration from another (a seed is a repeat, not a configuration); in a
+    tuned aggregate the trial and its settings, which are coordinates along `trial`."""
+    return [name for name in settings_of(summary) if name not in ("dataset", "seed")] + trial_settings(summary)
 
 
 def _label(config: dict) -> str:
@@ -132,7 +134,8 @@ def proportion_maps(summary: xr.Dataset, dataset: str, path: Path) -> bool:
     grid_x, grid_y = summary.grid_x.sel(spot=spots).values, summary.grid_y.sel(spot=spots).values
     types = list(summary.cell_type.values)
     keys = _config_keys(summary)
-    configs = [(_label(c), data["proportion"].sel({k: c[k] for k in keys})) for c in done]
+    dims = [key for key in keys if key in data["proportion"].dims]  # a trial's settings are not dimensions
+    configs = [(_label(c), data["proportion"].sel({k: c[k] for k in dims})) for c in done]
     grid_x, grid_y = grid_x - grid_x.min(), grid_y - grid_y.min()
     sideways = grid_y.max() > grid_x.max()  # a tall grid (STARmap's cortex) is drawn lying down
     if sideways:
@@ -430,7 +433,10 @@ def _runtime_table(summary: xr.Dataset, dataset: str) -> pd.DataFrame:
 
 def _status_section(summary: xr.Dataset) -> list[str]:
     """Task counts, and every task that is not done with its state and reason."""
-    counts = {name: int(summary.attrs.get(f"n_{name}", 0)) for name in ("done", "failed", "started", "missing")}
+    names = ("done", "failed", "pruned", "started", "missing")
+    counts = {name: int(summary.attrs.get(f"n_{name}", 0)) for name in names}
+    if not counts["pruned"]:  # only a tuned folder's tasks of pruned trials are
+        del counts["pruned"]
     n_tasks = int(summary.attrs.get("n_tasks", 0))
     lines = [f"{n_tasks} tasks: " + ", ".join(f"{n} {k}" for k, n in counts.items()) + ".", ""]
     if n_tasks > counts["done"]:
@@ -575,6 +581,7 @@ def write_report(root: Path) -> Path:
     summary = _load_summary(layout)
     layout.report.mkdir(parents=True, exist_ok=True)
     lines = [f"# {summary.attrs.get('title', 'spotsweep report')}", "", *_status_section(summary)]
+    lines += report_section(layout.root, layout.report)  # a tuned folder's study; nothing otherwise
     for dataset in summary.dataset.values:
         lines += _dataset_section(summary, str(dataset), layout.report)
     lines += ["## What the numbers mean", "", *(f"- {line}" for line in GLOSSARY), ""]
@@ -598,11 +605,11 @@ def _undefined_note(summary: xr.Dataset, dataset: str, table: pd.DataFrame) -> l
     truth = summary["true_proportion"].sel(dataset=dataset).to_numpy()
     notes = []
     for row in undefined.itertuples(index=False):
-        where = {"dataset": dataset, "method": row.method, "variant": row.variant, "amortization": row.amortization}
-        chosen = summary["proportion"].sel(where)  # a dict: `method` is also a keyword of sel
-        for name in ("batch_size", "max_epochs"):
-            value = str(getattr(row, name)).replace("n/a", "0")
-            chosen = chosen.isel({name: [str(v) for v in chosen[name].values].index(value)})
+        chosen = summary["proportion"].sel(dataset=dataset)
+        for name in (key for key in _config_keys(summary) if key in chosen.dims):
+            labels, value = [str(v) for v in chosen[name].values], str(getattr(row, name))
+            value = value if value in labels else value.replace("n/a", "0")  # a placeholder 0 the table shows n/a
+            chosen = chosen.isel({name: labels.index(value)})
         seeds = [chosen.isel(seed=i).to_numpy() for i in range(chosen.sizes["seed"])]
         seeds = [values for values in seeds if np.isfinite(values).any()]
         parts = (row.method, row.variant, row.amortization, f"batch {row.batch_size}", f"{row.max_epochs} epochs")

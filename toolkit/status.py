@@ -1,9 +1,9 @@
 """The state of each task of a sweep, from its output folder alone.
 
-done (result.json), failed (error.json, with its reason), started (began, neither file yet: running
-now, or killed without a word), missing (never started). A backend with a scheduler refines these
-(pending, running, died without a word: toolkit.backends.slurm.status); `toolkit.launch.sweep_states`
-asks every backend.
+done (result.json), failed (error.json, with its reason), pruned (pruned.json: the tuner stopped its
+trial), started (began, neither file yet: running now, or killed without a word), missing (never
+started). A backend with a scheduler refines these (pending, running, died without a word:
+toolkit.backends.slurm.status); `toolkit.launch.sweep_states` asks every backend.
 """
 
 from __future__ import annotations
@@ -19,8 +19,12 @@ from toolkit.layout import CorruptFile, OutputLayout, read_json, write_json
 from toolkit.sweep import Task
 
 STATES = ("done", "failed", "started", "missing")
-"""File-based states; with a scheduler also pending; running where a live process holds the task's lock."""
-ALL_STATES = ("done", "failed", "running", "pending", "started", "missing")
+"""File-based states; with a scheduler also pending; running where a live process holds the task's lock;
+pruned where the tuner stopped the task's trial (PRUNED)."""
+ALL_STATES = ("done", "failed", "pruned", "running", "pending", "started", "missing")
+PRUNED = "pruned.json"
+"""The tuner writes it in a task's folder before it stops the task of a pruned trial: without it the
+stopped task reads as started (local) or, once SLURM's cancel is seen, failed, where it was pruned."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class TaskState:
 def task_state(layout: OutputLayout, task: Task) -> TaskState:
     if layout.result(task.id).exists():
         return TaskState(task, "done")
+    if (layout.task_dir(task.id) / PRUNED).exists():  # before error.json: a cancelled array task may get one
+        return TaskState(task, "pruned", reason=_pruned_reason(layout, task.id))
     # error.json is read without asking first whether it exists: a task requeued at its time limit deletes
     # the error.json of the attempt that just stopped, and a check before the read would race it (seen in CI).
     try:
@@ -54,6 +60,18 @@ def task_state(layout: OutputLayout, task: Task) -> TaskState:
     if (layout.task_dir(task.id) / "started.json").exists():
         return TaskState(task, "running" if is_running(layout, task.id) else "started")
     return TaskState(task, "missing")
+
+
+def mark_pruned(layout: OutputLayout, task_id: str, reason: str) -> None:
+    """Record that the tuner pruned the task's trial (before it stops the task), for status and the report."""
+    write_json(layout.task_dir(task_id) / PRUNED, {"task_id": task_id, "status": "pruned", "reason": reason})
+
+
+def _pruned_reason(layout: OutputLayout, task_id: str) -> str:
+    try:
+        return str(read_json(layout.task_dir(task_id) / PRUNED).get("reason", ""))
+    except (OSError, CorruptFile, AttributeError):
+        return ""
 
 
 def is_running(layout: OutputLayout, task_id: str) -> bool:

@@ -128,3 +128,11 @@ def settings_of(summary: Any) -> list[str]:
     """The swept settings of an aggregate (an xarray Dataset): the dimensions of its per-task `status`, the
     optional ones (max_steps, drop_last, ...) included where the sweep set them."""
     return list(summary["status"].dims)
+
+
+def trial_settings(summary: Any) -> list[str]:
+    """A tuned aggregate's per-trial settings (batch_size, amortization, max_steps, lr, ...): coordinates
+    along `trial`, not dimensions (toolkit.aggregate); [] for a sweep's aggregate."""
+    if "trial" not in summary.dims:
+        return []
+    return [name for name, coord in summary.coords.items() if coord.dims == ("trial",) and name != "trial"]

@@ -19,10 +19,10 @@ from toolkit.backends import core
 from toolkit.errors import SpotsweepError
 from toolkit.launch import claimed_output, record_sweep
 from toolkit.layout import OutputLayout
-from toolkit.status import task_state
+from toolkit.status import mark_pruned, task_state
 from toolkit.sweep import Task
 from toolkit.tune import objective
-from toolkit.tune.report import best_trials, count_trials, write_trials, write_tune_report
+from toolkit.tune.report import best_trials, count_trials, write_trials
 from toolkit.tune.space import searched_grid, suggest, trial_tasks
 from toolkit.tune.study import open_study
 
@@ -81,8 +81,7 @@ def tune(
         loop = Loop(sweep, layout, study, grid, parallel, say)
         loop.run(trials)
         write_trials(layout, study)  # before the finish: the aggregate reads the trials' states from it
-        runner.finish(layout, report)
-        write_tune_report(layout, study, search, report)
+        runner.finish(layout, report)  # the report draws the Tuning section from the folder (toolkit.tuned)
         return TuneSummary(count_trials(study), time.perf_counter() - start, best_trials(study))
 
 
@@ -203,7 +202,12 @@ class Loop:
         for step in new:
             entry.trial.report(points[step], step)
             entry.reported.add(step)
-        if new and entry.trial.should_prune():
+        finished = all(self.layout.result(task.id).exists() for task in entry.tasks)
+        if new and not finished and entry.trial.should_prune():  # finished: its end (complete) is being seen
+            why = f"trial {entry.trial.number} pruned at step {new[-1]} ({points[new[-1]]:.4f})"
+            for task in entry.tasks:
+                if not self.layout.result(task.id).exists():  # before the cancel: status reads pruned, not failed
+                    mark_pruned(self.layout, task.id, why)
             if entry.execution is not None:
                 entry.execution.cancel([task.id for task in entry.tasks])
                 entry.execution.jobs.close()

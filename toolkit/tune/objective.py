@@ -37,12 +37,6 @@ def cell_types_of(objective: ObjectiveConfig, available: list[str]) -> list[str]
     return list(available)
 
 
-def describe(objective: ObjectiveConfig) -> str:
-    """The objective in words, for the report and status."""
-    types = ", ".join(objective.cell_types) if objective.cell_types else "the excitatory layers (else all types)"
-    return f"mean per-cell-type {objective.metric} over {types} ({objective.direction})"
-
-
 def _mean(values: dict[str, float | None], types: list[str], metric: str, where: str) -> float:
     missing = [name for name in types if name not in values]
     if missing:

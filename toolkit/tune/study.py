@@ -7,26 +7,14 @@ works on a cluster's shared file system; `optuna-dashboard OUT/tune/journal.log`
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from toolkit.errors import SpotsweepError
 from toolkit.layout import OutputLayout
 from toolkit.methods.search import SearchConfig
+from toolkit.tuned import journal_path, load_study, storage
 
-
-def journal_path(layout: OutputLayout) -> Path:
-    return layout.root / "tune" / "journal.log"
-
-
-def storage(layout: OutputLayout) -> Any:
-    """Optuna's journal storage on OUT/tune/journal.log (made on first use)."""
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    path = journal_path(layout)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path)))
+__all__ = ["directions", "journal_path", "load_study", "open_study", "pruner", "sampler", "storage"]
 
 
 def directions(search: SearchConfig) -> list[str]:
@@ -80,14 +68,3 @@ def open_study(layout: OutputLayout, name: str, search: SearchConfig) -> Any:
             f"{', '.join(wanted)}; give the changed search its own output folder (--out)."
         )
     return study
-
-
-def load_study(layout: OutputLayout) -> Any | None:
-    """The study in an output folder, for status and the report; None where it was never tuned."""
-    if not journal_path(layout).exists():
-        return None  # not tuned: optuna is not even imported (`spotsweep status` of every sweep asks)
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    names = optuna.get_all_study_names(storage(layout))
-    return optuna.load_study(study_name=names[0], storage=storage(layout)) if names else None

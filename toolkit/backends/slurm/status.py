@@ -38,7 +38,7 @@ def refine_states(layout: OutputLayout, files: list[TaskState]) -> list[TaskStat
 
 
 def _refine(state: TaskState, where: tuple | None, jobs: dict) -> TaskState:
-    if state.state == "done" or where is None:
+    if state.state in ("done", "pruned") or where is None:  # pruned: cancelled by the tuner, not failed
         return state
     submission, element = where
     job = jobs.get(element)
