@@ -187,7 +187,8 @@ def line_steps(summaries: Mapping[str, xr.Dataset | None]) -> str:
         seeds = sorted({len(v) for v in values.values()})
         parts.append(
             f"{am} (batch {listed}; {'-'.join(map(str, seeds))} seeds): best {best}"
-            + (f", with {', '.join(map(str, below))} resolved below it" if below else ", none resolved below it")
+            + (f", {', '.join(map(str, below))} resolved below it" if below else ", none resolved below it")
+            + (" on the seeds done so far" if any(len(v) < 5 for v in values.values()) else "")
         )
     done = int((summary["status"] == "done").sum())
     total = int((summary["status"] != "absent").sum())

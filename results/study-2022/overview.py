@@ -128,7 +128,7 @@ def main() -> None:
         panel(ax, name, summary)
     axes[0, 0].set_ylabel("PCC (STARmap: excitatory layers;\nMERFISH: all cell types), mean +- sd")
     if bottom is not None:
-        below = bottom.subplots(1, 2, sharey=True)
+        below = bottom.subplots(1, 2)  # own y scales: latent starts near 0, both near 0.7
         for ax, amortization in zip(below, ("both", "latent"), strict=True):
             steps_panel(ax, steps, amortization)
         below[0].set_ylabel("excitatory-layer PCC during training\n(mean +- sd over seeds)")
