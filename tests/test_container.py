@@ -332,3 +332,59 @@ def test_preempted_task_inside_the_image_requeues_and_resumes(image: Path, tmp_p
     result = read_json(layout.result(task.id))
     assert result["provenance"]["container_image"] == str(image)
     assert result["n_steps"] == 300 * math.ceil(len(result["proportions"]["index"]) / 8)  # no epoch run twice
+
+
+@pytest.mark.skipif(
+    os.environ.get("SPOTSWEEP_TEST_CONTAINER_SLURM") != "1",
+    reason="runs with SPOTSWEEP_TEST_CONTAINER_SLURM=1 (hpc/slurm harness)",
+)
+@pytest.mark.usefixtures("slurm_cluster")
+def test_a_tune_trial_inside_the_image_is_preempted_requeued_and_completes(image: Path, tmp_path: Path) -> None:
+    """`spotsweep tune --container` on SLURM: the trial's array task runs the image's python; preempted
+    part way, it is requeued and resumed while the tuner waits, and the trial ends complete (not failed,
+    not pruned), scored on the whole run, with no epoch trained twice."""
+    import threading
+
+    from toolkit.backends.checkpointed import read_attempts
+    from toolkit.backends.slurm import records as slurm
+    from toolkit.engines import checkpoint
+    from toolkit.tune.loop import tune
+    from toolkit.tune.study import load_study, open_study
+
+    data = _container_sweep(tmp_path, image, "slurm")
+    profile = yaml.safe_load((tmp_path / "profile.yaml").read_text())
+    (tmp_path / "profile.yaml").write_text(yaml.safe_dump({**profile, "checkpoint_every_epochs": 5}))
+    search = {"batch_size": {"low": 4, "high": 64, "log": True}, "pruner": "none"}
+    data["methods"][0].update(batch_size=8, max_epochs=300, seed=0, trajectory_points=5, search=search)
+    data["output"] = str(tmp_path / "out")
+    sweep = parse_sweep(data, "container-tune")
+    layout = OutputLayout(tmp_path / "out")
+    open_study(layout, sweep.name, sweep.methods[0].search).enqueue_trial({"batch_size": 8})
+
+    preempted: list[str] = []
+
+    def preempt_once_saved() -> None:  # as SLURM's preemption would, from beside the tuner
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not preempted:
+            for submission in slurm.read_submissions(layout) if (layout.root / "slurm").exists() else []:
+                for task_id, element in submission.elements.items():
+                    if (layout.task_dir(task_id) / "checkpoint" / checkpoint.FAST_CHECKPOINT_NAME).exists():
+                        submitit.SlurmJob(folder=submission.folder, job_id=element)._interrupt()
+                        preempted.append(task_id)
+            time.sleep(0.2)
+
+    preempter = threading.Thread(target=preempt_once_saved, daemon=True)
+    preempter.start()
+    tune(sweep, "container-tune", trials=1, report=False)
+    preempter.join(timeout=60)
+    assert preempted, "the trial's task was never preempted"
+
+    (trial,) = load_study(layout).get_trials(deepcopy=False)
+    assert trial.state.name == "COMPLETE" and trial.value is not None
+    (task_id,) = preempted
+    first, last = read_attempts(layout, task_id)
+    assert (first["outcome"], last["outcome"]) == ("requeued", "done")
+    assert last["resumed_from_epoch"] == first["checkpoint_epoch"] >= 5
+    result = read_json(layout.result(task_id))
+    assert result["provenance"]["container_image"] == str(image)
+    assert result["n_steps"] == 300 * math.ceil(len(result["proportions"]["index"]) / 8)  # no epoch run twice
