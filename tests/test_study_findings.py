@@ -193,6 +193,31 @@ def test_not_testable_comes_from_the_setting_and_overrides_the_values() -> None:
     assert contrasts.verdict(clear, "higher", not_testable="25x fewer steps") == "not testable at this scale"
 
 
+def test_two_readings_of_the_same_seeds_are_compared_seed_by_seed() -> None:
+    """E1 reads each task at 5,000 and at 30,000 steps: the seeds pair, so a small rise shared by every seed
+    is resolved where the unpaired interval, swamped by the spread between seeds, would not be."""
+    contrasts = _study_module("contrasts")
+    late, early = [0.80, 0.85, 0.90, 0.83, 0.88], [0.79, 0.84, 0.89, 0.82, 0.87]
+    paired = contrasts.compare_paired(late, early)
+    assert paired.paired and paired.separated == 1 and paired.low == paired.high == pytest.approx(0.01)
+    assert contrasts.resolved(paired) == 1 and contrasts.resolved(contrasts.compare(late, early)) == 0
+    assert paired.rank_p == pytest.approx(2 / 2**5)  # the sign test's smallest p at 5 pairs
+    mixed = contrasts.compare_paired([0.80, 0.85, np.nan, 0.83], [0.79, 0.86, 0.89, 0.82])
+    assert mixed.n_a == 3 and mixed.separated == 0  # a seed missing on either side is left out of both
+    assert contrasts.verdict(mixed, "higher") == "not resolved at 3 seeds"
+    assert "ttest_rel" in contrasts.RULE
+
+
+def test_the_rules_rows_are_not_testable_on_a_run_trained_far_off_the_studys_epochs() -> None:
+    findings = _study_module("findings")
+    values = {32: [0.907, 0.907, 0.907], 128: [0.909, 0.908, 0.910], 256: [0.904, 0.903, 0.905]}
+    scaled = _summary({("latent", b, 1000): v for b, v in values.items()}, spots=2692)
+    (claim,) = findings.rule_claims({"merfish-scaled": scaled})
+    row = findings.judge(claim, {"merfish-scaled": scaled})
+    assert row.outcome == "not testable at this scale"
+    assert row.reason == "merfish-scaled trains 1,000 epochs against the study's 2,500"
+
+
 def test_complete_separation_is_worth_at_best_p_010_with_3_seeds_a_side() -> None:
     contrasts = _study_module("contrasts")
     assert contrasts.compare([1, 2, 3], [4, 5, 6]).rank_p == pytest.approx(0.1)
@@ -453,6 +478,8 @@ def test_e3_and_e6_sides_pick_their_own_setting_of_drop_last_and_reference_seed(
 def test_the_three_batch_check_takes_the_batches_nearest_n_over_20_10_and_5() -> None:
     advice = _study_module("advice")
     record = advice.Advice("starmap-189", 189, "2022", "both", 16, np.array([0.8]), {}, [16],
-                           [4, 8, 12, 16, 18, 32, 48, 64, 128], {}, "")  # fmt: skip
+                           [4, 8, 12, 16, 18, 32, 48, 64, 128], {}, "", 2500)  # fmt: skip
     assert advice.checked(record) == [8, 18, 32]
+    # the answer counts only sweeps near the study's 2,500 epochs, as the verdict rule tests only those
+    assert advice.counted(record) and not advice.counted(replace(record, epochs=1000))
     assert advice.checked(replace(record, spots=2692, batches=[32, 64, 128, 256, 512, 1024])) == [128]

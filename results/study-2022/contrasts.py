@@ -35,8 +35,15 @@ seeds separate completely (every seed of one side beyond every seed of the other
   in that direction;
 - **not resolved at n seeds**: anything else, including a side with a single run (no interval);
 - **not testable at this scale**: decided from the setting, not the values: the experiment cannot
-  represent the study's condition (its number of spots or optimizer steps is more than 2x off the
-  study's, or a CPU stands in for the study's GPU); the row names why and still shows the numbers.
+  represent the study's condition (its number of spots, or of epochs, is more than 2x off the study's,
+  so its optimizer steps per batch are too; or a CPU stands in for the study's GPU); the row names why
+  and still shows the numbers. The study's batch-size rule is a claim for any number of spots, so only
+  its epochs are checked.
+
+Where A and B are the same runs read at two training budgets (a trajectory read at 5,000 and at 30,000
+steps), the seeds are paired: the interval is that of the mean seed-by-seed difference (`ttest_rel`), and
+the seeds separate when every seed's difference has the same sign (a sign test's smallest two-sided p:
+2 / 2^n, 0.25 at 3 seeds, 0.06 at 5).
 
 A claim that something *holds* (does not fall) is read in its direction, A not below B: the data
 contradict it where A is resolved below B, reproduce it only where A is resolved above, and otherwise
@@ -63,7 +70,10 @@ class Contrast:
     """The 95% Welch interval of the difference (nan where a side has fewer than 2 seeds)."""
     high: float
     separated: int
-    """+1: every seed of A above every seed of B; -1: every one below; 0: they overlap (or a side is empty)."""
+    """+1: every seed of A above every seed of B; -1: every one below; 0: they overlap (or a side is empty).
+    Paired: +1 where every seed's A is above its B, -1 where every one is below."""
+    paired: bool = False
+    """A and B are the same seeds' runs read twice (e.g. at two budgets): n_a == n_b pairs."""
 
     @property
     def difference(self) -> float:
@@ -72,7 +82,11 @@ class Contrast:
     @property
     def rank_p(self) -> float:
         """The smallest two-sided p an exact rank test can give at these n (what complete separation is worth)."""
-        return min(1.0, 2 / math.comb(self.n_a + self.n_b, self.n_a)) if self.n_a and self.n_b else 1.0
+        if not (self.n_a and self.n_b):
+            return 1.0
+        if self.paired:  # the sign test: every one of n differences on one side
+            return min(1.0, 2 / 2**self.n_a)
+        return min(1.0, 2 / math.comb(self.n_a + self.n_b, self.n_a))
 
 
 def compare(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Contrast:
@@ -99,6 +113,39 @@ def compare(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Con
         low=low,
         high=high,
         separated=separated,
+    )
+
+
+def compare_paired(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Contrast:
+    """The contrast A - B of the same seeds' runs read twice (a[i] and b[i] one seed's); a seed with either
+    value missing is left out."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    differences = x - y
+    sd_x, sd_y = (float(v.std(ddof=1)) if len(v) > 1 else math.nan for v in (x, y))
+    low = high = math.nan
+    if len(differences) > 1:
+        if differences.std() == 0:
+            low = high = float(differences.mean())
+        else:
+            interval = stats.ttest_rel(x, y).confidence_interval(level)
+            low, high = float(interval.low), float(interval.high)
+    separated = 0
+    if len(differences):
+        separated = 1 if (differences > 0).all() else -1 if (differences < 0).all() else 0
+    mean = float(x.mean()) if len(x) else math.nan
+    return Contrast(
+        n_a=len(x),
+        n_b=len(y),
+        mean_a=mean,
+        mean_b=float(y.mean()) if len(y) else math.nan,
+        sd_a=sd_x,
+        sd_b=sd_y,
+        low=low,
+        high=high,
+        separated=separated,
+        paired=True,
     )
 
 

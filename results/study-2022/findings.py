@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from budgets import at_budget, final_epochs
-from contrasts import RULE, Contrast, Direction, compare, resolved, seeds, verdict
+from contrasts import RULE, Contrast, Direction, compare, compare_paired, resolved, seeds, verdict
 
 from toolkit.layout import write_atomically
 from toolkit.methods import grids
@@ -171,10 +171,19 @@ MEASURES: dict[str, Measure] = {
 E1 = "starmap-189-steps"
 E1_BUDGET = {"max_steps": 30_000, "n_steps_kl_warmup": 2_400}
 """E1's one budget for every batch: batch 16's 2,500 epochs in steps, its 200-epoch KL warm-up in steps."""
-E1_AT = {"5,000 steps": ("step", 5_000), "625 epochs": ("epoch", 625), "30,000 steps": ("step", 30_000)}
-"""Where E1 compares batches: at equal steps (5,000: batch 16's 417 epochs, batch 128's 2,500, the budget
-starmap-189 gave 128) and at equal epochs (625: batch 4's whole run, 48 minibatches an epoch, the most
-epochs every batch reaches), read from the trajectories (budgets.py)."""
+E1_AT = {
+    "5,000 steps": ("step", 5_000),
+    "625 epochs": ("epoch", 625),
+    "2,500 epochs": ("epoch", 2_500),
+    "30,000 steps": ("step", 30_000),
+}
+"""Where E1 compares batches, read from the trajectories (budgets.py): at equal steps (5,000: batch 16's 417
+epochs, batch 128's 2,500, the budget starmap-189 gave 128) and at equal epochs: 625, batch 4's whole run
+(48 minibatches an epoch), the most epochs every batch reaches, though batches 64 and 128 are then still in
+their 2,400-step KL warm-up (1,875 and 1,250 steps); and 2,500, the study's epochs, which batches 16 to 128
+reach past their warm-up (4 and 8 stop at 625 and 1,250)."""
+E1_SMALL = {"2,500 epochs": (16, 32, 64)}
+"""The batches E1 compares with 128 at a budget, where not 4, 8 and 16 (those that reach it)."""
 
 
 def _layers_at(axis: str, budget: float) -> Callable[[str, xr.Dataset], xr.DataArray]:
@@ -258,6 +267,8 @@ class Claim:
     study_epochs: int = EPOCHS
     gpu: bool = False
     """The claim is about a GPU's training time: a CPU cannot represent it."""
+    paired: bool = False
+    """A and B are the same tasks read twice (two budgets of one trajectory): compared seed by seed."""
 
 
 def f1() -> list[Claim]:
@@ -346,6 +357,11 @@ def comparisons() -> list[Claim]:
         for am in ("both", "latent") for dip, good in ((12, 16), ("auto", 16), ("auto", 32))
     ]  # fmt: skip
     rows += [
+        Claim("189 spots", f"the fall from 16: {a} vs {b} ({am})", destvi("starmap-189", am, a),
+              destvi("starmap-189", am, b))
+        for am in ("both", "latent") for a, b in ((16, 32), (32, 48), (48, 64), (64, 128), (32, 128))
+    ]  # fmt: skip
+    rows += [
         Claim("last minibatch", f"17 (last minibatch 2) vs {other} ({am})",
               destvi("starmap-189-last-batch", am, 17), destvi("starmap-189-last-batch", am, other))
         for am in ("both", "latent") for other in (19, 21)
@@ -353,11 +369,11 @@ def comparisons() -> list[Claim]:
     rows += [
         Claim("E1 equal budgets", f"{small} vs 128 at {at} ({am})", at_budget_side(am, small, at),
               at_budget_side(am, 128, at))
-        for am in ("both", "latent") for at in E1_AT for small in (4, 8, 16)
+        for am in ("both", "latent") for at in E1_AT for small in E1_SMALL.get(at, (4, 8, 16))
     ]  # fmt: skip
     rows += [
         Claim("E1 equal budgets", f"{batch}: 30,000 vs 5,000 steps ({am})", at_budget_side(am, batch, "30,000 steps"),
-              at_budget_side(am, batch, "5,000 steps"))
+              at_budget_side(am, batch, "5,000 steps"), paired=True)
         for am in ("both", "latent") for batch in (4, 16, 128)
     ]  # fmt: skip
     return [
@@ -369,6 +385,9 @@ def comparisons() -> list[Claim]:
         Claim("MERFISH", "both 512: 4x the epochs vs 1x", destvi(m, "both", 512, 4000), destvi(m, "both", 512)),
         Claim("MERFISH", "latent 1,024: 4x the epochs vs 1x", destvi(m, "latent", 1024, 4000),
               destvi(m, "latent", 1024)),
+        *[Claim("MERFISH", f"both {a:,} vs {b:,}", destvi(m, "both", a), destvi(m, "both", b))
+          for a, b in ((64, 256), (64, 512), (128, 512), (256, 512), (32, 1024))],
+        *[Claim("MERFISH", f"latent {a} vs 256", destvi(m, "latent", a), destvi(m, "latent", 256)) for a in (32, 128)],
         Claim("MERFISH", "Cell2location vs both 32", cell2location(m), destvi(m, "both", 32)),
         Claim("MERFISH", "Cell2location vs both 64", cell2location(m), destvi(m, "both", 64)),
         Claim("MERFISH", "Cell2location vs latent 256", cell2location(m), destvi(m, "latent", 256)),
@@ -471,6 +490,8 @@ class Seeds:
     values: np.ndarray = field(default_factory=lambda: np.array([]))
     done: int = 0
     total: int = 0
+    by_seed: np.ndarray = field(default_factory=lambda: np.array([]))
+    """Every task's value in seed order, nan where not done: what pairs the seeds of two readings."""
 
 
 def side_seeds(side: Side, summaries: Mapping[str, xr.Dataset | None]) -> Seeds:
@@ -479,15 +500,21 @@ def side_seeds(side: Side, summaries: Mapping[str, xr.Dataset | None]) -> Seeds:
         return Seeds(name, side.label)
     part = pick(summary, side.selection(summary))
     status = part["status"]
-    values = MEASURES[side.measure].read(name, part).where(status == "done").values.ravel()
+    by_seed = (
+        MEASURES[side.measure]
+        .read(name, part)
+        .where(status == "done")
+        .transpose(..., "seed", missing_dims="ignore")
+        .values.ravel()
+    )
+    values = by_seed
     label = side.label
     if str(side.where.get("batch_size")) == "auto" and "batch_size_used" in part:
         used = part["batch_size_used"].values
         if np.isfinite(used).any():
             label = label.replace("auto", f"auto ({int(np.nanmax(used))})")
-    return Seeds(
-        name, label, values[np.isfinite(values)], int((status == "done").sum()), int((status != "absent").sum())
-    )
+    done, total = int((status == "done").sum()), int((status != "absent").sum())
+    return Seeds(name, label, values[np.isfinite(values)], done, total, by_seed)
 
 
 def fmt(value: float, digits: int, sign: bool = False) -> str:
@@ -525,8 +552,13 @@ def interval_text(contrast: Contrast, digits: int) -> str:
 
 
 def separation_text(contrast: Contrast) -> str:
+    if contrast.n_a < 2 and contrast.n_b < 2:
+        return "n/a (1 run a side)"
     if contrast.separated == 0:
         return "no"
+    if contrast.paired:
+        side = "above" if contrast.separated > 0 else "below"
+        return f"yes, every seed's A {side} its B (sign p {contrast.rank_p:.2f})"
     side = "above" if contrast.separated > 0 else "below"
     p = contrast.rank_p
     return f"yes, A {side} (rank p {p:.2f})" if p >= 0.01 else f"yes, A {side} (rank p {p:.3f})"
@@ -536,7 +568,7 @@ def scale_reason(claim: Claim, summaries: Mapping[str, xr.Dataset | None]) -> st
     """Why the claim's experiment cannot represent the study's condition (from the setting, not the values);
     None where it can. The study's condition: its spots at its epochs, on a GPU for time."""
     name, summary = resolve(claim.a.experiment, summaries)
-    if summary is None or claim.study_spots is None:
+    if summary is None:
         return None
     if claim.gpu and device(summary) == "cpu":
         return (
@@ -544,9 +576,12 @@ def scale_reason(claim: Claim, summaries: Mapping[str, xr.Dataset | None]) -> st
             "the same at any batch; the study timed a GPU, where a step costs about the same at any batch"
         )
     spots, epochs = n_spots(summary), base_epochs(summary)
-    if max(spots / claim.study_spots, claim.study_spots / spots) <= SCALE_TOLERANCE and (
-        max(epochs / claim.study_epochs, claim.study_epochs / epochs) <= SCALE_TOLERANCE
-    ):
+    epochs_off = max(epochs / claim.study_epochs, claim.study_epochs / epochs) > SCALE_TOLERANCE
+    if claim.study_spots is None:  # the rule: a claim for any number of spots, at the study's epochs
+        if not epochs_off:
+            return None
+        return f"{name} trains {epochs:,} epochs against the study's {claim.study_epochs:,}"
+    if max(spots / claim.study_spots, claim.study_spots / spots) <= SCALE_TOLERANCE and not epochs_off:
         return None
     here, study = steps(summary, 256, epochs), claim.study_epochs * math.ceil(claim.study_spots / 256)
     return (
@@ -583,8 +618,10 @@ def judge(claim: Claim, summaries: Mapping[str, xr.Dataset | None]) -> Row:
     if a.total == 0 or b.total == 0:
         return Row(claim, a, b, None, "not run")
     if a.done < a.total or b.done < b.total:
-        return Row(claim, a, b, None, f"no verdict yet: {a.done + b.done} of {a.total + b.total} tasks done")
-    contrast, unit = compare(a.values, b.values), MEASURES[claim.a.measure].unit
+        done, total = (a.done, a.total) if claim.paired else (a.done + b.done, a.total + b.total)
+        return Row(claim, a, b, None, f"no verdict yet: {done} of {total} tasks done")
+    unit = MEASURES[claim.a.measure].unit
+    contrast = compare_paired(a.by_seed, b.by_seed) if claim.paired else compare(a.values, b.values)
     if claim.direction is None:
         sign = resolved(contrast)
         outcome = {1: "A above B", -1: "A below B"}.get(sign, f"not resolved at {seeds(contrast, unit)}")

@@ -8,9 +8,8 @@ spots. One row per batch size run there: the spots of that last minibatch (189 m
 where it divides 189), the excitatory-layer PCC of destVI (mean +- sd over seeds) per amortization, and the
 CondSCVI reference model its tasks were trained against. Each experiment trained its own reference model
 (same data, same settings, another run), and the merfish-scaled run showed that retraining it can move
-destVI's results, so rows of different reference models are not a clean comparison of batch sizes: the
-column says which is which, and its seconds (the model's training time, as every task records it) tell
-the models apart.
+destVI's results, so rows of different reference models are not a clean comparison of batch sizes: one
+table per reference model, named by its experiment and its seconds of training (as every task records it).
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-import pandas as pd
 import xarray as xr
 from findings import _batch_key, layers, load, text
 
@@ -45,30 +43,32 @@ def reference(name: str, summary: xr.Dataset) -> str:
     """The reference model the experiment's destVI tasks used, named by its experiment and training time."""
     seconds = summary["reference_time_s"].sel({"method": "destvi"}).values
     seconds = sorted({round(float(s)) for s in seconds.ravel() if np.isfinite(s) and s > 0})
-    return f"{name}'s ({', '.join(f'{s} s' for s in seconds)})"
+    return f"{name}'s reference model ({', '.join(f'{s} s' for s in seconds)} of training)"
 
 
 def table() -> str:
+    """One table per reference model: rows compare cleanly within a table, not across the two."""
     summaries = {name: load(name) for name in EXPERIMENTS}
     if summaries["starmap-189"] is None:
         sys.exit("results/study-2022/starmap-189/summary.nc: not found; run results/study-2022/run_all.sh starmap-189")
-    found = [summary for summary in summaries.values() if summary is not None]
-    pcc = pd.concat([layers(summary) for summary in found])
-    n_spots = found[0].sizes["spot"]
-    sizes = {label: size for summary in found for label, size in trained_batches(summary).items()}
-    models = {
-        label: reference(name, summary)
-        for name, summary in summaries.items()
-        if summary is not None
-        for label in trained_batches(summary)
-    }
+    tables = [reference_table(name, summary) for name, summary in summaries.items() if summary is not None]
+    return "\n\n".join(tables)
+
+
+def reference_table(name: str, summary: xr.Dataset) -> str:
+    """The batches of one experiment, all trained against its one reference model."""
+    pcc = layers(summary)
+    n_spots = summary.sizes["spot"]
+    sizes = trained_batches(summary)
     lines = [
-        "| batch | last minibatch (spots) | both | latent | reference model (its training time) |",
-        "| --- | --- | --- | --- | --- |",
+        f"Against {reference(name, summary)}: excitatory-layer PCC, mean +- sd over seeds",
+        "",
+        "| batch | last minibatch (spots) | both | latent |",
+        "| --- | --- | --- | --- |",
     ]
     for batch in sorted(sizes, key=lambda label: _batch_key(str(sizes[label]))):
         label = f"{sizes[batch]} (`auto`)" if batch == "auto" else batch
-        cells = [text(pcc, (amortization, batch)) for amortization in ("both", "latent")] + [models[batch]]
+        cells = [text(pcc, (amortization, batch)) for amortization in ("both", "latent")]
         lines.append(f"| {label} | {last_minibatch(n_spots, sizes[batch])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
