@@ -2,7 +2,8 @@
 
 tests/test_tune.py trains real (tiny) models to show the tuner works end to end; a trial's settings are
 decided before a task starts, so a real journal study in a temporary folder (or a FixedTrial) shows in
-seconds that a searched budget (max_steps, max_epochs) reaches each trial's tasks and their ids.
+seconds that a searched budget (max_steps, max_epochs), variant and drop_last reach each trial's tasks,
+their ids and the summary's trial coordinates, and that choices the grid forbids stop the sweep.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from typing import Any
 
 import optuna
 import pytest
+import yaml
 
 from tests.test_tune import sweep_data
-from toolkit.config import SweepConfig, parse_sweep
+from toolkit.aggregate import _trial_coordinates
+from toolkit.config import SweepConfig, load_sweep, parse_sweep
+from toolkit.errors import SpotsweepError
 from toolkit.layout import OutputLayout
-from toolkit.sweep import Task
+from toolkit.sweep import Task, optional_settings
 from toolkit.tune.space import suggest, trial_tasks
 from toolkit.tune.study import open_study
 
@@ -91,3 +95,70 @@ def test_a_real_study_suggests_budgets_on_the_searched_scale_and_records_them(tm
             assert all(value % 100 == 0 and 100 <= value <= 1000 for value in values), values
         else:
             assert all(10 <= value <= 80 for value in values) and len(set(values)) > 1, values
+
+
+def test_variant_and_drop_last_choices_become_each_tasks_settings_ids_and_trial_coordinates(tmp_path: Path) -> None:
+    """`variant: [2022, current]` as a user types it (2022 unquoted, a YAML number), drop_last both ways:
+    each combination is its trial's task, named by its id, and a coordinate along `trial` in summary.nc."""
+    data = sweep_data(tmp_path / "out", {"variant": [2022, "current"], "drop_last": [True, False]})
+    data["methods"][0]["amortization"] = "latent"
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data).replace("- '2022'", "- 2022"))
+    assert "- 2022\n" in path.read_text()
+    sweep = load_sweep(path)
+    assert sweep.methods[0].search.variant == ["2022", "current"]
+    picks = [("2022", True), ("current", True), ("2022", False), ("current", False)]
+    tasks = []
+    for number, (variant, drop_last) in enumerate(picks):
+        settings, (task,) = tasks_of(sweep, number, {"variant": variant, "drop_last": drop_last, "batch_size": 8})
+        assert (settings["variant"], settings["drop_last"]) == (variant, drop_last)
+        assert task.variant == variant and task.setting("drop_last", False) is drop_last
+        assert task.id.startswith(f"small-destvi-{variant}-latent-b8-t300-")
+        assert ("-dl-" in task.id) is drop_last, task.id
+        tasks.append(task)
+    assert len({task.id for task in tasks}) == 4
+    coords = _trial_coordinates(tasks, optional_settings(tasks), [0, 1, 2, 3])
+    assert coords["variant"] == ("trial", ["2022", "current", "2022", "current"])
+    assert coords["drop_last"] == ("trial", [True, True, False, False])
+    assert coords["max_steps"] == ("trial", [300] * 4) and coords["amortization"] == ("trial", ["latent"] * 4)
+
+
+def test_a_grid_listing_several_variants_lets_the_trial_choose_among_them(tmp_path: Path) -> None:
+    """A setting the search leaves out but the grid lists twice is the trial's choice, asked of the study."""
+    sweep = tuned_sweep(tmp_path, {"batch_size": {"low": 4, "high": 64}}, variant=["2022", "current"])
+    study = open_study(OutputLayout(tmp_path / "out"), sweep.name, sweep.methods[0].search)
+    trial = study.ask()
+    settings = suggest(trial, sweep.methods[0])
+    assert trial.distributions["variant"] == optuna.distributions.CategoricalDistribution(["2022", "current"])
+    assert trial_tasks(sweep, sweep.methods[0], 0, settings)[0].variant == settings["variant"]
+
+
+@pytest.mark.parametrize(
+    ("search", "grid", "expected"),
+    [
+        (
+            {"variant": ["2022", "current"], "amortization": ["both", "proportion"]},
+            {},
+            "a trial of the search may pick variant 'current' with amortization 'proportion', which needs the "
+            "normal prior of variant 2022; search variant 2022 only, or amortization without it",
+        ),
+        ({"variant": ["current"]}, {"amortization": "none"}, "variant 'current' with amortization 'none'"),
+        ({"amortization": ["proportion"]}, {"variant": ["2022", "current"]}, "variant 'current' with amortization"),
+        ({"variant": ["2023"]}, {}, "variant '2023' is unknown; use 2022, current"),
+        ({"drop_last": [True, True]}, {}, "drop_last lists a value twice"),
+    ],
+)
+def test_search_choices_the_grid_forbids_are_one_sentence(
+    tmp_path: Path, search: dict[str, Any], grid: dict[str, Any], expected: str
+) -> None:
+    """A trial could combine choices the grid itself refuses (variant current's mixture prior with
+    amortization proportion or none): the sweep stops before anything trains, in one sentence naming the
+    file. (A search over both max_steps and max_epochs: tests/test_tune.py's search mistakes.)"""
+    data = sweep_data(tmp_path / "out", search)
+    data["methods"][0].update(grid)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(SpotsweepError) as error:
+        load_sweep(path)
+    assert str(path) in str(error.value) and expected in str(error.value), str(error.value)
+    assert "\n" not in str(error.value)
