@@ -1,13 +1,19 @@
-"""`spotsweep tune`'s settings that need no training to check: what a trial's sampled parameters become.
+"""`spotsweep tune`'s settings that need no training to check: what a trial's sampled parameters become,
+and the samplers and pruners a `search:` block names.
 
-tests/test_tune.py trains real (tiny) models to show the tuner works end to end; a trial's settings are
-decided before a task starts, so a real journal study in a temporary folder (or a FixedTrial) shows in
-seconds that a searched budget (max_steps, max_epochs), variant and drop_last reach each trial's tasks,
-their ids and the summary's trial coordinates, and that choices the grid forbids stop the sweep.
+tests/test_tune.py trains real (tiny) models to show the tuner works end to end; everything here is
+decided before a task starts, or by Optuna from the values a trial reports, so a real journal study in a
+temporary folder, trials asked and told by hand, and trajectory lines written by hand show it in seconds:
+a searched budget (max_steps, max_epochs), variant and drop_last reach each trial's tasks, their ids and
+the summary's trial coordinates; random, gp, nsga2 (and tpe) are the samplers asked for and repeat
+themselves for the same tuner seed; Hyperband prunes a clearly worse trial at the optimizer steps the
+loop reports.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +27,8 @@ from toolkit.config import SweepConfig, load_sweep, parse_sweep
 from toolkit.errors import SpotsweepError
 from toolkit.layout import OutputLayout
 from toolkit.sweep import Task, optional_settings
+from toolkit.task import LIVE_TRAJECTORY, append_line
+from toolkit.tune.loop import Loop, Running
 from toolkit.tune.space import suggest, trial_tasks
 from toolkit.tune.study import open_study
 
@@ -162,3 +170,116 @@ def test_search_choices_the_grid_forbids_are_one_sentence(
         load_sweep(path)
     assert str(path) in str(error.value) and expected in str(error.value), str(error.value)
     assert "\n" not in str(error.value)
+
+
+# --- samplers and pruners -------------------------------------------------------------------------
+
+SPACE: dict[str, Any] = {
+    "batch_size": {"low": 4, "high": 64, "log": True},
+    "lr": {"low": 0.001, "high": 0.05, "log": True},
+    "amortization": ["both", "latent"],
+    "startup_trials": 2,
+}
+
+
+def made_up_values(params: dict[str, Any], objectives: int) -> float | list[float]:
+    """A smooth stand-in for a trial's score (best near batch 16, lr 0.01, latent), and its seconds."""
+    score = 0.6 - 0.1 * abs(math.log2(params["batch_size"] / 16)) - 0.1 * abs(math.log10(params["lr"] / 0.01))
+    score += 0.05 if params["amortization"] == "latent" else 0.0
+    return score if objectives == 1 else [score, 400.0 / params["batch_size"]]
+
+
+def asked_and_told(root: Path, search: dict[str, Any], n_trials: int) -> tuple[Any, list[dict[str, Any]]]:
+    """A journal study in `root` run by hand as the loop runs it (ask, suggest, tell): its trials' settings."""
+    sweep = tuned_sweep(root, search)
+    grid = sweep.methods[0]
+    study = open_study(OutputLayout(root / "out"), sweep.name, grid.search)
+    picked = []
+    for _ in range(n_trials):
+        trial = study.ask()
+        settings = suggest(trial, grid)
+        picked.append(settings)
+        study.tell(trial, made_up_values(settings, len(study.directions)))
+    return study, picked
+
+
+@pytest.mark.parametrize(
+    ("sampler", "expected", "extra"),
+    [
+        ("tpe", optuna.samplers.TPESampler, {}),
+        ("random", optuna.samplers.RandomSampler, {}),
+        ("gp", optuna.samplers.GPSampler, {}),
+        ("nsga2", optuna.samplers.NSGAIISampler, {"second_objective": "train_time_s"}),
+    ],
+)
+def test_each_sampler_is_the_one_named_and_the_same_tuner_seed_repeats_its_trials(
+    tmp_path: Path, sampler: str, expected: type, extra: dict[str, Any]
+) -> None:
+    """Two journals, the same `seed:`, the same told values: the same trials, past the random start-up
+    (tpe's and gp's third and fourth trials come from their models; nsga2's first generation is 50 trials);
+    another seed picks another first trial."""
+    search = {**SPACE, "sampler": sampler, "seed": 7, **extra}
+    study, first = asked_and_told(tmp_path / "a", search, 4)
+    assert type(study.sampler) is expected
+    assert [trial.state.name for trial in study.get_trials()] == ["COMPLETE"] * 4
+    again = asked_and_told(tmp_path / "b", search, 4)[1]
+    assert again == first
+    other = asked_and_told(tmp_path / "c", {**search, "seed": 8}, 1)[1]
+    assert other[0] != first[0], (other, first)
+
+
+@pytest.mark.parametrize(
+    ("pruner", "extra", "expected"),
+    [
+        ("median", {}, optuna.pruners.MedianPruner),
+        ("hyperband", {}, optuna.pruners.HyperbandPruner),
+        ("none", {}, optuna.pruners.NopPruner),
+        ("median", {"second_objective": "train_time_s"}, optuna.pruners.NopPruner),  # Optuna prunes one objective
+    ],
+)
+def test_each_pruner_setting_gives_that_pruner(
+    tmp_path: Path, pruner: str, extra: dict[str, Any], expected: type
+) -> None:
+    sweep = tuned_sweep(tmp_path, {**SPACE, "pruner": pruner, **extra})
+    study = open_study(OutputLayout(tmp_path / "out"), sweep.name, sweep.methods[0].search)
+    assert type(study.pruner) is expected
+
+
+def trajectory_line(step: int, score: float) -> dict[str, Any]:
+    """One line of a task's live trajectory (tasks/<id>/trajectory.jsonl) as a training task appends it."""
+    types = ["ExcitatoryL2and3", "ExcitatoryL4", "ExcitatoryL5", "ExcitatoryL6", "Inhibitory"]
+    return {"step": step, "metrics": ["pcc", "rmse"], "cell_types": types, "per_cell_type": [[score, 0.1]] * 5}
+
+
+def test_hyperband_prunes_a_clearly_worse_trial_at_the_steps_the_loop_reports(tmp_path: Path) -> None:
+    """`pruner: hyperband`, the trajectory reported every 30 steps of a 300-step budget (three brackets):
+    six trials that learn complete; a seventh that does not is pruned part way by the loop's own
+    reporting (Loop._report on trajectory lines written by hand), and its task reads pruned."""
+    search = {"lr": {"low": 1e-5, "high": 0.05}, "pruner": "hyperband", "prune_interval_steps": 30}
+    sweep = tuned_sweep(tmp_path, search)
+    layout = OutputLayout(tmp_path / "out")
+    study = open_study(layout, sweep.name, sweep.methods[0].search)
+    said: list[str] = []
+    loop = Loop(sweep, layout, study, sweep.methods[0], 1, said.append)
+    for number, learns in enumerate([True] * 6 + [False]):
+        trial = study.ask()
+        tasks = trial_tasks(sweep, loop.grid, trial.number, suggest(trial, loop.grid))
+        loop.running[number] = entry = Running(trial, tasks, None)
+        (task,) = tasks
+        layout.task_dir(task.id).mkdir(parents=True)  # as the task's process makes it
+        for step in range(30, 301, 30):
+            score = 0.6 * (1 - math.exp(-step / 60)) if learns else 0.01
+            append_line(layout.task_dir(task.id) / LIVE_TRAJECTORY, trajectory_line(step, score))
+            loop._report(entry)
+            if number not in loop.running:
+                break
+        else:
+            del loop.running[number]
+            study.tell(trial, score)  # as Loop._end tells it from the task's result
+    states = [trial.state.name.lower() for trial in study.get_trials()]
+    assert states == ["complete"] * 6 + ["pruned"], (states, said)
+    pruned = study.get_trials()[6]
+    assert max(pruned.intermediate_values) < 300 and set(pruned.intermediate_values.values()) == {0.01}
+    assert all(step % 30 == 0 for step in pruned.intermediate_values)
+    assert said[-1].startswith("trial 6: pruned at step"), said
+    assert json.loads((layout.task_dir(tasks[0].id) / "pruned.json").read_text())["reason"].startswith("trial 6 pruned")
