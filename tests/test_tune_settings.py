@@ -1,5 +1,5 @@
 """`spotsweep tune`'s settings that need no training to check: what a trial's sampled parameters become,
-and the samplers and pruners a `search:` block names.
+the samplers and pruners a `search:` block names, and optuna-dashboard on the study's journal.
 
 tests/test_tune.py trains real (tiny) models to show the tuner works end to end; everything here is
 decided before a task starts, or by Optuna from the values a trial reports, so a real journal study in a
@@ -7,21 +7,27 @@ temporary folder, trials asked and told by hand, and trajectory lines written by
 a searched budget (max_steps, max_epochs), variant and drop_last reach each trial's tasks, their ids and
 the summary's trial coordinates; random, gp, nsga2 (and tpe) are the samplers asked for and repeat
 themselves for the same tuner seed; Hyperband prunes a clearly worse trial at the optimizer steps the
-loop reports.
+loop reports; the dashboard lists the study, its trials and their values from the journal file.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
+from wsgiref.util import setup_testing_defaults
 
 import optuna
 import pytest
 import yaml
 
-from tests.test_tune import sweep_data
+from tests.test_tune import SEARCH, sweep_data
 from toolkit.aggregate import _trial_coordinates
 from toolkit.config import SweepConfig, load_sweep, parse_sweep
 from toolkit.errors import SpotsweepError
@@ -30,7 +36,7 @@ from toolkit.sweep import Task, optional_settings
 from toolkit.task import LIVE_TRAJECTORY, append_line
 from toolkit.tune.loop import Loop, Running
 from toolkit.tune.space import suggest, trial_tasks
-from toolkit.tune.study import open_study
+from toolkit.tune.study import journal_path, open_study
 
 
 def tuned_sweep(tmp_path: Path, search: dict[str, Any], **grid: Any) -> SweepConfig:
@@ -283,3 +289,96 @@ def test_hyperband_prunes_a_clearly_worse_trial_at_the_steps_the_loop_reports(tm
     assert all(step % 30 == 0 for step in pruned.intermediate_values)
     assert said[-1].startswith("trial 6: pruned at step"), said
     assert json.loads((layout.task_dir(tasks[0].id) / "pruned.json").read_text())["reason"].startswith("trial 6 pruned")
+
+
+# --- optuna-dashboard on the journal ----------------------------------------------------------------
+
+
+def a_small_study(tmp_path: Path) -> Path:
+    """A journal as `spotsweep tune` leaves it: three trials (two complete, one pruned), its tasks noted."""
+    sweep = tuned_sweep(tmp_path, {**SEARCH, "sampler": "random"})
+    grid = sweep.methods[0]
+    layout = OutputLayout(tmp_path / "out")
+    study = open_study(layout, sweep.name, grid.search)
+    for number, value in enumerate([0.41, 0.52, None]):
+        trial = study.ask()
+        tasks = trial_tasks(sweep, grid, trial.number, suggest(trial, grid))
+        trial.set_user_attr("tasks", [task.to_dict() for task in tasks])
+        trial.set_user_attr("task_ids", [task.id for task in tasks])
+        trial.report(0.3 if value else 0.01, 30)
+        if value is None:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            trial.set_user_attr("seed_scores", [value])
+            study.tell(trial, value)
+        assert trial.number == number
+    return journal_path(layout)
+
+
+def test_optuna_dashboards_api_lists_the_study_and_its_trials_from_the_journal_file(tmp_path: Path) -> None:
+    """The dashboard's WSGI app, given the journal's path as `optuna-dashboard PATH` is (it guesses the
+    storage from the file): its API lists the study, each trial's state, value and settings, the best."""
+    from optuna_dashboard import wsgi
+
+    journal = a_small_study(tmp_path)
+    app = wsgi(str(journal))
+
+    def get(path: str) -> dict[str, Any]:
+        environ: dict[str, Any] = {"PATH_INFO": path, "REQUEST_METHOD": "GET"}
+        setup_testing_defaults(environ)
+        status: list[str] = []
+        body = b"".join(app(environ, lambda code, headers, exc_info=None: status.append(code)))
+        assert status == ["200 OK"], (status, body[:300])
+        return json.loads(body)
+
+    (study,) = get("/api/studies")["study_summaries"]
+    assert (study["study_name"], study["directions"]) == ("tune-small", ["maximize"])
+    detail = get(f"/api/studies/{study['study_id']}")
+    trials = detail["trials"]
+    assert [(t["number"], t["state"], t["values"]) for t in trials] == [
+        (0, "Complete", [0.41]),
+        (1, "Complete", [0.52]),
+        (2, "Pruned", [0.01]),  # Optuna keeps a pruned trial's last reported value as its value
+    ]
+    for trial in trials:
+        params = {param["name"]: param["param_external_value"] for param in trial["params"]}
+        assert set(params) == {"batch_size", "amortization"} and params["amortization"] in ("both", "latent")
+        assert [value["step"] for value in trial["intermediate_values"]] == [30]
+    assert [t["number"] for t in detail["best_trials"]] == [1]
+    assert detail["has_intermediate_values"] is True
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_the_optuna_dashboard_command_serves_the_journal_file(tmp_path: Path) -> None:
+    """The README's command, `optuna-dashboard OUT/tune/journal.log`, as its own process on a free port."""
+    journal = a_small_study(tmp_path)
+    port = free_port()
+    command = Path(sys.executable).with_name("optuna-dashboard")
+    server = subprocess.Popen(
+        [str(command), str(journal), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.communicate()[1]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as response:
+                    listed = json.loads(response.read())
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "optuna-dashboard did not answer in 60 s"
+                time.sleep(0.2)
+        assert [study["study_name"] for study in listed["study_summaries"]] == ["tune-small"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/dashboard", timeout=5) as response:
+            assert response.status == 200 and b"<html" in response.read().lower()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
