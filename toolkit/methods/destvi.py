@@ -122,6 +122,7 @@ class DestVIGrid(MethodGrid):
                 )
         whole_numbers("batch_size", [v for v in self.batch_size if v != "auto"], 1)
         self._check_budgets()
+        self._check_search()
         if self.compile and self.engine != "fast":
             raise ValueError(
                 f"compile: {str(self.compile).lower()} needs engine: fast (stock scvi-tools training is not compiled)"
@@ -133,6 +134,19 @@ class DestVIGrid(MethodGrid):
     def epochs_kl_warmup(self) -> int:
         """The warm-up in epochs as it runs when the warm-up is not in steps."""
         return DEFAULT_KL_WARMUP_EPOCHS if self.n_epochs_kl_warmup is None else self.n_epochs_kl_warmup
+
+    def _check_search(self) -> None:
+        """A trial combines the search's choices (else the grid's): the same rule on variant and amortization."""
+        if self.search is None:
+            return
+        variants = [str(value) for value in self.search.variant or self.variant]
+        amortizations = self.search.amortization or self.amortization
+        needs_2022 = [value for value in amortizations if value in {"proportion", "none"}]
+        if "current" in variants and needs_2022:
+            raise ValueError(
+                f"a trial of the search may pick variant 'current' with amortization '{needs_2022[0]}', which needs "
+                "the normal prior of variant 2022; search variant 2022 only, or amortization without it"
+            )
 
     def _check_budgets(self) -> None:
         """One budget and one warm-up, each in epochs or in steps; drop_last a yes or no."""

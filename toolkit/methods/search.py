@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from toolkit.methods.configs import Strict
 
@@ -99,6 +99,14 @@ class SearchConfig(Strict):
     different budgets and batch sizes are compared at the same steps."""
     prune_warmup_steps: int = Field(default=0, ge=0)
     """No trial is pruned before this many optimizer steps."""
+
+    @field_validator("variant", mode="before")
+    @classmethod
+    def _variant_as_text(cls, value: object) -> object:
+        """`variant: [2022, current]`: YAML reads 2022 as a number, which the grid takes as the variant too."""
+        if isinstance(value, list):
+            return [str(item) if isinstance(item, int) and not isinstance(item, bool) else item for item in value]
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> SearchConfig:

@@ -66,10 +66,9 @@ def suggest(trial: optuna.trial.BaseTrial, grid: DestVIGrid) -> dict[str, Any]:
     search = grid.search
     assert search is not None
     values = _grid_values(grid)
-    if search.max_steps is not None:
-        values.pop("max_epochs", None)
-    if search.max_epochs is not None:
-        values.pop("max_steps", None)
+    for budget, other in (("max_steps", "max_epochs"), ("max_epochs", "max_steps")):
+        if getattr(search, budget) is not None:  # the searched budget in place of the grid's, in its unit
+            values = {budget if name == other else name: value for name, value in values.items()}
     settings: dict[str, Any] = {}
     for name, grid_values in values.items():
         given = getattr(search, name)
