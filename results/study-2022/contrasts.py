@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from scipy import stats
@@ -92,28 +92,13 @@ class Contrast:
 def compare(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Contrast:
     """The contrast A - B of two sides' per-seed values (nan values, e.g. unfinished tasks, are left out)."""
     x, y = (np.asarray([v for v in values if np.isfinite(v)], dtype=float) for values in (a, b))
-    sd_x, sd_y = (float(v.std(ddof=1)) if len(v) > 1 else math.nan for v in (x, y))
-    low = high = math.nan
-    if len(x) > 1 and len(y) > 1:
-        if sd_x == 0 and sd_y == 0:  # identical seeds on both sides: the interval is the difference itself
-            low = high = float(x.mean() - y.mean())
-        else:
-            interval = stats.ttest_ind(x, y, equal_var=False).confidence_interval(level)
-            low, high = float(interval.low), float(interval.high)
+    interval = None
+    if len(x) > 1 and len(y) > 1 and (x.std() > 0 or y.std() > 0):
+        interval = stats.ttest_ind(x, y, equal_var=False).confidence_interval(level)
     separated = 0
     if len(x) and len(y):
         separated = 1 if x.min() > y.max() else -1 if x.max() < y.min() else 0
-    return Contrast(
-        n_a=len(x),
-        n_b=len(y),
-        mean_a=float(x.mean()) if len(x) else math.nan,
-        mean_b=float(y.mean()) if len(y) else math.nan,
-        sd_a=sd_x,
-        sd_b=sd_y,
-        low=low,
-        high=high,
-        separated=separated,
-    )
+    return _contrast(x, y, interval, separated, paired=False)
 
 
 def compare_paired(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Contrast:
@@ -123,29 +108,34 @@ def compare_paired(a: Sequence[float], b: Sequence[float], level: float = LEVEL)
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
     differences = x - y
-    sd_x, sd_y = (float(v.std(ddof=1)) if len(v) > 1 else math.nan for v in (x, y))
-    low = high = math.nan
-    if len(differences) > 1:
-        if differences.std() == 0:
-            low = high = float(differences.mean())
-        else:
-            interval = stats.ttest_rel(x, y).confidence_interval(level)
-            low, high = float(interval.low), float(interval.high)
+    interval = None
+    if len(differences) > 1 and differences.std() > 0:
+        interval = stats.ttest_rel(x, y).confidence_interval(level)
     separated = 0
     if len(differences):
         separated = 1 if (differences > 0).all() else -1 if (differences < 0).all() else 0
-    mean = float(x.mean()) if len(x) else math.nan
+    return _contrast(x, y, interval, separated, paired=True)
+
+
+def _contrast(x: np.ndarray, y: np.ndarray, interval: Any, separated: int, paired: bool) -> Contrast:
+    """The Contrast of two sides' kept values and their interval; where the values leave no spread (every
+    difference the same) the interval is the difference itself, and where a side has one value, none."""
+    low = high = math.nan
+    if interval is not None:
+        low, high = float(interval.low), float(interval.high)
+    elif len(x) > 1 and len(y) > 1:
+        low = high = float(x.mean() - y.mean())
     return Contrast(
         n_a=len(x),
         n_b=len(y),
-        mean_a=mean,
+        mean_a=float(x.mean()) if len(x) else math.nan,
         mean_b=float(y.mean()) if len(y) else math.nan,
-        sd_a=sd_x,
-        sd_b=sd_y,
+        sd_a=float(x.std(ddof=1)) if len(x) > 1 else math.nan,
+        sd_b=float(y.std(ddof=1)) if len(y) > 1 else math.nan,
         low=low,
         high=high,
         separated=separated,
-        paired=True,
+        paired=paired,
     )
 
 
