@@ -183,7 +183,8 @@ epochs, batch 128's 2,500, the budget starmap-189 gave 128) and at equal epochs:
 their 2,400-step KL warm-up (1,875 and 1,250 steps); and 2,500, the study's epochs, which batches 16 to 128
 reach past their warm-up (4 and 8 stop at 625 and 1,250)."""
 E1_SMALL = {"2,500 epochs": (16, 32, 64)}
-"""The batches E1 compares with 128 at a budget, where not 4, 8 and 16 (those that reach it)."""
+"""The batches E1 compares with 128 at a budget: 4, 8 and 16, but at 2,500 epochs (which 4 and 8 never reach)
+16, 32 and 64."""
 
 
 def _layers_at(axis: str, budget: float) -> Callable[[str, xr.Dataset], xr.DataArray]:
@@ -507,14 +508,13 @@ def side_seeds(side: Side, summaries: Mapping[str, xr.Dataset | None]) -> Seeds:
         .transpose(..., "seed", missing_dims="ignore")
         .values.ravel()
     )
-    values = by_seed
     label = side.label
     if str(side.where.get("batch_size")) == "auto" and "batch_size_used" in part:
         used = part["batch_size_used"].values
         if np.isfinite(used).any():
             label = label.replace("auto", f"auto ({int(np.nanmax(used))})")
     done, total = int((status == "done").sum()), int((status != "absent").sum())
-    return Seeds(name, label, values[np.isfinite(values)], done, total, by_seed)
+    return Seeds(name, label, by_seed[np.isfinite(by_seed)], done, total, by_seed)
 
 
 def fmt(value: float, digits: int, sign: bool = False) -> str:
