@@ -382,3 +382,42 @@ def test_the_optuna_dashboard_command_serves_the_journal_file(tmp_path: Path) ->
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+# --- the best settings, to train again with fresh seeds -----------------------------------------------
+
+
+def test_the_best_trial_becomes_a_sweep_file_with_fresh_seeds_and_no_search(tmp_path: Path) -> None:
+    """OUT/tune/best.yaml: the best of three hand-told trials as a plain grid (every setting one value, the
+    grid's for what was not searched), 3 seeds no trial trained, writing into OUT/confirm; `spotsweep run`
+    reads it as any sweep file. A Pareto front (two objectives) has no one best and gets no file."""
+    from toolkit.sweep import expand
+    from toolkit.tune.best import CONFIRM_SEEDS, best_path, write_best
+
+    sweep = tuned_sweep(tmp_path, {**SEARCH, "seeds_per_trial": 2})
+    grid = sweep.methods[0]
+    layout = OutputLayout(tmp_path / "out")
+    study = open_study(layout, sweep.name, grid.search)
+    for batch, amortization, value in ((8, "both", 0.3), (23, "latent", 0.6), (64, "latent", 0.4)):
+        study.enqueue_trial({"batch_size": batch, "amortization": amortization})
+        trial = study.ask()
+        settings = suggest(trial, grid)
+        trial.set_user_attr("task_ids", [task.id for task in trial_tasks(sweep, grid, trial.number, settings)])
+        study.tell(trial, value)
+
+    path = write_best(layout, sweep, grid, study)
+    assert path == best_path(layout) and path.read_text().startswith("# The best trial of")
+    best = load_sweep(path)
+    assert best.methods[0].search is None and best.output == layout.root / "confirm"
+    tasks = expand(best)
+    assert [task.seed for task in tasks] == [2, 3, 4][:CONFIRM_SEEDS]  # the trials trained seeds 0 and 1
+    settings = {(task.batch_size, task.amortization, task.extra_settings["max_steps"]) for task in tasks}
+    assert settings == {(23, "latent", 300)}
+    assert all(task.params["lr"] == pytest.approx(0.02) and "trial" not in task.extra_settings for task in tasks)
+
+    two = tuned_sweep(tmp_path / "two", {**SEARCH, "second_objective": "train_time_s"})
+    pareto = open_study(OutputLayout(tmp_path / "two" / "out"), two.name, two.methods[0].search)
+    trial = pareto.ask()
+    suggest(trial, two.methods[0])
+    pareto.tell(trial, [0.5, 10.0])
+    assert write_best(OutputLayout(tmp_path / "two" / "out"), two, two.methods[0], pareto) is None

@@ -4,7 +4,8 @@
 - `objective`: a task's score (final, and along its trajectory while it trains) as the study reads it;
 - `study`: the Optuna study (journal storage in the output folder, sampler, pruner);
 - `loop`: ask, dispatch through the backend core, report and prune, tell; resume what was running;
-- `report`: the trials, the best over time, the best settings, the Pareto front, the importances.
+- `report`: the trials, the best over time, the best settings, the Pareto front, the importances;
+- `best`: the best trial's settings as a sweep file (tune/best.yaml), to train again with fresh seeds.
 
 A client of the backend core (`toolkit.backends.core.dispatch`), as `toolkit.launch` is.
 """

@@ -40,3 +40,5 @@ def tune(
         values = ", ".join(f"{value:.4f}" for value in best["values"])
         params = ", ".join(f"{name} {value}" for name, value in best["params"].items())
         print(f"best: trial {best['number']}: {values}: {params}")
+    if summary.best_file is not None:
+        print(f"a trial's value is one draw; train the best again with fresh seeds: spotsweep run {summary.best_file}")

@@ -22,6 +22,7 @@ from toolkit.layout import OutputLayout
 from toolkit.status import mark_pruned, task_state
 from toolkit.sweep import Task
 from toolkit.tune import objective
+from toolkit.tune.best import write_best
 from toolkit.tune.report import best_trials, count_trials, write_trials
 from toolkit.tune.space import searched_grid, suggest, trial_tasks
 from toolkit.tune.study import open_study
@@ -54,6 +55,8 @@ class TuneSummary:
     seconds: float
     best: list[dict[str, Any]]
     """The best trial (one objective) or the Pareto front (two): number, values, params."""
+    best_file: Path | None = None
+    """OUT/tune/best.yaml: the best settings as a sweep with fresh seeds (one objective; toolkit.tune.best)."""
 
 
 def _say(line: str) -> None:
@@ -81,8 +84,9 @@ def tune(
         loop = Loop(sweep, layout, study, grid, parallel, say)
         loop.run(trials)
         write_trials(layout, study)  # before the finish: the aggregate reads the trials' states from it
+        best_file = write_best(layout, sweep, grid, study)
         runner.finish(layout, report)  # the report draws the Tuning section from the folder (toolkit.tuned)
-        return TuneSummary(count_trials(study), time.perf_counter() - start, best_trials(study))
+        return TuneSummary(count_trials(study), time.perf_counter() - start, best_trials(study), best_file)
 
 
 class Loop:

@@ -100,21 +100,26 @@ def seeds(grid: DestVIGrid, search: SearchConfig) -> list[int]:
     ]
 
 
+def narrow(grid: DestVIGrid, settings: dict[str, Any], seed_list: list[int]) -> DestVIGrid:
+    """The grid at one trial's settings (every searched setting one value) and the given seeds."""
+    update: dict[str, Any] = {name: [value] for name, value in settings.items() if name != "lr"}
+    update["variant"] = [str(settings["variant"])]
+    update["seed"] = seed_list
+    if "max_steps" in settings:
+        update["max_epochs"] = None
+    else:
+        update["max_steps"] = None
+    update["lr"] = float(settings["lr"])
+    return grid.model_copy(update=update)
+
+
 def trial_tasks(sweep: SweepConfig, grid: DestVIGrid, number: int, settings: dict[str, Any]) -> list[Task]:
     """A trial's tasks, one per seed: the grid narrowed to the trial's settings, expanded as `run` would."""
     from toolkit.config import identity
     from toolkit.sweep import SWEPT_SETTINGS, Task
 
     assert grid.search is not None
-    update: dict[str, Any] = {name: [value] for name, value in settings.items() if name != "lr"}
-    update["variant"] = [str(settings["variant"])]
-    update["seed"] = seeds(grid, grid.search)
-    if "max_steps" in settings:
-        update["max_epochs"] = None
-    else:
-        update["max_steps"] = None
-    update["lr"] = float(settings["lr"])
-    narrowed = grid.model_copy(update=update)
+    narrowed = narrow(grid, settings, seeds(grid, grid.search))
     dataset = sweep.datasets[0]
     tasks = []
     for point in narrowed.points():
