@@ -164,6 +164,11 @@ def test_the_tuner_finds_a_setting_near_the_small_grids_best(grid: tuple[OutputL
     assert best["values"][0] >= grid[1] - TOLERANCE, (best, grid[1])
     assert best["params"]["amortization"] == "latent"  # the grid's best's, where both scores 0.25 at most
     print(f"tuner best {best['values'][0]:.4f} ({best['params']}), grid best {grid[1]:.4f}, {seconds:.0f} s")
+    confirm = expand(load_sweep(summary.best_file))  # the best settings again, with seeds no trial trained
+    assert {(task.batch_size, task.amortization) for task in confirm} == {
+        (best["params"]["batch_size"], best["params"]["amortization"])
+    }
+    assert [task.seed for task in confirm] == [1, 2, 3]
 
     # every trial's task reached the aggregate with its trial number, and the report and status show the study
     import xarray as xr
