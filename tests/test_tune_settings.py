@@ -402,18 +402,25 @@ def test_the_best_trial_becomes_a_sweep_file_with_fresh_seeds_and_no_search(tmp_
         study.enqueue_trial({"batch_size": batch, "amortization": amortization})
         trial = study.ask()
         settings = suggest(trial, grid)
-        trial.set_user_attr("task_ids", [task.id for task in trial_tasks(sweep, grid, trial.number, settings)])
+        tasks = trial_tasks(sweep, grid, trial.number, settings)
+        trial.set_user_attr("tasks", [task.to_dict() for task in tasks])
         study.tell(trial, value)
 
     path = write_best(layout, sweep, grid, study)
-    assert path == best_path(layout) and path.read_text().startswith("# The best trial of")
+    assert path == best_path(layout) and "from seed(s) 0, 1. Its settings again, with seeds [2, 3, 4]" in path.read_text()
     best = load_sweep(path)
     assert best.methods[0].search is None and best.output == layout.root / "confirm"
+    assert best.executor.kind == "local" and best.name == f"{sweep.name}-best"
     tasks = expand(best)
     assert [task.seed for task in tasks] == [2, 3, 4][:CONFIRM_SEEDS]  # the trials trained seeds 0 and 1
     settings = {(task.batch_size, task.amortization, task.extra_settings["max_steps"]) for task in tasks}
     assert settings == {(23, "latent", 300)}
     assert all(task.params["lr"] == pytest.approx(0.02) and "trial" not in task.extra_settings for task in tasks)
+
+    # the executor's kind survives (each backend's default, which a dump of non-defaults would leave out)
+    inline = sweep.model_copy(update={"executor": parse_sweep({**sweep_data(tmp_path), "executor": {"kind": "inline"}},
+                                                               "t").executor})  # fmt: skip
+    assert load_sweep(write_best(layout, inline, grid, study)).executor.kind == "inline"
 
     two = tuned_sweep(tmp_path / "two", {**SEARCH, "second_objective": "train_time_s"})
     pareto = open_study(OutputLayout(tmp_path / "two" / "out"), two.name, two.methods[0].search)

@@ -261,6 +261,8 @@ def counted(record: Advice) -> bool:
 def line_advice(summaries: Mapping[str, xr.Dataset | None]) -> str:
     everything = all_advice(summaries)
     records = [record for record in everything if counted(record)]
+    if not records:
+        return "4. **What batch size to use**: no batch sweep at about the study's 2,500 epochs has run yet."
     left_out = sorted({f"{r.where} at {r.epochs:,} epochs" for r in everything if not counted(r)})
     study = [record.rules["min(n/10, 128)"] for record in records]
     ok = sum(verdict in ("the best", "not resolved below") for _, _, verdict in study)

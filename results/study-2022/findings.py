@@ -552,7 +552,7 @@ def interval_text(contrast: Contrast, digits: int) -> str:
 
 
 def separation_text(contrast: Contrast) -> str:
-    if contrast.n_a < 2 and contrast.n_b < 2:
+    if contrast.n_a == 1 and contrast.n_b == 1:
         return "n/a (1 run a side)"
     if contrast.separated == 0:
         return "no"
@@ -621,6 +621,8 @@ def judge(claim: Claim, summaries: Mapping[str, xr.Dataset | None]) -> Row:
         done, total = (a.done, a.total) if claim.paired else (a.done + b.done, a.total + b.total)
         return Row(claim, a, b, None, f"no verdict yet: {done} of {total} tasks done")
     unit = MEASURES[claim.a.measure].unit
+    if claim.paired and (claim.a.experiment != claim.b.experiment or a.by_seed.shape != b.by_seed.shape):
+        raise ValueError(f"{claim.says}: a paired claim reads one experiment's same tasks on both sides")
     contrast = compare_paired(a.by_seed, b.by_seed) if claim.paired else compare(a.values, b.values)
     if claim.direction is None:
         sign = resolved(contrast)

@@ -2,9 +2,11 @@
 
 A trial's value is one draw (its `seeds_per_trial` seeds), and the best of many draws is an optimistic
 estimate of what its settings give (the winner's curse): the same settings trained with fresh seeds say
-what a user can expect of them. `spotsweep tune` writes this file after every study of one objective;
-`spotsweep run OUT/tune/best.yaml` trains it (into OUT/confirm), and the same settings, with the dataset
-swapped, are what to train on the user's own spot data.
+what a user can expect of them. `spotsweep tune` writes this file after every study of one objective:
+the searched method entry alone (no other method, no search), at the best trial's settings and 3 seeds
+that no trial of the study trained. `spotsweep run OUT/tune/best.yaml`, from the folder the tune ran in
+(its paths are read from there, as the sweep file's are), trains it into OUT/confirm; with the dataset
+swapped, it is what to train on the user's own spot data.
 """
 
 from __future__ import annotations
@@ -24,28 +26,40 @@ if TYPE_CHECKING:
 CONFIRM_SEEDS = 3
 """Fresh seeds the best settings are trained with again: the fewest for which the verdict rule gives an
 interval with some room (3 a side)."""
+NAME_SUFFIX = "-best"
 
 
 def best_path(layout: OutputLayout) -> Path:
     return layout.root / "tune" / "best.yaml"
 
 
-def fresh_seeds(grid: DestVIGrid, count: int = CONFIRM_SEEDS) -> list[int]:
-    """`count` seeds that no trial trained (trials train the grid's first seeds, `space.seeds`)."""
+def trained_seeds(study: Any) -> set[int]:
+    """Every seed a trial of the study trained, as its tasks record them (the sweep file may have changed)."""
+    return {
+        int(task["seed"]) for trial in study.get_trials(deepcopy=False) for task in trial.user_attrs.get("tasks", [])
+    }
+
+
+def fresh_seeds(grid: DestVIGrid, used: set[int], count: int = CONFIRM_SEEDS) -> list[int]:
+    """`count` seeds that no trial trained and that the sweep's trials would not train next."""
     assert grid.search is not None
-    used = set(seeds(grid, grid.search))
-    return [seed for seed in range(10_000) if seed not in used][:count]
+    taken = used | set(seeds(grid, grid.search))
+    return [seed for seed in range(10_000) if seed not in taken][:count]
 
 
-def best_sweep(sweep: SweepConfig, grid: DestVIGrid, params: dict[str, Any], out: Path) -> dict[str, Any]:
-    """The sweep as a plain grid (no search) at the best trial's settings and fresh seeds, writing into `out`."""
+def best_sweep(sweep: SweepConfig, grid: DestVIGrid, params: dict[str, Any], seed_list: list[int], out: Path) -> dict:
+    """The searched entry alone as a plain grid (no search) at the best trial's settings and `seed_list`,
+    writing into `out`; what the search left out keeps the sweep's values."""
     import optuna
 
     settings = suggest(optuna.trial.FixedTrial(params), grid)  # the grid's values for what was not searched
-    confirm = narrow(grid, settings, fresh_seeds(grid)).model_copy(update={"search": None})
-    methods = [confirm if method is grid else method for method in sweep.methods]
-    plain = sweep.model_copy(update={"methods": methods, "output": out, "name": f"{sweep.name}-best"})
-    return plain.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+    confirm = narrow(grid, settings, seed_list).model_copy(update={"search": None})
+    name = sweep.name + NAME_SUFFIX if len(sweep.name) + len(NAME_SUFFIX) <= 100 else sweep.name
+    plain = sweep.model_copy(update={"methods": [confirm], "output": out, "name": name})
+    data = plain.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+    # the executor whole: its `kind` is each backend's default, which exclude_defaults would drop
+    data["executor"] = sweep.executor.model_dump(mode="json", exclude_none=True)
+    return data
 
 
 def write_best(layout: OutputLayout, sweep: SweepConfig, grid: DestVIGrid, study: Any) -> Path | None:
@@ -54,11 +68,13 @@ def write_best(layout: OutputLayout, sweep: SweepConfig, grid: DestVIGrid, study
     if len(study.directions) != 1 or not any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)):
         return None
     best = study.best_trial
-    data = best_sweep(sweep, grid, dict(best.params), layout.root / "confirm")
+    seed_list = fresh_seeds(grid, trained_seeds(study))
+    data = best_sweep(sweep, grid, dict(best.params), seed_list, layout.root / "confirm")
+    trained = sorted({int(task["seed"]) for task in best.user_attrs.get("tasks", [])})
     header = (
-        f"# The best trial of {layout.root} (trial {best.number}, value {best.value:.4f} over its "
-        f"{len(best.user_attrs.get('task_ids', [])) or 1} seed(s)), to train again with {CONFIRM_SEEDS} seeds no "
-        f"trial used:\n#   spotsweep run {best_path(layout)}\n"
+        f"# The best trial of {layout.root}: trial {best.number}, value {best.value:.4f} from seed(s) "
+        f"{', '.join(map(str, trained)) or 'unrecorded'}. Its settings again, with seeds {seed_list} that no "
+        f"trial trained; run from the folder the tune ran in:\n#   spotsweep run {best_path(layout)}\n"
     )
     path = best_path(layout)
     write_atomically(path, lambda tmp: tmp.write_text(header + yaml.safe_dump(data, sort_keys=False)))

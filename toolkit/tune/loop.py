@@ -84,7 +84,11 @@ def tune(
         loop = Loop(sweep, layout, study, grid, parallel, say)
         loop.run(trials)
         write_trials(layout, study)  # before the finish: the aggregate reads the trials' states from it
-        best_file = write_best(layout, sweep, grid, study)
+        try:
+            best_file = write_best(layout, sweep, grid, study)
+        except ValueError as exc:  # the sweep's search changed since the best trial: its settings do not fit
+            best_file = None
+            say(f"tune/best.yaml not written: the best trial's settings do not fit today's search ({exc})")
         runner.finish(layout, report)  # the report draws the Tuning section from the folder (toolkit.tuned)
         return TuneSummary(count_trials(study), time.perf_counter() - start, best_trials(study), best_file)
 
