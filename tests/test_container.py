@@ -33,7 +33,7 @@ from tests.conftest import REPO, TINY_SWEEP
 from tests.slurm_cluster import slurm_cluster  # noqa: F401  (the SLURM variant's cluster)
 from toolkit import provenance
 from toolkit.backends import apptainer as container
-from toolkit.config import parse_sweep
+from toolkit.config import load_sweep, parse_sweep
 from toolkit.errors import SpotsweepError
 from toolkit.launch import run_sweep
 from toolkit.layout import OutputLayout, read_json
@@ -388,3 +388,5 @@ def test_a_tune_trial_inside_the_image_is_preempted_requeued_and_completes(image
     result = read_json(layout.result(task_id))
     assert result["provenance"]["container_image"] == str(image)
     assert result["n_steps"] == 300 * math.ceil(len(result["proportions"]["index"]) / 8)  # no epoch run twice
+    best = load_sweep(layout.root / "tune" / "best.yaml")  # the confirmation runs where the tune ran
+    assert best.executor.kind == "slurm" and Path(best.executor.profile) == tmp_path / "profile.yaml"
