@@ -407,7 +407,8 @@ def test_the_best_trial_becomes_a_sweep_file_with_fresh_seeds_and_no_search(tmp_
         study.tell(trial, value)
 
     path = write_best(layout, sweep, grid, study)
-    assert path == best_path(layout) and "from seed(s) 0, 1. Its settings again, with seeds [2, 3, 4]" in path.read_text()
+    assert path == best_path(layout)
+    assert "from seed(s) 0, 1. Its settings again, with seeds [2, 3, 4]" in path.read_text()
     best = load_sweep(path)
     assert best.methods[0].search is None and best.output == layout.root / "confirm"
     assert best.executor.kind == "local" and best.name == f"{sweep.name}-best"
