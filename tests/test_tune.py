@@ -32,7 +32,7 @@ from toolkit.errors import SpotsweepError
 from toolkit.launch import run_sweep
 from toolkit.layout import OutputLayout
 from toolkit.status import is_running, task_state
-from toolkit.sweep import expand
+from toolkit.sweep import Task, expand
 from toolkit.tune.objective import final_score, trial_points
 from toolkit.tune.study import load_study, open_study
 
@@ -368,6 +368,38 @@ def load_tasks(layout: OutputLayout) -> list:
     from toolkit.status import load_tasks as load
 
     return load(layout)
+
+
+def test_two_objectives_train_real_trials_into_a_front_without_pruning_or_best_yaml(
+    grid: tuple[OutputLayout, float], tmp_path: Path
+) -> None:
+    """Accuracy and training seconds with real training: each trial is told both values (its seeds' mean
+    score, its seeds' mean seconds), none is pruned (Optuna cannot prune a study of two objectives), the
+    front is what the summary, status and report give, and no best.yaml is written (a front has no one best)."""
+    from toolkit.tune.loop import tune
+    from toolkit.tune.objective import train_seconds
+
+    out = tmp_path / "out"
+    prepared(grid, out)
+    search = {**SEARCH, "second_objective": "train_time_s", "pruner": "median"}
+    summary = tune(parse_sweep(sweep_data(out, search), "t"), "t", trials=3, max_parallel=2)
+    assert summary.trials["complete"] == 3 and summary.best_file is None, summary
+    assert not (out / "tune" / "best.yaml").exists()
+    layout, objective = OutputLayout(out), parse_sweep(sweep_data(out, search), "t").methods[0].search.objective
+    trials = load_study(layout).get_trials(deepcopy=False)
+    for trial in trials:
+        (task,) = (Task.from_dict(data) for data in trial.user_attrs["tasks"])
+        assert trial.values[0] == pytest.approx(final_score(layout, task.id, objective))
+        assert trial.values[1] == pytest.approx(train_seconds(layout, task.id)) and trial.values[1] > 0
+    front = {trial["number"] for trial in summary.best}
+    dominated = {
+        t.number for t in trials if any(o.values[0] >= t.values[0] and o.values[1] < t.values[1] for o in trials)
+    }
+    assert front == {t.number for t in trials} - dominated and front
+    page = (out / "report" / "index.md").read_text()
+    assert "### Pareto front (objective, training seconds)" in page
+    shown = CliRunner().invoke(app, ["status", str(out)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and shown.output.count("best: trial") == len(front), shown.output
 
 
 def test_two_objectives_give_a_pareto_front_in_the_report_and_status(tmp_path: Path) -> None:

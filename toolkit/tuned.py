@@ -159,7 +159,8 @@ def section(layout: OutputLayout, study: Any, search: SearchConfig, folder: Path
     ]
     best = best_trials(study)
     if best:
-        title = "Best settings" if len(best) == 1 else "Pareto front (objective, training seconds)"
+        # a front of one trial is still a front: its title says the trial won on both, not on accuracy alone
+        title = "Best settings" if len(study.directions) == 1 else "Pareto front (objective, training seconds)"
         rows = [
             {"trial": b["number"], **dict(zip(("objective", "training s"), b["values"], strict=False)), **b["params"]}
             | {"seed scores": ", ".join(f"{s:.4f}" for s in b["seed_scores"])}
