@@ -106,6 +106,18 @@ def test_destvi_records_steps_states_and_auto_batch_size(results: dict) -> None:
     }
 
 
+def test_the_module_defaults_plan_reads_are_the_installed_scvi_tools_own() -> None:
+    """`spotsweep plan` tells augmentation apart without importing scvi-tools (toolkit.methods.destvi)."""
+    import inspect
+
+    from scvi.module import MRDeconv
+
+    from toolkit.methods.destvi import MODULE_DEFAULTS
+
+    parameters = inspect.signature(MRDeconv.__init__).parameters
+    assert {key: parameters[key].default for key in MODULE_DEFAULTS} == MODULE_DEFAULTS
+
+
 def test_same_seed_same_result_other_seed_other_result(results: dict, tmp_path: Path) -> None:
     """On CPU a task is a pure function of its config: rerun it elsewhere and compare proportions."""
     (reference_run,) = by_method(results, "destvi", amortization="latent")

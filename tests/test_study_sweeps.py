@@ -20,18 +20,21 @@ from typer.testing import CliRunner
 
 from tests.conftest import REPO, STARMAP, TINY_SWEEP
 from toolkit.cli import app
-from toolkit.config import identity, parse_sweep
+from toolkit.config import SweepConfig, identity, parse_sweep, read_yaml
 from toolkit.data.synthetic import simulate
 from toolkit.errors import SpotsweepError
 from toolkit.launch import load_sweep, run_sweep
 from toolkit.layout import OutputLayout, read_json
-from toolkit.plan import ms_per_step, plan_sweep
+from toolkit.plan import AUGMENTATION_RATIO, ms_per_step, plan_sweep
 from toolkit.prepare import prepare_dataset, reference_model_id
 from toolkit.pseudospots import build_pseudospots, read_spots
 from toolkit.sweep import expand
 
 LI2022 = STARMAP / "li2022" / "simulated"
 STUDIES = ("starmap-189", "starmap-57", "starmap-like", "merfish", "merfish-scaled")
+MEASURED = {8: 5.95, 128: 10.74}
+"""Compiled destVI's step with augmentation over the step without, batch 8 and 128, CPU (results/engine.md,
+2026-12-07)."""
 
 
 @pytest.fixture(autouse=True)
@@ -89,6 +92,62 @@ def test_estimates_follow_the_measured_table() -> None:
     assert ms_per_step("gpu", "fast", 8) == pytest.approx(7.59)  # one H200 (results/gpu-h200/)
     assert ms_per_step("gpu", "fast+compile", 32) < ms_per_step("gpu", "fast", 32) < ms_per_step("gpu", "scvi", 32)
     assert ms_per_step("tpu", "fast", 8) is None  # not measured: left blank, never guessed
+
+
+def _variant(name: str, variant: str) -> SweepConfig:
+    """A sweep file read again with its destVI grid's variant replaced (the tasks' ids change with it)."""
+    data = read_yaml(REPO / "sweeps" / f"{name}.yaml")
+    next(method for method in data["methods"] if method["name"] == "destvi")["variant"] = variant
+    return parse_sweep(data, f"{name} as {variant}")
+
+
+def test_augmentation_costs_its_measured_factor_on_a_cpu_and_has_no_gpu_figure() -> None:
+    """Variant current augments every step, which the 2022 figures left out: plan said 1.0 CPU hours for
+    starmap-189-current, where a batch-8 task ran about 34 ms a step against the 3.18 it assumed."""
+    current = plan_sweep(_variant("starmap-189-current", "current"), REPO / "no-such-output")
+    study = plan_sweep(_variant("starmap-189-current", "2022"), REPO / "no-such-output")
+    pairs = [(a, b) for a, b in zip(current.tasks, study.tasks, strict=True) if a.task.method == "destvi"]
+    assert len(pairs) == 24 and {(a.mode, b.mode) for a, b in pairs} == {("fast+compile+augmentation", "fast+compile")}
+    assert {batch: AUGMENTATION_RATIO["fast+compile"][batch] for batch in MEASURED} == MEASURED
+    for with_it, without in pairs:
+        assert with_it.steps == without.steps
+        if with_it.batch_size in MEASURED:  # measured there: exactly the ratio
+            assert with_it.hours("cpu") == pytest.approx(without.hours("cpu") * MEASURED[with_it.batch_size])
+        assert with_it.hours("gpu") is None and without.hours("gpu") is not None  # never the 2022 figure
+    (hours, unknown), (hours_2022, _) = current.total_hours("cpu"), study.total_hours("cpu")
+    assert unknown == 0 and min(MEASURED.values()) < hours / hours_2022 < max(MEASURED.values())
+    assert current.total_hours("gpu") == (0.0, 24)
+
+
+def test_plan_says_which_gpu_figures_it_lacks_in_its_last_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from toolkit import cli
+
+    monkeypatch.setattr(cli.console, "width", 200)  # the table's cells unwrapped
+    result = CliRunner().invoke(app, ["plan", "sweeps/starmap-189-current.yaml", "--out", str(tmp_path / "none")])
+    assert result.exit_code == 0, result.output
+    last = next(line for line in reversed(result.output.splitlines()) if "optimizer steps" in line)
+    assert "CPU hours; about 0.0 GPU hours plus 24 tasks without a measured figure on one GPU" in last
+    assert result.output.count("│ not measured │") == 24  # the GPU column of every destVI task
+
+
+@pytest.mark.parametrize(
+    ("variant", "module_kwargs", "mode"),
+    [
+        ("2022", {}, "fast+compile"),
+        ("current", {}, "fast+compile+augmentation"),
+        ("current", {"augmentation": False}, "fast+compile"),  # module_kwargs go over the variant's settings
+        ("2022", {"augmentation": True}, "fast+compile+augmentation"),
+        ("current", {"n_samples_augmentation": 4}, "fast+compile+augmentation4"),  # not the measured one
+    ],
+)
+def test_the_plan_reads_augmentation_from_the_modules_settings(variant: str, module_kwargs: dict, mode: str) -> None:
+    from types import SimpleNamespace
+
+    from toolkit.methods.destvi import DESCRIPTION
+
+    params = {"engine": "fast", "compile": True, "module_kwargs": module_kwargs}
+    assert DESCRIPTION.mode(SimpleNamespace(variant=variant, params=params)) == mode
+    assert (ms_per_step("cpu", mode, 8) is None) == mode.endswith("4")  # no figure for another sample count
 
 
 # --- subsets ---------------------------------------------------------------------------------------

@@ -316,13 +316,15 @@ def plan(
     done = sum(planned.state == "done" for planned in result.tasks)
     steps = sum(planned.steps for planned in result.tasks if planned.state != "done")
     cpu, unmeasured = result.total_hours("cpu")
-    gpu, _ = result.total_hours("gpu")
+    gpu, gpu_unmeasured = result.total_hours("gpu")  # destVI with augmentation: a CPU figure, none on a GPU
     spots = ", ".join(f"{name} {n:,}" for name, n in result.spots.items())
     console.print(
         f"{config.name}: {len(result.tasks)} tasks ({done} done), spots {spots}; to run: {steps:,} optimizer steps, "
         f"about {cpu:.1f} CPU hours"
         + (f" plus {unmeasured} tasks without a measured figure" if unmeasured else "")
-        + f"; about {gpu:.1f} GPU hours on one GPU, one task at a time.",
+        + f"; about {gpu:.1f} GPU hours"
+        + (f" plus {gpu_unmeasured} tasks without a measured figure" if gpu_unmeasured else "")
+        + " on one GPU, one task at a time.",
     )
     console.print(f"CPU figures: {SOURCES['cpu']}. GPU figures: {SOURCES['gpu']}.")
 

@@ -3,8 +3,8 @@
 For every task: its spots (windows counted from the cells' coordinates alone: a simulated tissue's
 positions are drawn without any expression, a file's coordinates read without its counts), its batch
 size as it will run (`auto` resolved), its optimizer steps and an estimate of its time from a table of
-measured milliseconds per step. Where no figure was measured (a GPU here, Cell2location) the estimate
-says so instead of guessing.
+measured milliseconds per step. Where no figure was measured (Cell2location; destVI with augmentation on a
+GPU) the estimate says so instead of guessing.
 """
 
 from __future__ import annotations
@@ -25,11 +25,40 @@ from toolkit.pseudospots.grid import Grid
 from toolkit.status import task_state
 from toolkit.sweep import SWEPT_SETTINGS, Task, expand, optional_settings
 
+CPU_2022: dict[str, dict[int, float]] = {
+    "scvi": {8: 11.36, 32: 16.06, 128: 34.52},
+    "fast": {8: 6.80, 32: 10.86, 128: 29.40},
+    "fast+compile": {8: 3.18, 32: 8.00, 128: 19.26, 256: 68.17, 512: 156.50, 1024: 296.63},
+}
+"""destVI's ms per step on this project's CPU without augmentation (variant 2022): see MS_PER_STEP."""
+AUGMENTATION_RATIO: dict[str, dict[int, float]] = {
+    "fast": {8: 4.10, 32: 9.19, 128: 8.48},
+    "fast+compile": {8: 5.95, 32: 10.10, 128: 10.74},
+}
+"""CPU, by engine and batch size: a destVI step with augmentation (variant current: scvi-tools' defaults, the
+mixture prior and augmentation) over the same step without it (variant 2022). Measured 2026-12-07 on real
+STARmap (189 spots x 1,019 genes), amortization both, one run per variant back to back beside a nice-19 study
+load (two study tasks), 1 torch thread, 2 repeats, medians (results/engine.md, "With augmentation"):
+`python -m tests.benchmarks.bench_engine --variant {2022,current} --engines fast fast-compiled --threads 1
+--repeats 2 --no-reference`. The load slows both alike, so the ratio is what is trusted, not the times. Not
+on 2 threads: the study's session held one core whatever the nice (the kernel's autogroups), and two threads
+on one core thrashed (300 ms a step for 6.8 idle). The extra work is arithmetic, which a second thread
+speeds, so on 2 threads these ratios may overstate it somewhat; the study's tasks run one thread each."""
+
+
+def _augmented(table: dict[int, float], ratios: dict[int, float]) -> dict[int, float]:
+    """The 2022 figures times the augmentation ratio measured at the nearest batch size (in log scale):
+    batch 128's ratio for 256-1,024, which 189 spots cannot reach."""
+    return {
+        batch: ms * ratios[min(ratios, key=lambda measured: abs(math.log(batch / measured)))]
+        for batch, ms in table.items()
+    }
+
+
 MS_PER_STEP: dict[str, dict[str, dict[int, float]]] = {
     "cpu": {
-        "scvi": {8: 11.36, 32: 16.06, 128: 34.52},
-        "fast": {8: 6.80, 32: 10.86, 128: 29.40},
-        "fast+compile": {8: 3.18, 32: 8.00, 128: 19.26, 256: 68.17, 512: 156.50, 1024: 296.63},
+        **CPU_2022,
+        **{f"{mode}+augmentation": _augmented(CPU_2022[mode], ratios) for mode, ratios in AUGMENTATION_RATIO.items()},
     },
     "gpu": {
         "scvi": {8: 14.30, 32: 18.69},
@@ -42,15 +71,19 @@ MS_PER_STEP: dict[str, dict[str, dict[int, float]]] = {
 `python -m tests.benchmarks.bench_engine --threads 2`); compiled at 256-1,024, which 189 spots cannot
 reach: the merfish-like tissue (27,000 spots x 483 genes), 2026-12-01, beside two nice-19 study tasks
 (`--data merfish-like`; its batch 128 read 28.6 ms, so these may overstate an idle machine's by up to
-1.5x, where extending 32-128 understated them 4x). GPU: one H200, torch 2.11, 2026-11-30
+1.5x, where extending 32-128 understated them 4x). All of these ran destVI without augmentation (variant
+2022); the `+augmentation` rows (variant current) are those figures times AUGMENTATION_RATIO, measured
+2026-12-07; `scvi+augmentation` was not measured. GPU: one H200, torch 2.11, 2026-11-30
 (results/gpu-h200/, `tests/benchmarks/gpu_check.py`): batch 8 on real STARmap, the others on 27,000
 merfish-like spots; `fast+compile` is `reduce-overhead`, what `compile: true` runs as on CUDA. On a GPU a
-step is overhead, nearly flat in the batch size. Between and beyond the measured batch sizes: a power
-law through the nearest two."""
+step is overhead, nearly flat in the batch size, and augmentation, never timed there, has no figure. Between
+and beyond the measured batch sizes: a power law through the nearest two."""
 SOURCES = {
     "cpu": "destVI ms/step measured on 2 CPU threads, real STARmap 1,019 genes, and compiled at batch 256-1,024 "
-    "the merfish-like tissue (results/engine.md, 2026-11-25 and 12-01)",
-    "gpu": "destVI ms/step measured on one H200, torch 2.11 (results/gpu-h200/, 2026-11-30)",
+    "the merfish-like tissue (results/engine.md, 2026-11-25 and 12-01); with augmentation (variant current) "
+    "times the ratio measured on STARmap (2026-12-07)",
+    "gpu": "destVI ms/step measured on one H200, torch 2.11 (results/gpu-h200/, 2026-11-30); with augmentation "
+    "(variant current) not measured",
 }
 
 
@@ -62,7 +95,8 @@ class PlannedTask:
     steps: int
     state: str
     mode: str
-    """How it trains, as MS_PER_STEP names it: the method's own word (destVI: scvi, fast, fast+compile)."""
+    """How it trains, as MS_PER_STEP names it: the method's own word (destVI: scvi, fast, fast+compile, each
+    with `+augmentation` where the module augments, as variant current does)."""
 
     def hours(self, device: str) -> float | None:
         per_step = ms_per_step(device, self.mode, self.batch_size)

@@ -1,12 +1,13 @@
 """Benchmark (not a test): stock scvi-tools vs the fast engine, ms per step and s per epoch of destVI.
 
 One run, one data set (real STARmap by default: 189 spots x 1,019 genes, slice-2 reference), the
-adapter's "2022" destVI, amortization `both`, batch 8, 32 and 128, and the CondSCVI reference
-(batch 128). Every (engine, batch) measurement runs in its own process (clean peak memory, no
-shared caches) and the processes are interleaved over `--repeats` rounds, so that a busy machine
-disturbs all engines alike. The first epoch is warm-up (compilation for `fast-compiled`) and is
-reported apart; ms/step is the median steady epoch divided by its steps. CPU ms/step is process
-CPU time, far less disturbed than wall time by other jobs on a shared machine.
+adapter's "2022" destVI (`--variant current`: scvi-tools' defaults, a mixture prior and augmentation),
+amortization `both`, batch 8, 32 and 128, and the CondSCVI reference (batch 128). Every (engine, batch)
+measurement runs in its own process (clean peak memory, no shared caches) and the processes are
+interleaved over `--repeats` rounds, so that a busy machine disturbs all engines alike. The first epoch
+is warm-up (compilation for `fast-compiled`) and is reported apart; ms/step is the median steady epoch
+divided by its steps. CPU ms/step is process CPU time, far less disturbed than wall time by other jobs
+on a shared machine.
 
     .venv/bin/python -m tests.benchmarks.bench_engine                  # CPU, markdown table
     .venv/bin/python -m tests.benchmarks.bench_engine --device cuda    # the same on a GPU
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from toolkit.methods.destvi import VARIANTS
 
 ENGINES = ("scvi", "fast", "fast-compiled")
 REPO = Path(__file__).resolve().parents[2]
@@ -78,7 +81,7 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
         sc_model = CondSCVI.load(job["model_dir"], adata=reference, accelerator="gpu" if cuda else "cpu")
         prior = torch.load(Path(job["model_dir"]) / "vamp_prior.pt")
         sc_model.get_vamp_prior = lambda *a, **k: {key: value.clone() for key, value in prior.items()}
-        model = ep.make_destvi(problem, sc_model, seed=0, amortization=job["amortization"])
+        model = ep.make_destvi(problem, sc_model, seed=0, amortization=job["amortization"], variant=job["variant"])
         n_obs = problem.spots.n_obs
         epochs = _epochs_for(n_obs, job["batch_size"], job["min_steps"])
         rss_before = _rss_mib()
@@ -203,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32, 128])
     parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
     parser.add_argument("--amortization", default="both", choices=["both", "latent"])
+    parser.add_argument("--variant", default="2022", choices=list(VARIANTS), help="the adapter's destVI variant")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--min-steps", type=int, default=240, help="measured steps per run (after warm-up)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in every run (0: torch's default)")
@@ -224,11 +228,8 @@ def main(argv: list[str] | None = None) -> None:
         model_dir = Path(tmp) / "reference"
         _prepare_reference(args.data, device, model_dir)
         common = {"data": args.data, "device": device, "threads": args.threads, "min_steps": args.min_steps}
-        jobs = [
-            {**common, "what": "destvi", "engine": e, "batch_size": b, "amortization": args.amortization}
-            for b in args.batch_sizes
-            for e in args.engines
-        ]
+        destvi = {**common, "what": "destvi", "amortization": args.amortization, "variant": args.variant}
+        jobs = [{**destvi, "engine": e, "batch_size": b} for b in args.batch_sizes for e in args.engines]
         if not args.no_reference:
             jobs += [{**common, "what": "reference", "engine": e, "batch_size": 128} for e in args.engines]
         for repeat in range(args.repeats):
@@ -243,10 +244,10 @@ def main(argv: list[str] | None = None) -> None:
                 )
     rows = _summarise(results, args.engines)
     if args.out:
-        args.out.write_text(json.dumps({"rows": rows, "runs": results}, indent=1))
+        args.out.write_text(json.dumps({"variant": args.variant, "rows": rows, "runs": results}, indent=1))
     load = os.getloadavg()
     print(
-        f"\n{args.data}, device {device}, amortization {args.amortization}, torch threads "
+        f"\n{args.data}, device {device}, variant {args.variant}, amortization {args.amortization}, torch threads "
         f"{results[0]['threads']}, {args.repeats} repeats, load average at the end {load[0]:.1f} "
         f"on {os.cpu_count()} CPUs, {time.perf_counter() - start:.0f} s in all\n"
     )

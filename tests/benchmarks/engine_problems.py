@@ -58,7 +58,6 @@ SLICE1_TO_SLICE2 = {
     "Vip": "VIP",
 }
 VAMP_PRIOR_P = 15
-DESTVI_2022 = {"prior_mode": "normal", "augmentation": False}  # the adapter's "2022" variant
 REFERENCE = {"n_hidden": 128, "n_latent": 5, "n_layers": 2, "max_epochs": 300, "batch_size": 128, "lr": 1e-3}
 
 
@@ -202,25 +201,31 @@ def freeze_vamp_prior(sc_model: Any, seed: int = 0) -> dict:
     """Compute the vamp prior once (k-means) and make the model hand it over as tensors from now on.
 
     Every DestVI built from this reference then starts from the same prior; only V, gamma and the
-    encoders' initialisation depend on the DestVI seed.
+    encoders' initialisation depend on the DestVI seed. In float32, as the adapter hands it over
+    (toolkit.methods.destvi): scvi-tools returns float64, with which variant current's augmentation fails
+    (its prior draws meet the float32 decoder) and variant 2022's prior term runs in double precision.
     """
     import scvi
     import torch
 
     scvi.settings.seed = seed
-    prior = {k: torch.as_tensor(v) for k, v in sc_model.get_vamp_prior(sc_model.adata, p=VAMP_PRIOR_P).items()}
+    vamp = sc_model.get_vamp_prior(sc_model.adata, p=VAMP_PRIOR_P)
+    prior = {key: torch.as_tensor(value, dtype=torch.float32) for key, value in vamp.items()}
     sc_model.get_vamp_prior = lambda *a, **k: {key: value.clone() for key, value in prior.items()}
     return prior
 
 
-def make_destvi(problem: Problem, sc_model: Any, *, seed: int, amortization: str) -> Any:
-    """DestVI as the adapter builds it (2022 variant), seeded as the adapter seeds it."""
+def make_destvi(problem: Problem, sc_model: Any, *, seed: int, amortization: str, variant: str = "2022") -> Any:
+    """DestVI as the adapter builds it (the adapter's `variant`, VARIANTS: 2022 or current), seeded as the
+    adapter seeds it."""
     import scvi
     from scvi.model import DestVI
 
+    from toolkit.methods.destvi import VARIANTS
+
     scvi.settings.seed = seed
     return DestVI.from_rna_model(
-        problem.spots.copy(), sc_model, vamp_prior_p=VAMP_PRIOR_P, amortization=amortization, **DESTVI_2022
+        problem.spots.copy(), sc_model, vamp_prior_p=VAMP_PRIOR_P, amortization=amortization, **VARIANTS[variant]
     )
 
 

@@ -49,6 +49,8 @@ CHECKPOINT_NAME = "last.ckpt"
 """The file of stock training (`train_kwargs()`); `train_kwargs(name)` writes `<name>.ckpt`."""
 FAST_CHECKPOINT_NAME = "last.pt"
 """The same for the fast engine (`fast_engine()`; `fast_engine(name)` writes `<name>.pt`)."""
+
+
 @dataclass
 class Checkpointing:
     """Where and when the fast engine saves its state, and how it is asked to stop.
