@@ -432,10 +432,15 @@ def experiment_comparisons() -> list[Claim]:
               setting(e4, am, b, variant="current"))
         for am in ("both", "latent") for a, b in ((16, 128), (8, 128), ("auto", 16))
     ]  # fmt: skip
-    return rows + [
+    rows += [
         Claim("E6 reference seed", f"{a} vs {b} (reference seed {seed})", setting(e6, "both", a, reference_seed=seed),
               setting(e6, "both", b, reference_seed=seed))
         for seed in (0, 1, 2) for a, b in ((16, 128), (18, 16))
+    ]  # fmt: skip
+    return rows + [  # the reference model's own effect, to set beside the batch contrasts above
+        Claim("E6 reference seed", f"{batch}: reference seed {seed} vs 0",
+              setting(e6, "both", batch, reference_seed=seed), setting(e6, "both", batch, reference_seed=0))
+        for batch in (16, 18, 128) for seed in (1, 2)
     ]  # fmt: skip
 
 
