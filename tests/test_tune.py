@@ -169,6 +169,13 @@ def test_the_tuner_finds_a_setting_near_the_small_grids_best(grid: tuple[OutputL
         (best["params"]["batch_size"], best["params"]["amortization"])
     }
     assert [task.seed for task in confirm] == [1, 2, 3]
+    # ... against the trials' own reference model, shared into OUT/confirm: that run trains no CondSCVI
+    from toolkit.prepare import reference_model_id
+
+    for task in confirm:
+        model = reference_model_id(task)
+        shared = OutputLayout(out / "confirm").model_dir(task.dataset, model) / "training.json"
+        assert shared.is_file() and shared.samefile(OutputLayout(out).model_dir(task.dataset, model) / "training.json")
 
     # every trial's task reached the aggregate with its trial number, and the report and status show the study
     import xarray as xr

@@ -5,12 +5,15 @@ estimate of what its settings give (the winner's curse): the same settings train
 what a user can expect of them. `spotsweep tune` writes this file after every study of one objective:
 the searched method entry alone (no other method, no search), at the best trial's settings and 3 seeds
 that no trial of the study trained. `spotsweep run OUT/tune/best.yaml`, from the folder the tune ran in
-(its paths are read from there, as the sweep file's are), trains it into OUT/confirm; with the dataset
-swapped, it is what to train on the user's own spot data.
+(its paths are read from there, as the sweep file's are), trains it into OUT/confirm, against the tune's
+own reference model (shared into OUT/confirm); with the dataset swapped, it is what to train on the
+user's own spot data.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,5 +80,26 @@ def write_best(layout: OutputLayout, sweep: SweepConfig, grid: DestVIGrid, study
         f"trial trained; run from the folder the tune ran in:\n#   spotsweep run {best_path(layout)}\n"
     )
     path = best_path(layout)
+    share_prepared(layout, OutputLayout(layout.root / "confirm"))
     write_atomically(path, lambda tmp: tmp.write_text(header + yaml.safe_dump(data, sort_keys=False)))
     return path
+
+
+PREPARED = ("data", "models")
+"""What a run prepares before its tasks: the pseudospots and inputs, and the reference models."""
+
+
+def share_prepared(tuned: OutputLayout, confirm: OutputLayout) -> None:
+    """The tune's prepared inputs and reference models in the confirmation's folder (hard links; copies
+    where links fail), where it has none yet: the confirmation then trains against the very CondSCVI the
+    trials did and prepares nothing. Trained again, even from the same data and seed, a reference model
+    moves the results (results/study-2022/README.md), and the confirmation would compare across two."""
+    for part in PREPARED:
+        source, target = tuned.root / part, confirm.root / part
+        if not source.is_dir() or target.exists():
+            continue
+        try:
+            shutil.copytree(source, target, copy_function=os.link)
+        except OSError:  # another file system, or links not allowed: a copy
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(source, target)
