@@ -25,16 +25,16 @@ from toolkit.data.synthetic import simulate
 from toolkit.errors import SpotsweepError
 from toolkit.launch import load_sweep, run_sweep
 from toolkit.layout import OutputLayout, read_json
-from toolkit.plan import AUGMENTATION_RATIO, ms_per_step, plan_sweep
+from toolkit.plan import AUGMENTED_CPU, ms_per_step, plan_sweep
 from toolkit.prepare import prepare_dataset, reference_model_id
 from toolkit.pseudospots import build_pseudospots, read_spots
 from toolkit.sweep import expand
 
 LI2022 = STARMAP / "li2022" / "simulated"
 STUDIES = ("starmap-189", "starmap-57", "starmap-like", "merfish", "merfish-scaled")
-MEASURED = {8: 5.95, 128: 10.74}
-"""Compiled destVI's step with augmentation over the step without, batch 8 and 128, CPU (results/engine.md,
-2026-12-07)."""
+MEASURED = {8: 30.47, 32: 114.55, 128: 357.19}
+"""Compiled destVI's ms per step with augmentation, one thread, CPU (results/engine.md, 2026-12-07): about
+as much as eager's, so not the 2022 figure times a ratio, which would carry over the compile speed-up."""
 
 
 @pytest.fixture(autouse=True)
@@ -101,21 +101,22 @@ def _variant(name: str, variant: str) -> SweepConfig:
     return parse_sweep(data, f"{name} as {variant}")
 
 
-def test_augmentation_costs_its_measured_factor_on_a_cpu_and_has_no_gpu_figure() -> None:
+def test_augmentation_costs_its_measured_step_on_a_cpu_and_has_no_gpu_figure() -> None:
     """Variant current augments every step, which the 2022 figures left out: plan said 1.0 CPU hours for
     starmap-189-current, where a batch-8 task ran about 34 ms a step against the 3.18 it assumed."""
     current = plan_sweep(_variant("starmap-189-current", "current"), REPO / "no-such-output")
     study = plan_sweep(_variant("starmap-189-current", "2022"), REPO / "no-such-output")
     pairs = [(a, b) for a, b in zip(current.tasks, study.tasks, strict=True) if a.task.method == "destvi"]
     assert len(pairs) == 24 and {(a.mode, b.mode) for a, b in pairs} == {("fast+compile+augmentation", "fast+compile")}
-    assert {batch: AUGMENTATION_RATIO["fast+compile"][batch] for batch in MEASURED} == MEASURED
+    assert AUGMENTED_CPU["fast+compile"] == MEASURED
     for with_it, without in pairs:
         assert with_it.steps == without.steps
-        if with_it.batch_size in MEASURED:  # measured there: exactly the ratio
-            assert with_it.hours("cpu") == pytest.approx(without.hours("cpu") * MEASURED[with_it.batch_size])
+        if with_it.batch_size in MEASURED:  # measured there: exactly the figure
+            assert with_it.hours("cpu") == pytest.approx(with_it.steps * MEASURED[with_it.batch_size] / 3.6e6)
+        assert with_it.hours("cpu") > 4 * without.hours("cpu")  # 4-11x the 2022 step
         assert with_it.hours("gpu") is None and without.hours("gpu") is not None  # never the 2022 figure
     (hours, unknown), (hours_2022, _) = current.total_hours("cpu"), study.total_hours("cpu")
-    assert unknown == 0 and min(MEASURED.values()) < hours / hours_2022 < max(MEASURED.values())
+    assert unknown == 0 and hours > 10 * hours_2022
     assert current.total_hours("gpu") == (0.0, 24)
 
 

@@ -20,7 +20,7 @@ experiments=("$@")
 [ ${#experiments[@]} -gt 0 ] || experiments=(
     starmap-189 starmap-57 starmap-like merfish-scaled starmap-189-last-batch
     starmap-189-steps                                                       # issue 38's E1
-    starmap-189-current starmap-189-reference-seed starmap-189-drop-last   # E4, E6 (about 1 CPU h each), E3 (2.7)
+    starmap-189-current starmap-189-reference-seed starmap-189-drop-last   # E4 (12 CPU h), E6 (1), E3 (2.7)
     starmap-189-seeds starmap-57-seeds                                      # E5
     starmap-189-reference-shift                                             # E2: the largest (112 tasks), last
 )
