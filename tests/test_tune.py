@@ -400,7 +400,9 @@ def test_two_objectives_train_real_trials_into_a_front_without_pruning_or_best_y
         assert trial.values[1] == pytest.approx(train_seconds(layout, task.id)) and trial.values[1] > 0
     front = {trial["number"] for trial in summary.best}
     dominated = {
-        t.number for t in trials if any(o.values[0] >= t.values[0] and o.values[1] < t.values[1] for o in trials)
+        t.number
+        for t in trials
+        if any(o.values[0] >= t.values[0] and o.values[1] <= t.values[1] and o.values != t.values for o in trials)
     }
     assert front == {t.number for t in trials} - dominated and front
     page = (out / "report" / "index.md").read_text()

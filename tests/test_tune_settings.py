@@ -429,3 +429,30 @@ def test_the_best_trial_becomes_a_sweep_file_with_fresh_seeds_and_no_search(tmp_
     suggest(trial, two.methods[0])
     pareto.tell(trial, [0.5, 10.0])
     assert write_best(OutputLayout(tmp_path / "two" / "out"), two, two.methods[0], pareto) is None
+
+
+def test_the_confirmation_gets_the_tunes_reference_models_or_is_told_it_holds_another(tmp_path: Path) -> None:
+    """share_prepared links each reference model into OUT/confirm (not the lock files); where the folder
+    already holds another model of that id (an earlier run into it), it keeps it and says so in a sentence
+    naming the folder and the fix."""
+    from toolkit.tune.best import share_prepared
+
+    tuned, confirm, other = (OutputLayout(tmp_path / name) for name in ("out", "confirm", "other"))
+    for layout, trained in ((tuned, "tune's"), (other, "another")):
+        model = layout.model_dir("starmap", "condscvi-abc")
+        model.mkdir(parents=True)
+        (model / "training.json").write_text(f'{{"train_time_s": 1, "by": "{trained}"}}')
+        (model.parent / "condscvi-abc.lock").write_text("")
+    (tuned.root / "data" / "starmap").mkdir(parents=True)
+    (tuned.root / "data" / "starmap" / "spots.txt").write_text("spots")
+
+    assert share_prepared(tuned, confirm) == []
+    shared = confirm.model_dir("starmap", "condscvi-abc") / "training.json"
+    assert shared.samefile(tuned.model_dir("starmap", "condscvi-abc") / "training.json")
+    assert (confirm.root / "data" / "starmap" / "spots.txt").samefile(tuned.root / "data" / "starmap" / "spots.txt")
+    assert not (confirm.root / "models" / "starmap" / "condscvi-abc.lock").exists()
+    assert share_prepared(tuned, confirm) == []  # again: the same model, nothing said
+
+    (sentence,) = share_prepared(tuned, other)
+    assert str(other.model_dir("starmap", "condscvi-abc")) in sentence and "remove" in sentence
+    assert '"another"' in (other.model_dir("starmap", "condscvi-abc") / "training.json").read_text()  # kept

@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 from compare import grid_best  # noqa: E402
 
-from toolkit.config import load_sweep  # noqa: E402
+from toolkit.config import load_sweep, parse_sweep  # noqa: E402
 from toolkit.prepare import reference_model_id  # noqa: E402
 from toolkit.sweep import expand  # noqa: E402
 
@@ -36,24 +36,27 @@ ANCHOR = HERE / "anchor"
 
 def anchor_sweep() -> dict:
     """starmap-189.yaml's destVI entry at the grid's best setting, seeds 0-2, writing into ANCHOR."""
-    _, where, _, _ = grid_best()
-    amortization, batch, epochs = where.split(", ")
+    best = grid_best().setting
     data = yaml.safe_load(GRID_SWEEP.read_text())
     (destvi,) = (method for method in data["methods"] if method["name"] == "destvi")
-    destvi.update(amortization=amortization, batch_size=int(batch), max_epochs=int(epochs), seed=[0, 1, 2])
+    for name in ("amortization", "batch_size", "max_epochs"):  # the summary's labels: "16", "auto", 2500
+        if name in best:
+            destvi[name] = int(best[name]) if str(best[name]).isdigit() else best[name]
+    destvi["seed"] = [0, 1, 2]
     data.update(name="starmap-189-grid-best", output=str(ANCHOR.relative_to(REPO)), methods=[destvi])
     return data
 
 
 def main() -> None:
-    path = HERE / "anchor.yaml"
-    header = "# Written by results/tune-starmap-189/anchor.py: the grid's best setting against the tuner's reference.\n"
-    path.write_text(header + yaml.safe_dump(anchor_sweep(), sort_keys=False))
-    models = {reference_model_id(task) for task in expand(load_sweep(path))}
+    data = anchor_sweep()
+    models = {reference_model_id(task) for task in expand(parse_sweep(data, "anchor"))}
     tuned = {reference_model_id(task) for task in expand(load_sweep(TUNE_SWEEP))}
     if models != tuned:
-        sys.exit(f"{path}: its reference model {models} is not the tuner's {tuned}; make the dataset and "
-                 f"reference settings of {GRID_SWEEP.name} and {TUNE_SWEEP.name} the same.")  # fmt: skip
+        sys.exit(f"{GRID_SWEEP}: the anchor's reference model {models} is not the tuner's {tuned}; make the dataset "
+                 f"and reference settings of {GRID_SWEEP.name} and {TUNE_SWEEP.name} the same.")  # fmt: skip
+    path = HERE / "anchor.yaml"
+    header = "# Written by results/tune-starmap-189/anchor.py: the grid's best setting against the tuner's reference.\n"
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False))
     print(f"wrote {path}; share.py gives {ANCHOR} seed 0's reference model")
 
 

@@ -1,20 +1,21 @@
 """Issue 40's evidence: each tuner seed's best against the full grid's best mean, and the steps spent.
 
 The grid: results/study-2022/starmap-189/summary.nc, destVI 2022 (both, latent x 9 batch sizes x 3 seeds,
-2,500 epochs); the measure is the study's, the excitatory layers' mean per-cell-type PCC. A tuner seed's
-steps are its complete trials' optimizer steps plus, for a pruned or failed trial, the last step its
-trajectory reached. A trial's value is one seed, and the best of 20 draws is optimistic, so each tuner
-seed's best settings are trained again with 3 seeds no trial used (seed-N/confirm, from tune/best.yaml):
-the goal is judged on that confirmed mean, and the contrast against the grid's best setting is the study's
-verdict rule (results/study-2022/contrasts.py); its steps count in the tuner's cost. The grid's best is the
-highest of 18 means over the same 3 seeds, itself a little optimistic. Writes
-results/tune-starmap-189/README.md.
+2,500 epochs); the measure is the study's, the excitatory layers' mean per-cell-type PCC. A tuner seed's steps
+are its complete trials' optimizer steps plus, for a pruned or failed trial, the last step its trajectory
+reached (from tune/trials.csv where its tasks/ stayed on another machine: a pruned trial's last reported step,
+nothing for a failed one). A trial's value is one seed, and the best of 20 draws is optimistic, so each tuner
+seed's best settings are trained again with 3 seeds no trial used (seed-N/confirm, from tune/best.yaml): the
+goal is judged on that confirmed mean, and the contrast against the grid's best setting is the study's verdict
+rule (results/study-2022/contrasts.py); its steps count in the tuner's cost. The grid's best is the highest of
+18 means over the same 3 seeds, itself a little optimistic. Writes results/tune-starmap-189/README.md.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,17 +37,31 @@ def layers(summary: xr.Dataset) -> xr.DataArray:
     return destvi["pcc"].sel({"cell_type": LAYERS}).mean("cell_type").where(destvi["status"] == "done")
 
 
-def grid_best() -> tuple[float, str, int, np.ndarray]:
-    """The grid's best mean, where, its optimizer steps in all, and that setting's per-seed values."""
+@dataclass(frozen=True)
+class GridBest:
+    mean: float
+    setting: dict[str, object]
+    """The best setting by name (amortization, batch_size, max_epochs; whichever the summary's axes are)."""
+    steps: int
+    """The grid's optimizer steps in all."""
+    seeds: np.ndarray
+    """That setting's per-seed values."""
+
+    def where(self) -> str:
+        return ", ".join(f"{name} {value}" for name, value in self.setting.items())
+
+
+def grid_best() -> GridBest:
     with xr.open_dataset(GRID) as summary:
         pcc = layers(summary).sel({"variant": "2022"})
         means = pcc.mean("seed").squeeze(drop=True).to_series().dropna()
         destvi = summary.sel({"method": "destvi", "variant": "2022"})
         steps = float(destvi["n_steps"].where(destvi["status"] == "done").sum())
         at = means.idxmax()
-        best_seeds = pcc.squeeze(drop=True).sel(dict(zip(means.index.names, at, strict=True))).values
-    where = ", ".join(map(str, at)) if isinstance(at, tuple) else str(at)
-    return float(means.max()), where, int(steps), best_seeds[np.isfinite(best_seeds)]
+        setting = dict(zip(means.index.names, at if isinstance(at, tuple) else (at,), strict=True))
+        seeds = pcc.squeeze(drop=True).sel(setting).values
+    setting = {name: value.item() if hasattr(value, "item") else value for name, value in setting.items()}
+    return GridBest(float(means.max()), setting, int(steps), seeds[np.isfinite(seeds)])
 
 
 def done_values(path: Path) -> tuple[np.ndarray, int, int]:
@@ -77,8 +92,9 @@ def spent(folder: Path, trial: pd.Series) -> int:
     task_ids = str(trial["task_ids"]).split()
     if all((folder / "tasks" / task_id).is_dir() for task_id in task_ids):
         return sum(task_steps(folder / "tasks" / task_id) for task_id in task_ids)
-    per_task = {"complete": trial.get("param_max_steps", 0), "pruned": trial["pruned_at_step"]}.get(trial["state"], 0)
-    return len(task_ids) * max(int(per_task), 0)
+    if trial["state"] == "complete":
+        return len(task_ids) * int(trial["param_max_steps"])
+    return len(task_ids) * max(int(trial["pruned_at_step"]), 0) if trial["state"] == "pruned" else 0
 
 
 def task_steps(task: Path) -> int:
@@ -90,7 +106,8 @@ def task_steps(task: Path) -> int:
 
 
 def main() -> None:
-    best, where, grid_steps, best_seeds = grid_best()
+    grid = grid_best()
+    best, grid_steps, best_seeds = grid.mean, grid.steps, grid.seeds
     anchor, anchor_tasks, _ = done_values(HERE / "anchor" / "summary.nc")
     anchored = (
         f"{anchor.mean():.4f} +- {anchor.std(ddof=1):.4f} (n={len(anchor)}); against the grid's own seeds "
@@ -101,7 +118,7 @@ def main() -> None:
     lines = [
         "# `spotsweep tune` on starmap-189 against the study's full grid",
         "",
-        f"Grid (results/study-2022/starmap-189): best mean excitatory-layer PCC {best:.4f} at {where}, "
+        f"Grid (results/study-2022/starmap-189): best mean excitatory-layer PCC {best:.4f} at {grid.where()}, "
         f"{grid_steps:,} optimizer steps. Goal: within {GOAL} of it with at most a third of the steps, judged "
         "on the best settings trained again with 3 fresh seeds.",
         "",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,7 +66,9 @@ def best_sweep(sweep: SweepConfig, grid: DestVIGrid, params: dict[str, Any], see
     return data
 
 
-def write_best(layout: OutputLayout, sweep: SweepConfig, grid: DestVIGrid, study: Any) -> Path | None:
+def write_best(
+    layout: OutputLayout, sweep: SweepConfig, grid: DestVIGrid, study: Any, say: Callable[[str], None] = print
+) -> Path | None:
     """OUT/tune/best.yaml for a study of one objective with a complete trial; None otherwise (a Pareto front
     has no one best)."""
     if len(study.directions) != 1 or not any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)):
@@ -80,26 +83,46 @@ def write_best(layout: OutputLayout, sweep: SweepConfig, grid: DestVIGrid, study
         f"trial trained; run from the folder the tune ran in:\n#   spotsweep run {best_path(layout)}\n"
     )
     path = best_path(layout)
-    share_prepared(layout, OutputLayout(layout.root / "confirm"))
+    for sentence in share_prepared(layout, OutputLayout(layout.root / "confirm")):
+        say(sentence)
     write_atomically(path, lambda tmp: tmp.write_text(header + yaml.safe_dump(data, sort_keys=False)))
     return path
 
 
-PREPARED = ("data", "models")
-"""What a run prepares before its tasks: the pseudospots and inputs, and the reference models."""
+SKIPPED = shutil.ignore_patterns("*.lock", ".*.tmp*")
+"""Lock files and a writer's unfinished temporaries: not part of what was prepared."""
 
 
-def share_prepared(tuned: OutputLayout, confirm: OutputLayout) -> None:
-    """The tune's prepared inputs and reference models in the confirmation's folder (hard links; copies
-    where links fail), where it has none yet: the confirmation then trains against the very CondSCVI the
-    trials did and prepares nothing. Trained again, even from the same data and seed, a reference model
-    moves the results (results/study-2022/README.md), and the confirmation would compare across two."""
-    for part in PREPARED:
-        source, target = tuned.root / part, confirm.root / part
-        if not source.is_dir() or target.exists():
-            continue
-        try:
-            shutil.copytree(source, target, copy_function=os.link)
-        except OSError:  # another file system, or links not allowed: a copy
-            shutil.rmtree(target, ignore_errors=True)
-            shutil.copytree(source, target)
+def share_prepared(tuned: OutputLayout, confirm: OutputLayout) -> list[str]:
+    """The tune's prepared inputs and each of its reference models in the confirmation's folder (hard links;
+    copies where links fail), where that folder has none of its own: the confirmation then trains against
+    the very CondSCVI the trials did and prepares nothing. Trained again, even from the same data and seed,
+    a reference model moves the results (results/study-2022/README.md), and the confirmation would compare
+    across two. Returns a sentence for each reference model the folder already holds another copy of."""
+    differ = []
+    if (tuned.root / "data").is_dir() and not (confirm.root / "data").exists():
+        _link_tree(tuned.root / "data", confirm.root / "data")
+    for model in sorted(path for path in (tuned.root / "models").glob("*/*") if path.is_dir()):
+        target = confirm.root / model.relative_to(tuned.root)
+        if not target.exists():
+            _link_tree(model, target)
+        elif not (target / "training.json").is_file() or not _same_file(model, target, "training.json"):
+            differ.append(
+                f"{target}: another reference model than the tune's {model} (an earlier run into this folder); "
+                f"the confirmation trains against it: remove {target} to train against the tune's"
+            )
+    return differ
+
+
+def _same_file(a: Path, b: Path, name: str) -> bool:
+    """The same file, or one with the same bytes (a copy)."""
+    return (a / name).samefile(b / name) or (a / name).read_bytes() == (b / name).read_bytes()
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        shutil.copytree(source, target, copy_function=os.link, ignore=SKIPPED)
+    except OSError:  # another file system, or links not allowed: a copy
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source, target, ignore=SKIPPED)

@@ -85,7 +85,7 @@ def tune(
         loop.run(trials)
         write_trials(layout, study)  # before the finish: the aggregate reads the trials' states from it
         try:
-            best_file = write_best(layout, sweep, grid, study)
+            best_file = write_best(layout, sweep, grid, study, say)
         except ValueError as exc:  # the sweep's search changed since the best trial: its settings do not fit
             best_file = None
             say(f"tune/best.yaml not written: the best trial's settings do not fit today's search ({exc})")
