@@ -483,3 +483,24 @@ def test_the_three_batch_check_takes_the_batches_nearest_n_over_20_10_and_5() ->
     # the answer counts only sweeps near the study's 2,500 epochs, as the verdict rule tests only those
     assert advice.counted(record) and not advice.counted(replace(record, epochs=1000))
     assert advice.checked(replace(record, spots=2692, batches=[32, 64, 128, 256, 512, 1024])) == [128]
+
+
+def test_the_answers_first_line_adds_e6_once_every_reference_seed_is_done() -> None:
+    """Batch 18 against 16 within each of E6's three reference models, beside line 1; nothing before all are
+    done (the one gate)."""
+    advice = _study_module("advice")
+    by_seed = [
+        _summary({("both", 16, 2500): 0.85, ("both", 18, 2500): 0.74, ("both", 128, 2500): 0.80}, spots=189),
+        _summary({("both", 16, 2500): 0.835, ("both", 18, 2500): 0.83, ("both", 128, 2500): 0.78}, spots=189),
+        _summary({("both", 16, 2500): 0.83, ("both", 18, 2500): 0.82, ("both", 128, 2500): 0.79}, spots=189),
+    ]
+    seeds = xr.DataArray([0, 1, 2], dims="reference_seed", name="reference_seed")
+    e6 = xr.concat(by_seed, dim=seeds)
+    e6["status"] = e6["status"].astype(str)
+    clause = advice.reference_clause({"starmap-189-reference-seed": e6})
+    assert "18 is resolved below 16 with 1 of the 3 reference models" in clause
+    assert "seed 0: 0.740 against 0.850, resolved below; seed 1: 0.830 against 0.835, not resolved" in clause
+    partial = e6.copy()
+    partial["status"] = partial["status"].where(partial["reference_seed"] != 2, "absent")
+    assert advice.reference_clause({"starmap-189-reference-seed": partial}) == ""
+    assert advice.reference_clause({}) == ""

@@ -171,7 +171,28 @@ def line_189(summaries: Mapping[str, xr.Dataset | None]) -> str:
         f"1. **189 STARmap spots: the study's direction, not its loss.** Batch 16 beats 128 with both "
         f"amortizations (excitatory-layer PCC {pairs}; {_outcomes(rows)}), yet batch 128 still draws the layers, "
         f"and the rule's batch, {rule}, falls to {_mean(dips[0].a.values)} and {_mean(dips[1].a.values)} "
-        f"(against 16: {_outcomes(dips).replace('A below B', 'resolved below')})."
+        f"(against 16: {_outcomes(dips).replace('A below B', 'resolved below')})." + reference_clause(summaries)
+    )
+
+
+REFERENCE_SEEDS = (0, 1, 2)
+"""E6's CondSCVI seeds (starmap-189-reference-seed.yaml)."""
+
+
+def reference_clause(summaries: Mapping[str, xr.Dataset | None]) -> str:
+    """E6 beside line 1: batch 18 (the rule's) against 16 within each of three reference models trained from
+    different seeds, once every task of those rows is done (the one gate: no verdict on part of the seeds)."""
+    rows = [_row(f"18 vs 16 (reference seed {seed})", summaries) for seed in REFERENCE_SEEDS]
+    if any(row.contrast is None or row.outcome.startswith("no verdict") for row in rows):
+        return ""
+    below = sum(row.outcome == "A below B" for row in rows)
+    each = "; ".join(
+        f"seed {seed}: {_mean(row.a.values)} against {_mean(row.b.values)}, {_verdict(row.outcome)}"
+        for seed, row in zip(REFERENCE_SEEDS, rows, strict=True)
+    )
+    return (
+        f" With the CondSCVI reference itself trained from three seeds (E6, both, 3 training seeds against each), "
+        f"18 is resolved below 16 with {below} of the 3 reference models ({each})."
     )
 
 
