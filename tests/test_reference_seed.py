@@ -150,3 +150,13 @@ def test_without_a_listed_reference_seed_the_summary_has_no_such_dimension(tmp_p
     tasks = expand(parse_sweep(_sweep(), "t"))
     _write_results(tmp_path, tasks)
     assert "reference_seed" not in aggregate(tmp_path)["status"].dims
+
+
+def test_where_the_reference_seed_is_an_axis_every_line_names_it_seed_zero_too() -> None:
+    """The report's line labels: seed 0's line said nothing of its reference where seeds 1 and 2 named theirs,
+    so it read as a line of another sweep (E6's figures, 2026-12-08)."""
+    from toolkit.methods.description import budget_words
+
+    assert budget_words({"max_epochs": 2500, "reference_seed": 0}) == "2500 epochs, reference seed 0"
+    assert budget_words({"max_epochs": 2500, "reference_seed": 2}) == "2500 epochs, reference seed 2"
+    assert budget_words({"max_epochs": 2500}) == "2500 epochs"  # not swept: not said

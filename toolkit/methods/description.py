@@ -21,7 +21,8 @@ def budget_words(config: dict[str, Any]) -> str:
     the report's line labels and destVI's map labels say it alike."""
     budget = f"{config['max_steps']:,} steps" if config.get("max_steps") else f"{config['max_epochs']} epochs"
     warmup = f", warm-up {config['n_steps_kl_warmup']:,} steps" if config.get("n_steps_kl_warmup") else ""
-    reference = f", reference seed {config['reference_seed']}" if config.get("reference_seed") else ""
+    # where the reference's seed is an axis, every line names it, seed 0 too (else seed 0's line reads unswept)
+    reference = f", reference seed {config['reference_seed']}" if config.get("reference_seed") is not None else ""
     return budget + warmup + (", drop last" if config.get("drop_last") else "") + reference
 
 
