@@ -16,17 +16,19 @@ SPOTSWEEP=${SPOTSWEEP:-.venv/bin/spotsweep}
 PYTHON=${PYTHON:-.venv/bin/python}
 HERE=results/tune-starmap-189
 TRIALS=${TRIALS:-20}
+PARALLEL=${PARALLEL:-2}   # trials (and confirmation tasks) at once: this machine's 2 cores
 
 run() {  # a plain sweep file, unless its committed summary says it is done
   "$PYTHON" "$HERE/finished.py" run "$2" && return 0
-  "$SPOTSWEEP" run "$1" --retry-failed || echo "$1: not every task is done; see: $SPOTSWEEP status $2"
+  "$SPOTSWEEP" run "$1" --max-parallel "$PARALLEL" --retry-failed || echo "$1: not every task is done; see: $SPOTSWEEP status $2"
 }
 
 for seed in 0 1 2; do
   folder="$HERE/seed-$seed"
   if [ "$seed" != 0 ]; then "$PYTHON" "$HERE/share.py" "$folder" || exit 1; fi
   if ! "$PYTHON" "$HERE/finished.py" tune "$folder" "$TRIALS"; then
-    "$SPOTSWEEP" tune sweeps/starmap-189-tune.yaml --trials "$TRIALS" --seed "$seed" --out "$folder" || exit 1
+    "$SPOTSWEEP" tune sweeps/starmap-189-tune.yaml --trials "$TRIALS" --seed "$seed" --out "$folder" \
+      --max-parallel "$PARALLEL" || exit 1
   fi
   # the best trial's settings again, with 3 seeds no trial used (a best single draw is optimistic)
   run "$folder/tune/best.yaml" "$folder/confirm"
