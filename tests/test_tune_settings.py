@@ -456,3 +456,16 @@ def test_the_confirmation_gets_the_tunes_reference_models_or_is_told_it_holds_an
     (sentence,) = share_prepared(tuned, other)
     assert str(other.model_dir("starmap", "condscvi-abc")) in sentence and "remove" in sentence
     assert '"another"' in (other.model_dir("starmap", "condscvi-abc") / "training.json").read_text()  # kept
+
+
+@pytest.mark.parametrize("name", ["tpe", "random"])
+def test_a_resumed_study_does_not_draw_its_first_trials_again(tmp_path: Path, name: str) -> None:
+    """A sampler's random state is not in the journal: seeded alike on resumption, a resumed tune asked for
+    its first trials' settings again. Resumed after 2 trials, the next (still in the random start-up) is
+    not trial 0's; and the same resumption repeats itself."""
+    search = {**SPACE, "sampler": name, "seed": 3, "startup_trials": 5}
+    first = asked_and_told(tmp_path / "a", search, 2)[1]
+    resumed = asked_and_told(tmp_path / "a", search, 1)[1]  # the same folder: the journal's study, resumed
+    assert resumed[0] != first[0], (resumed, first)
+    assert asked_and_told(tmp_path / "b", search, 2)[1] == first
+    assert asked_and_told(tmp_path / "b", search, 1)[1] == resumed

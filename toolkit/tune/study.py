@@ -21,17 +21,26 @@ def directions(search: SearchConfig) -> list[str]:
     return [search.objective.direction] + (["minimize"] if search.second_objective else [])
 
 
-def sampler(search: SearchConfig) -> Any:
-    """The sampler the block names, seeded with its tuner seed."""
+def sampler(search: SearchConfig, trials_before: int = 0) -> Any:
+    """The sampler the block names, seeded with its tuner seed; on a study resumed after `trials_before`
+    trials, with a seed drawn from both. A sampler's random state lives in its process, not in the journal:
+    seeded alike again, a resumed tune drew its first trials' settings again (2026-12-08: trial 2 repeated
+    trial 0), so each resumption draws afresh, and the same resumption of the same tuner seed alike."""
+    import numpy as np
     import optuna
 
+    seed = (
+        search.seed
+        if trials_before == 0
+        else int(np.random.SeedSequence([search.seed, trials_before]).generate_state(1)[0])
+    )
     if search.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=search.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if search.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=search.seed)
+        return optuna.samplers.NSGAIISampler(seed=seed)
     if search.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=search.seed, n_startup_trials=search.startup_trials)
-    return optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=search.startup_trials, multivariate=True)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=search.startup_trials)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=search.startup_trials, multivariate=True)
 
 
 def pruner(search: SearchConfig) -> Any:
@@ -61,6 +70,9 @@ def open_study(layout: OutputLayout, name: str, search: SearchConfig) -> Any:
         directions=wanted,
         load_if_exists=True,
     )
+    before = len(study.get_trials(deepcopy=False))
+    if before:
+        study.sampler = sampler(search, before)
     had = [direction.name.lower() for direction in study.directions]
     if had != wanted:
         raise SpotsweepError(
