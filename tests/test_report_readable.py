@@ -12,6 +12,7 @@ import xarray as xr
 from PIL import Image
 
 from toolkit.report import MAP_SHORT_SIDE_IN, MAPS_MAX_WIDTH_IN, _map_bands, _tick_labels, proportion_maps
+from toolkit.trajectories import _line_label
 
 DPI = 110  # toolkit.report._save
 
@@ -92,3 +93,11 @@ def test_a_batch_label_that_would_touch_its_neighbour_is_left_out_but_its_tick_s
     assert _tick_labels([4, 8, 12, 16, 18, 32, 48, 64, 128]) == ["4", "8", "12", "16", "", "32", "48", "64", "128"]
     assert _tick_labels([4, 5, 8, 12, 16, 32]) == ["4", "5", "8", "12", "16", "32"]  # 57 spots: auto is 5
     assert _tick_labels([189.0]) == ["189"]
+
+
+def test_a_trajectory_line_names_its_swept_settings_in_words() -> None:
+    """E6's legend wrote `reference_seed 0`: a setting's name is written with spaces, as the other labels."""
+    config = {"batch_size": 16, "amortization": "both", "reference_seed": 0, "drop_last": True}
+    assert _line_label(config, ["batch_size", "amortization", "reference_seed", "drop_last"]) == (
+        "batch 16, reference seed 0, drop last True"
+    )

@@ -203,7 +203,8 @@ def _curves(summary: xr.Dataset, dataset: str, keys: list[str]) -> pd.DataFrame:
 def _line_label(config: dict, varying: list[str]) -> str:
     """Batch size first, then whatever else differs between the lines of one panel."""
     parts = [f"batch {config['batch_size']}"]
-    parts += [f"{name} {config[name]}" for name in varying if name not in ("batch_size", "amortization")]
+    others = [name for name in varying if name not in ("batch_size", "amortization")]
+    parts += [f"{name.replace('_', ' ')} {config[name]}" for name in others]  # reference_seed: "reference seed"
     return ", ".join(parts)
 
 
