@@ -504,3 +504,15 @@ def test_the_answers_first_line_adds_e6_once_every_reference_seed_is_done() -> N
     partial["status"] = partial["status"].where(partial["reference_seed"] != 2, "absent")
     assert advice.reference_clause({"starmap-189-reference-seed": partial}) == ""
     assert advice.reference_clause({}) == ""
+
+
+def test_the_answers_last_line_names_only_the_experiments_still_open() -> None:
+    """Line 5 named E6 as open after all its tasks were done: a finished experiment leaves the line."""
+    advice = _study_module("advice")
+    done = _summary({("both", 16, 2500): 0.85}, spots=189)
+    summaries = {name: done for name in advice.EXPERIMENTS} | {"starmap-189-drop-last": None}
+    assert advice.line_pending(summaries) == (
+        "5. **Still open**, and able to change lines 1-4: the last minibatch (E3); "
+        "not done yet: starmap-189-drop-last (not run)."
+    )
+    assert advice.line_pending({name: done for name in advice.EXPERIMENTS}) == "5. Every experiment has run."

@@ -322,24 +322,35 @@ def _values(record: Advice, batches: list[int]) -> list[np.ndarray]:
     return [record.values[b] for b in batches]
 
 
+OPEN_QUESTIONS = {
+    "starmap-189-reference-shift": "the cross-technology reference (E2)",
+    "starmap-189-drop-last": "the last minibatch (E3)",
+    "starmap-189-current": "today's destVI (E4)",
+    "starmap-189-seeds": "5 seeds (E5)",
+    "starmap-57-seeds": "5 seeds (E5)",
+    "starmap-189-reference-seed": "the reference model's seed (E6)",
+}
+"""The issue's experiments that can still change lines 1-4, in the words line 5 names them while they run."""
+
+
 def line_pending(summaries: Mapping[str, xr.Dataset | None]) -> str:
-    pending = []
+    """Which experiments have not finished, each with its state; only those are named as still open."""
+    pending: dict[str, list[str]] = {}
     for name in EXPERIMENTS:
         summary = summaries.get(name)
         if summary is None:
-            pending.append(f"{name} (not run)")
-            continue
-        done, total = int((summary["status"] == "done").sum()), int((summary["status"] != "absent").sum())
-        if done < total:
-            pending.append(f"{name} ({done} of {total} tasks)")
+            state = f"{name} (not run)"
+        else:
+            done, total = int((summary["status"] == "done").sum()), int((summary["status"] != "absent").sum())
+            state = f"{name} ({done} of {total} tasks)" if done < total else ""
+        if state:
+            pending.setdefault(OPEN_QUESTIONS.get(name, name), []).append(state)
     if not pending:
         return "5. Every experiment has run."
-    return (
-        "5. **Still open**, and able to change lines 1-4: the cross-technology reference (E2), the last "
-        "minibatch (E3), today's destVI (E4), 5 seeds (E5) and the reference model's seed (E6); not done yet: "
-        + ", ".join(pending)
-        + "."
-    )
+    questions = list(pending)
+    named = questions[0] if len(questions) == 1 else ", ".join(questions[:-1]) + " and " + questions[-1]
+    states = [state for group in pending.values() for state in group]
+    return f"5. **Still open**, and able to change lines 1-4: {named}; not done yet: " + ", ".join(states) + "."
 
 
 def answer_block(summaries: Mapping[str, xr.Dataset | None]) -> str:
