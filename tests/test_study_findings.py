@@ -516,3 +516,17 @@ def test_the_answers_last_line_names_only_the_experiments_still_open() -> None:
         "not done yet: starmap-189-drop-last (not run)."
     )
     assert advice.line_pending({name: done for name in advice.EXPERIMENTS}) == "5. Every experiment has run."
+
+
+def test_the_last_minibatch_table_sets_kept_and_dropped_side_by_side_within_one_reference() -> None:
+    """E3 swept drop_last against one reference: its table has a column per amortization and rule."""
+    last_batch = _study_module("last_batch")
+    kept = _summary({("both", 16, 2500): 0.83, ("latent", 16, 2500): 0.84, ("both", 18, 2500): 0.70}, spots=189)
+    dropped = _summary({("both", 16, 2500): 0.82, ("latent", 16, 2500): 0.85, ("both", 18, 2500): 0.80}, spots=189)
+    e3 = xr.concat([kept, dropped], dim=xr.DataArray([False, True], dims="drop_last", name="drop_last"))
+    e3["status"] = e3["status"].astype(str)
+    e3["reference_time_s"] = xr.full_like(e3["train_time_s"], 120.0)
+    table = last_batch.reference_table("starmap-189-drop-last", e3)
+    assert "(120 s of training)" in table
+    assert "| batch | last minibatch (spots) | both, last kept | both, last dropped | latent, last kept |" in table
+    assert "| 18 | 9 | 0.700 +- 0.005 (n=3) | 0.800 +- 0.005 (n=3) | not run | not run |" in table

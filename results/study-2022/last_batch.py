@@ -1,5 +1,5 @@
 """Does a short last minibatch make a batch size worse on 189 spots? F1's side question, read from the
-committed summaries of starmap-189 and starmap-189-last-batch alone.
+committed summaries of starmap-189, starmap-189-last-batch and E3 (starmap-189-drop-last) alone.
 
     .venv/bin/python results/study-2022/last_batch.py     # prints the table (markdown), quoted in the README
 
@@ -10,6 +10,8 @@ CondSCVI reference model its tasks were trained against. Each experiment trained
 (same data, same settings, another run), and the merfish-scaled run showed that retraining it can move
 destVI's results, so rows of different reference models are not a clean comparison of batch sizes: one
 table per reference model, named by its experiment and its seconds of training (as every task records it).
+E3 answers the question inside one reference: each batch with the last minibatch kept (the study's scvi-tools)
+and dropped (`drop_last: true`, every minibatch full), side by side in its table.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import numpy as np
 import xarray as xr
 from findings import _batch_key, layers, load, text
 
-EXPERIMENTS = ("starmap-189", "starmap-189-last-batch")
+EXPERIMENTS = ("starmap-189", "starmap-189-last-batch", "starmap-189-drop-last")
+KEPT_DROPPED = {False: "kept", True: "dropped"}
 
 
 def last_minibatch(n_spots: int, batch: int) -> int:
@@ -56,19 +59,26 @@ def table() -> str:
 
 
 def reference_table(name: str, summary: xr.Dataset) -> str:
-    """The batches of one experiment, all trained against its one reference model."""
-    pcc = layers(summary)
+    """The batches of one experiment, all trained against its one reference model; where it swept drop_last
+    (E3), a column per amortization and last-minibatch rule."""
     n_spots = summary.sizes["spot"]
     sizes = trained_batches(summary)
+    rules = [bool(v) for v in summary["drop_last"].values] if "drop_last" in summary.dims else [None]
+    columns = []  # (title, table, amortization)
+    for amortization in ("both", "latent"):
+        for rule in rules:
+            part = summary if rule is None else summary.sel({"drop_last": rule})
+            title = amortization if rule is None else f"{amortization}, last {KEPT_DROPPED[rule]}"
+            columns.append((title, layers(part), amortization))
     lines = [
         f"Against {reference(name, summary)}: excitatory-layer PCC, mean +- sd over seeds",
         "",
-        "| batch | last minibatch (spots) | both | latent |",
-        "| --- | --- | --- | --- |",
+        "| batch | last minibatch (spots) | " + " | ".join(title for title, _, _ in columns) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in columns) + " |",
     ]
     for batch in sorted(sizes, key=lambda label: _batch_key(str(sizes[label]))):
         label = f"{sizes[batch]} (`auto`)" if batch == "auto" else batch
-        cells = [text(pcc, (amortization, batch)) for amortization in ("both", "latent")]
+        cells = [text(table, (amortization, batch)) for _, table, amortization in columns]
         lines.append(f"| {label} | {last_minibatch(n_spots, sizes[batch])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
