@@ -425,7 +425,7 @@ def experiment_comparisons() -> list[Claim]:
     rows += [
         Claim("E3 last minibatch", f"{a} vs {b} (last minibatch {'dropped' if drop else 'kept'}, {am})",
               setting(e3, am, a, drop_last=drop), setting(e3, am, b, drop_last=drop))
-        for drop in (False, True) for am in ("both", "latent") for a, b in ((17, 19), (18, 16), (12, 16))
+        for drop in (False, True) for am in ("both", "latent") for a, b in ((17, 19), (18, 16), (12, 16), (16, 128))
     ]  # fmt: skip
     rows += [
         Claim("E4 today's destVI", f"{a} vs {b} ({am})", setting(e4, am, a, variant="current"),
