@@ -527,6 +527,14 @@ def test_the_last_minibatch_table_sets_kept_and_dropped_side_by_side_within_one_
     e3["status"] = e3["status"].astype(str)
     e3["reference_time_s"] = xr.full_like(e3["train_time_s"], 120.0)
     table = last_batch.reference_table("starmap-189-drop-last", e3)
-    assert "(120 s of training)" in table
+    assert "(120 s of training; " in table
     assert "| batch | last minibatch (spots) | both, last kept | both, last dropped | latent, last kept |" in table
     assert "| 18 | 9 | 0.700 +- 0.005 (n=3) | 0.800 +- 0.005 (n=3) | not run | not run |" in table
+
+
+def test_the_readme_quotes_which_experiments_share_a_reference_as_references_py_computes_it() -> None:
+    """The reference models are named by their weights: the table is recomputed from the committed models."""
+    table = _run_script("references.py").strip()
+    assert table in (REPO / "results" / "study-2022" / "README.md").read_text(), (
+        "results/study-2022/README.md: the reference models' table is not references.py's; paste its output there."
+    )

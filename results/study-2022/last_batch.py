@@ -7,9 +7,10 @@ On 189 spots batch 12 and the rule's 18 were the worst, and each epoch of both e
 spots. One row per batch size run there: the spots of that last minibatch (189 mod batch, or a whole batch
 where it divides 189), the excitatory-layer PCC of destVI (mean +- sd over seeds) per amortization, and the
 CondSCVI reference model its tasks were trained against. Each experiment trained its own reference model
-(same data, same settings, another run), and the merfish-scaled run showed that retraining it can move
-destVI's results, so rows of different reference models are not a clean comparison of batch sizes: one
-table per reference model, named by its experiment and its seconds of training (as every task records it).
+(same data, same settings, another run), and a reference of another seed moves destVI's results (E6), so
+rows of different reference models are not a clean comparison of batch sizes: one table per experiment,
+naming its reference by its seconds of training and, where the experiment committed it, its weights' digest
+(references.py): two tables of one digest are against one model.
 E3 answers the question inside one reference: each batch with the last minibatch kept (the study's scvi-tools)
 and dropped (`drop_last: true`, every minibatch full), side by side in its table.
 """
@@ -20,7 +21,8 @@ import sys
 
 import numpy as np
 import xarray as xr
-from findings import _batch_key, layers, load, text
+from findings import HERE, _batch_key, layers, load, text
+from references import weights_digest
 
 EXPERIMENTS = ("starmap-189", "starmap-189-last-batch", "starmap-189-drop-last")
 KEPT_DROPPED = {False: "kept", True: "dropped"}
@@ -43,10 +45,14 @@ def trained_batches(summary: xr.Dataset) -> dict[str, int]:
 
 
 def reference(name: str, summary: xr.Dataset) -> str:
-    """The reference model the experiment's destVI tasks used, named by its experiment and training time."""
+    """The reference model the experiment's destVI tasks used: its seconds of training (as every task records
+    them) and, where the experiment committed it, its weights' digest (references.py), which says whether two
+    tables' references are one model."""
     seconds = summary["reference_time_s"].sel({"method": "destvi"}).values
     seconds = sorted({round(float(s)) for s in seconds.ravel() if np.isfinite(s) and s > 0})
-    return f"{name}'s reference model ({', '.join(f'{s} s' for s in seconds)} of training)"
+    models = sorted((HERE / name / "models").glob("*/condscvi-*/model.pt"))
+    weights = f"weights {weights_digest(models[0])}" if len(models) == 1 else "not kept"
+    return f"{name}'s reference model ({', '.join(f'{s} s' for s in seconds)} of training; {weights})"
 
 
 def table() -> str:
