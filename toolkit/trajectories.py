@@ -208,6 +208,27 @@ def _line_label(config: dict, varying: list[str]) -> str:
     return ", ".join(parts)
 
 
+def _others(config: dict) -> tuple:
+    """A line's settings besides its batch size and amortization (drop_last, reference seed, ...)."""
+    return tuple(sorted((k, str(v)) for k, v in config.items() if k not in ("batch_size", "amortization")))
+
+
+def _line_styles(curves: pd.DataFrame, line_keys: list[str]) -> tuple[dict, dict]:
+    """A colour per batch size and a dash per combination of the other settings: E3's 12 lines (6 batches,
+    last minibatch kept or dropped) ran through the 10 default colours twice, two batches sharing one."""
+    import matplotlib.pyplot as plt
+
+    def numeric_first(batch: Any) -> tuple[bool, int]:  # "auto" after the numbers
+        return (not str(batch).isdigit(), int(batch) if str(batch).isdigit() else 0)
+
+    batches = sorted(curves["batch_size"].unique(), key=numeric_first)
+    cmap = plt.get_cmap("tab10") if len(batches) <= 10 else plt.get_cmap("viridis", len(batches))
+    colour = {batch: cmap(i) for i, batch in enumerate(batches)}
+    others = sorted({_others(dict(zip(line_keys, key, strict=True))) for key, _ in curves.groupby(line_keys)})
+    dashes = ["-", "--", ":", "-."]
+    return colour, {other: dashes[i % len(dashes)] for i, other in enumerate(others)}
+
+
 def trajectory_figure(summary: xr.Dataset, dataset: str, keys: list[str], path: Path, save: Any) -> bool:
     """Accuracy against optimizer steps (top, log scale) and against epochs (bottom); a panel per
     amortization, a line per batch size (mean over seeds, band: +- 1 s.d.). False: nothing to draw."""
@@ -219,6 +240,7 @@ def trajectory_figure(summary: xr.Dataset, dataset: str, keys: list[str], path: 
     panels = sorted(curves["amortization"].unique())
     line_keys = [k for k in keys if k != "amortization"]
     varying = [k for k in line_keys if curves[k].nunique() > 1]
+    colour, dash = _line_styles(curves, line_keys)
     fig, axes = plt.subplots(2, len(panels), figsize=(5.2 * len(panels), 7.5), squeeze=False, layout="constrained")
     for column, amortization in enumerate(panels):
         lines = curves[curves["amortization"] == amortization]
@@ -226,7 +248,8 @@ def trajectory_figure(summary: xr.Dataset, dataset: str, keys: list[str], path: 
             config = dict(zip(line_keys, key, strict=True))
             for row, axis in enumerate(("step", "epoch")):
                 ax = axes[row, column]
-                (drawn,) = ax.plot(group[axis], group["mean"], label=_line_label(config, varying))
+                style = {"color": colour[config["batch_size"]], "linestyle": dash[_others(config)]}
+                (drawn,) = ax.plot(group[axis], group["mean"], label=_line_label(config, varying), **style)
                 band = group["std"].fillna(0)
                 ax.fill_between(
                     group[axis], group["mean"] - band, group["mean"] + band, alpha=0.2, color=drawn.get_color()
