@@ -538,3 +538,21 @@ def test_the_readme_quotes_which_experiments_share_a_reference_as_references_py_
     assert table in (REPO / "results" / "study-2022" / "README.md").read_text(), (
         "results/study-2022/README.md: the reference models' table is not references.py's; paste its output there."
     )
+
+
+def test_the_answers_first_line_adds_e3_once_its_dropped_rows_are_done() -> None:
+    """Batch 18 against 16 with every minibatch full, beside line 1; nothing while a seed is missing."""
+    advice = _study_module("advice")
+    sides = {("both", 16, 2500): 0.84, ("latent", 16, 2500): 0.82, ("both", 18, 2500): 0.73, ("latent", 18, 2500): 0.77}
+    e3 = xr.concat(
+        [_summary(sides, spots=189), _summary(sides, spots=189)],
+        dim=xr.DataArray([False, True], dims="drop_last", name="drop_last"),
+    )
+    e3["status"] = e3["status"].astype(str)
+    clause = advice.last_minibatch_clause({"starmap-189-drop-last": e3})
+    expected = "18 against 16 is 0.730 against 0.840 (both) and 0.770 against 0.820 (latent), resolved below in both"
+    assert expected in clause
+    partial = e3.copy()
+    partial["status"] = partial["status"].where((partial["seed"] != 2) | (partial["status"] != "done"), "running")
+    assert advice.last_minibatch_clause({"starmap-189-drop-last": partial}) == ""
+    assert advice.last_minibatch_clause({}) == ""

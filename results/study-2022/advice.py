@@ -171,7 +171,24 @@ def line_189(summaries: Mapping[str, xr.Dataset | None]) -> str:
         f"1. **189 STARmap spots: the study's direction, not its loss.** Batch 16 beats 128 with both "
         f"amortizations (excitatory-layer PCC {pairs}; {_outcomes(rows)}), yet batch 128 still draws the layers, "
         f"and the rule's batch, {rule}, falls to {_mean(dips[0].a.values)} and {_mean(dips[1].a.values)} "
-        f"(against 16: {_outcomes(dips).replace('A below B', 'resolved below')})." + reference_clause(summaries)
+        f"(against 16: {_outcomes(dips).replace('A below B', 'resolved below')})."
+        + last_minibatch_clause(summaries)
+        + reference_clause(summaries)
+    )
+
+
+def last_minibatch_clause(summaries: Mapping[str, xr.Dataset | None]) -> str:
+    """E3 beside line 1: is the dip at 18 its short last minibatch (189 = 10 x 18 + 9)? Batch 18 against 16 with
+    every minibatch full, once every task of those rows is done (the one gate)."""
+    amortizations = ("both", "latent")
+    rows = [_row(f"18 vs 16 (last minibatch dropped, {am})", summaries) for am in amortizations]
+    if any(row.contrast is None or row.outcome.startswith("no verdict") for row in rows):
+        return ""
+    pairs = zip(rows, amortizations, strict=True)
+    each = " and ".join(f"{_mean(r.a.values)} against {_mean(r.b.values)} ({am})" for r, am in pairs)
+    return (
+        f" Not its short last minibatch (9 spots): with it dropped, every minibatch full (E3), 18 against 16 is "
+        f"{each}, {_outcomes(rows).replace('A below B', 'resolved below')}."
     )
 
 
