@@ -51,7 +51,7 @@ def reference(name: str, summary: xr.Dataset) -> str:
     seconds = summary["reference_time_s"].sel({"method": "destvi"}).values
     seconds = sorted({round(float(s)) for s in seconds.ravel() if np.isfinite(s) and s > 0})
     models = sorted((HERE / name / "models").glob("*/condscvi-*/model.pt"))
-    weights = f"weights {weights_digest(models[0])}" if len(models) == 1 else "not kept"
+    weights = f"weights {', '.join(weights_digest(m) for m in models)}" if models else "not kept"
     return f"{name}'s reference model ({', '.join(f'{s} s' for s in seconds)} of training; {weights})"
 
 
